@@ -1,0 +1,630 @@
+/* Configuration loading. Every key is one row of key_table (section, name, type, offset,
+ * default, limits), so adding a key is one line; [sink.NAME] sections use sink_table the same
+ * way. Called by main at start-up and by komerce-hookctl; pure (no logging). */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+#include "log.h"
+#include "util.h"
+
+#define SECRET_FILE_LIMIT (64 * 1024)
+
+enum key_type {
+	KEY_STR,
+	KEY_SECRET, /* string that may also come from NAME_file / credentials; never echoed */
+	KEY_INT,
+	KEY_BOOL,
+	KEY_DOUBLE,
+	KEY_AUTH,
+	KEY_SYNC,
+	KEY_LOGLEVEL,
+	KEY_SINKTYPE,
+};
+
+struct key_def {
+	const char *section;
+	const char *name;
+	enum key_type type;
+	size_t off;
+	const char *def;
+	long min, max;
+};
+
+#define C(field) offsetof(struct config, field)
+static const struct key_def key_table[] = {
+	{"server", "listen", KEY_STR, C(listen), "127.0.0.1:8080", 0, 0},
+	{"server", "callback_path", KEY_STR, C(callback_path), "/v1/komerce/callback", 0, 0},
+	{"server", "max_body", KEY_INT, C(max_body), "65536", 1024, 16 * 1024 * 1024},
+	{"server", "max_connections", KEY_INT, C(max_connections), "1024", 1, 65536},
+	{"server", "connection_timeout", KEY_INT, C(connection_timeout), "10", 1, 3600},
+	{"server", "threads", KEY_INT, C(threads), "0", 0, 64},
+	{"admin", "listen", KEY_STR, C(admin_listen), "127.0.0.1:8081", 0, 0},
+	{"admin", "token", KEY_SECRET, C(admin_token), "", 0, 0},
+	{"komerce", "base_url", KEY_STR, C(base_url),
+	 "https://api-sandbox.collaborator.komerce.id/user", 0, 0},
+	{"komerce", "api_key", KEY_SECRET, C(api_key), "", 0, 0},
+	{"komerce", "callback_keys", KEY_SECRET, C(callback_keys), "", 0, 0},
+	{"komerce", "callback_auth", KEY_AUTH, C(callback_auth), "hmac", 0, 0},
+	{"komerce", "callback_url", KEY_STR, C(callback_url), "", 0, 0},
+	{"komerce", "timeout_ms", KEY_INT, C(timeout_ms), "10000", 100, 120000},
+	{"komerce", "connect_timeout_ms", KEY_INT, C(connect_timeout_ms), "3000", 100, 60000},
+	{"store", "path", KEY_STR, C(store_path), "/var/lib/komerce-hookd/events.db", 0, 0},
+	{"store", "synchronous", KEY_SYNC, C(synchronous_full), "full", 0, 0},
+	{"store", "busy_timeout_ms", KEY_INT, C(busy_timeout_ms), "5000", 0, 600000},
+	{"store", "batch_max", KEY_INT, C(batch_max), "512", 1, 65536},
+	{"reconcile", "enabled", KEY_BOOL, C(reconcile_enabled), "true", 0, 0},
+	{"reconcile", "grace_seconds", KEY_INT, C(grace_seconds), "60", 0, 86400},
+	{"reconcile", "max_requests_per_second", KEY_DOUBLE, C(max_requests_per_second), "5", 0,
+	 1000},
+	{"reconcile", "min_interval_seconds", KEY_INT, C(min_interval_seconds), "3", 3, 86400},
+	{"log", "level", KEY_LOGLEVEL, C(log_level), "info", 0, 0},
+};
+#undef C
+
+#define S(field) offsetof(struct config_sink, field)
+static const struct key_def sink_table[] = {
+	{"sink", "type", KEY_SINKTYPE, S(type), "http", 0, 0},
+	{"sink", "url", KEY_STR, S(url), "", 0, 0},
+	{"sink", "secret", KEY_SECRET, S(secret), "", 0, 0},
+	{"sink", "stream", KEY_STR, S(stream), "komerce-hookd", 0, 0},
+	{"sink", "max_attempts", KEY_INT, S(max_attempts), "12", 1, 1000},
+	{"sink", "maxlen", KEY_INT, S(maxlen), "0", 0, 1000000000},
+	{"sink", "timeout_ms", KEY_INT, S(timeout_ms), "5000", 100, 120000},
+	{"sink", "backlog_warn", KEY_INT, S(backlog_warn), "10000", 1, 1000000000},
+};
+#undef S
+
+#define N_KEYS	    (sizeof(key_table) / sizeof(key_table[0]))
+#define N_SINK_KEYS (sizeof(sink_table) / sizeof(sink_table[0]))
+
+struct load_ctx {
+	struct config *c;
+	char *err;
+	size_t err_len;
+	int error;
+};
+
+static int fail(struct load_ctx *x, int error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct load_ctx *x, int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (x->error != 0)
+		return x->error; /* keep the first error */
+	va_start(ap, fmt);
+	vsnprintf(x->err, x->err_len, fmt, ap);
+	va_end(ap);
+	x->error = error;
+	return error;
+}
+
+static int set_string(char **slot, const char *value)
+{
+	char *copy = strdup(value);
+
+	if (copy == NULL)
+		return -ENOMEM;
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+/* Sets one key of base (a struct config or a struct config_sink) from its text form. */
+static int set_value(struct load_ctx *x, const char *section, const struct key_def *k, void *base,
+		     const char *value)
+{
+	char *slot = (char *)base + k->off;
+	char *end;
+
+	switch (k->type) {
+	case KEY_STR:
+	case KEY_SECRET:
+		if (set_string((char **)(void *)slot, value) < 0)
+			return fail(x, -ENOMEM, "config: out of memory");
+		return 0;
+	case KEY_INT: {
+		long v;
+
+		errno = 0;
+		v = strtol(value, &end, 10);
+		if (errno != 0 || end == value || *end != '\0' || v < k->min || v > k->max)
+			return fail(x, -EINVAL, "config: %s.%s: must be an integer from %ld to %ld",
+				    section, k->name, k->min, k->max);
+		*(long *)(void *)slot = v;
+		return 0;
+	}
+	case KEY_DOUBLE: {
+		double v;
+
+		errno = 0;
+		v = strtod(value, &end);
+		if (errno != 0 || end == value || *end != '\0' || !(v > (double)k->min) ||
+		    v > (double)k->max)
+			return fail(x, -EINVAL,
+				    "config: %s.%s: must be a number above %ld and at most %ld",
+				    section, k->name, k->min, k->max);
+		*(double *)(void *)slot = v;
+		return 0;
+	}
+	case KEY_BOOL:
+		if (strcasecmp(value, "true") == 0 || strcasecmp(value, "yes") == 0 ||
+		    strcmp(value, "1") == 0 || strcasecmp(value, "on") == 0)
+			*(bool *)(void *)slot = true;
+		else if (strcasecmp(value, "false") == 0 || strcasecmp(value, "no") == 0 ||
+			 strcmp(value, "0") == 0 || strcasecmp(value, "off") == 0)
+			*(bool *)(void *)slot = false;
+		else
+			return fail(x, -EINVAL, "config: %s.%s: must be true or false", section,
+				    k->name);
+		return 0;
+	case KEY_AUTH:
+		if (strcasecmp(value, "hmac") == 0)
+			*(int *)(void *)slot = CONFIG_AUTH_HMAC;
+		else if (strcasecmp(value, "plain") == 0)
+			*(int *)(void *)slot = CONFIG_AUTH_PLAIN;
+		else
+			return fail(x, -EINVAL, "config: %s.%s: must be hmac or plain", section,
+				    k->name);
+		return 0;
+	case KEY_SYNC:
+		if (strcasecmp(value, "full") == 0)
+			*(bool *)(void *)slot = true;
+		else if (strcasecmp(value, "normal") == 0)
+			*(bool *)(void *)slot = false;
+		else
+			return fail(x, -EINVAL, "config: %s.%s: must be full or normal", section,
+				    k->name);
+		return 0;
+	case KEY_LOGLEVEL: {
+		int prio = log_level_parse(value);
+
+		if (prio < 0)
+			return fail(x, -EINVAL,
+				    "config: %s.%s: must be err, warning, notice, info or debug",
+				    section, k->name);
+		*(int *)(void *)slot = prio;
+		return 0;
+	}
+	case KEY_SINKTYPE:
+		if (strcasecmp(value, "http") == 0)
+			*(int *)(void *)slot = CONFIG_SINK_HTTP;
+		else if (strcasecmp(value, "redis") == 0)
+			*(int *)(void *)slot = CONFIG_SINK_REDIS;
+		else
+			return fail(x, -EINVAL, "config: %s.%s: must be http or redis", section,
+				    k->name);
+		return 0;
+	}
+	return fail(x, -EINVAL, "config: %s.%s: internal error", section, k->name);
+}
+
+static int set_from_file(struct load_ctx *x, const char *section, const struct key_def *k,
+			 void *base, const char *path)
+{
+	char *content = NULL;
+	int r;
+
+	r = util_read_file(path, SECRET_FILE_LIMIT, &content);
+	if (r < 0)
+		return fail(x, -EINVAL, "config: %s.%s: cannot read secret file \"%s\": %s",
+			    section, k->name, path,
+			    r == -ENOENT   ? "no such file"
+			    : r == -EACCES ? "permission denied"
+			    : r == -EFBIG  ? "too large"
+					   : "read error");
+	r = set_value(x, section, k, base, content);
+	explicit_bzero(content, strlen(content));
+	free(content);
+	return r;
+}
+
+static const struct key_def *find_key(const struct key_def *table, size_t n, const char *section,
+				      const char *name, bool *ret_is_file)
+{
+	size_t len = strlen(name);
+
+	*ret_is_file = false;
+	for (size_t i = 0; i < n; i++) {
+		if (section != NULL && strcmp(table[i].section, section) != 0)
+			continue;
+		if (strcmp(table[i].name, name) == 0)
+			return &table[i];
+		if (table[i].type == KEY_SECRET && len == strlen(table[i].name) + 5 &&
+		    strncmp(name, table[i].name, len - 5) == 0 &&
+		    strcmp(name + len - 5, "_file") == 0) {
+			*ret_is_file = true;
+			return &table[i];
+		}
+	}
+	return NULL;
+}
+
+static bool valid_sink_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len >= sizeof(((struct config_sink *)0)->name))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)name[i]) && name[i] != '_' && name[i] != '-')
+			return false;
+	return true;
+}
+
+static struct config_sink *sink_get(struct load_ctx *x, const char *name, bool create)
+{
+	struct config *c = x->c;
+	struct config_sink *s;
+
+	for (size_t i = 0; i < c->n_sinks; i++)
+		if (strcmp(c->sinks[i].name, name) == 0)
+			return &c->sinks[i];
+	if (!create)
+		return NULL;
+	if (!valid_sink_name(name)) {
+		fail(x, -EINVAL, "config: [sink.%.40s]: name must be 1-31 letters, digits, - or _",
+		     name);
+		return NULL;
+	}
+	if (c->n_sinks == CONFIG_MAX_SINKS) {
+		fail(x, -EINVAL, "config: [sink.%s]: at most %d sinks", name, CONFIG_MAX_SINKS);
+		return NULL;
+	}
+	s = &c->sinks[c->n_sinks++];
+	memset(s, 0, sizeof(*s));
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	for (size_t i = 0; i < N_SINK_KEYS; i++)
+		if (set_value(x, "sink", &sink_table[i], s, sink_table[i].def) < 0)
+			return NULL;
+	return s;
+}
+
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+	struct load_ctx *x = user;
+	const struct key_def *k;
+	bool is_file;
+	void *base = x->c;
+	char sect[64];
+
+	if (x->error != 0)
+		return 0;
+	if (name == NULL) /* new section with INI_CALL_HANDLER_ON_NEW_SECTION */
+		return 1;
+	if (strncmp(section, "sink.", 5) == 0) {
+		base = sink_get(x, section + 5, true);
+		if (base == NULL)
+			return 0;
+		k = find_key(sink_table, N_SINK_KEYS, NULL, name, &is_file);
+	} else {
+		k = find_key(key_table, N_KEYS, section, name, &is_file);
+	}
+	snprintf(sect, sizeof(sect), "%s", section);
+	if (k == NULL) {
+		fail(x, -EINVAL, "config: unknown key %.60s.%.60s", section, name);
+		return 0;
+	}
+	if (is_file)
+		return set_from_file(x, sect, k, base, value) == 0;
+	return set_value(x, sect, k, base, value) == 0;
+}
+
+static const char *env_get(char *const *envp, const char *name)
+{
+	size_t len = strlen(name);
+
+	if (envp == NULL)
+		return NULL;
+	for (; *envp != NULL; envp++)
+		if (strncmp(*envp, name, len) == 0 && (*envp)[len] == '=')
+			return *envp + len + 1;
+	return NULL;
+}
+
+static void env_name(char *out, size_t n, const char *section, const char *key, const char *suffix)
+{
+	size_t o;
+
+	snprintf(out, n, "KOMERCE_HOOKD_%s_%s%s", section, key, suffix);
+	for (o = 0; out[o] != '\0'; o++) {
+		unsigned char ch = (unsigned char)out[o];
+
+		out[o] = isalnum(ch) ? (char)toupper(ch) : '_';
+	}
+}
+
+/* Credentials, then environment, for the keys of one table applied to base. */
+static int apply_overrides(struct load_ctx *x, const struct key_def *table, size_t n, void *base,
+			   const char *section, char *const *envp)
+{
+	const char *creds = env_get(envp, "CREDENTIALS_DIRECTORY");
+
+	for (size_t i = 0; i < n && x->error == 0; i++) {
+		const struct key_def *k = &table[i];
+		char name[160];
+		const char *v;
+
+		if (k->type == KEY_SECRET && creds != NULL && *creds != '\0') {
+			char path[PATH_MAX];
+			FILE *f;
+
+			snprintf(path, sizeof(path), "%s/%s.%s", creds, section, k->name);
+			f = fopen(path, "re");
+			if (f != NULL) {
+				fclose(f);
+				set_from_file(x, section, k, base, path);
+			}
+		}
+		env_name(name, sizeof(name), section, k->name, "");
+		v = env_get(envp, name);
+		if (v != NULL)
+			set_value(x, section, k, base, v);
+		if (k->type == KEY_SECRET) {
+			env_name(name, sizeof(name), section, k->name, "_FILE");
+			v = env_get(envp, name);
+			if (v != NULL)
+				set_from_file(x, section, k, base, v);
+		}
+	}
+	return x->error;
+}
+
+static bool is_http_url(const char *s)
+{
+	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+}
+
+static int split_keys(struct load_ctx *x)
+{
+	struct config *c = x->c;
+	char *p;
+
+	free(c->keys_buf);
+	c->keys_buf = strdup(c->callback_keys);
+	c->n_keys = 0;
+	if (c->keys_buf == NULL)
+		return fail(x, -ENOMEM, "config: out of memory");
+	p = c->keys_buf;
+	while (p != NULL) {
+		char *comma = strchr(p, ',');
+		char *start = p, *end;
+
+		if (comma != NULL)
+			*comma = '\0';
+		p = comma != NULL ? comma + 1 : NULL;
+		while (isspace((unsigned char)*start))
+			start++;
+		end = start + strlen(start);
+		while (end > start && isspace((unsigned char)end[-1]))
+			*--end = '\0';
+		if (*start == '\0')
+			continue;
+		if (c->n_keys == CONFIG_MAX_KEYS)
+			return fail(x, -EINVAL, "config: komerce.callback_keys: at most %d keys",
+				    CONFIG_MAX_KEYS);
+		if (end - start < 16)
+			return fail(
+				x, -EINVAL,
+				"config: komerce.callback_keys: each key needs 16 characters or "
+				"more");
+		c->keys[c->n_keys] = start;
+		c->key_lens[c->n_keys] = (size_t)(end - start);
+		c->n_keys++;
+	}
+	return 0;
+}
+
+static int check_listen(struct load_ctx *x, const char *key, const char *value)
+{
+	char host[256];
+	unsigned port;
+
+	if (config_split_listen(value, host, sizeof(host), &port) < 0)
+		return fail(x, -EINVAL, "config: %s: must be HOST:PORT or [IPv6]:PORT", key);
+	return 0;
+}
+
+static int validate(struct load_ctx *x)
+{
+	struct config *c = x->c;
+
+	if (x->error != 0)
+		return x->error;
+	if (check_listen(x, "server.listen", c->listen) < 0 ||
+	    check_listen(x, "admin.listen", c->admin_listen) < 0)
+		return x->error;
+	if (c->callback_path[0] != '/' || strpbrk(c->callback_path, " ?#") != NULL)
+		return fail(x, -EINVAL,
+			    "config: server.callback_path: must start with / and have no query");
+	if (!is_http_url(c->base_url))
+		return fail(x, -EINVAL,
+			    "config: komerce.base_url: must start with http:// or https://");
+	if (c->callback_url[0] != '\0' && !is_http_url(c->callback_url))
+		return fail(x, -EINVAL,
+			    "config: komerce.callback_url: must start with http:// or https://");
+	if (split_keys(x) < 0)
+		return x->error;
+	if (c->n_keys == 0)
+		return fail(
+			x, -EINVAL,
+			"config: komerce.callback_keys: missing (set it in the file, "
+			"KOMERCE_HOOKD_KOMERCE_CALLBACK_KEYS or credential komerce.callback_keys)");
+	if (strlen(c->admin_token) < 16)
+		return fail(x, -EINVAL,
+			    "config: admin.token: missing or shorter than 16 characters (set it in "
+			    "the file, KOMERCE_HOOKD_ADMIN_TOKEN or credential admin.token)");
+	if (c->api_key[0] == '\0')
+		return fail(x, -EINVAL,
+			    "config: komerce.api_key: missing (set it in the file, "
+			    "KOMERCE_HOOKD_KOMERCE_API_KEY or credential komerce.api_key)");
+	if (c->store_path[0] == '\0')
+		return fail(x, -EINVAL, "config: store.path: must not be empty");
+	for (size_t i = 0; i < c->n_sinks; i++) {
+		struct config_sink *s = &c->sinks[i];
+
+		if (s->type == CONFIG_SINK_HTTP) {
+			if (!is_http_url(s->url))
+				return fail(
+					x, -EINVAL,
+					"config: sink.%s.url: must start with http:// or https://",
+					s->name);
+			if (strlen(s->secret) < 16)
+				return fail(x, -EINVAL,
+					    "config: sink.%s.secret: missing or shorter than 16 "
+					    "characters",
+					    s->name);
+		} else {
+			if (strncmp(s->url, "redis://", 8) != 0)
+				return fail(x, -EINVAL,
+					    "config: sink.%s.url: must be redis://HOST:PORT[/DB]",
+					    s->name);
+			if (s->stream[0] == '\0')
+				return fail(x, -EINVAL, "config: sink.%s.stream: must not be empty",
+					    s->name);
+		}
+	}
+	return 0;
+}
+
+static int load(struct config *c, const char *path, const char *text, char *const *envp, char *err,
+		size_t err_len)
+{
+	struct load_ctx x = {.c = c, .err = err, .err_len = err_len};
+	int r;
+
+	err[0] = '\0';
+	if (path != NULL) {
+		FILE *f = fopen(path, "re");
+
+		if (f == NULL) {
+			r = -errno;
+			snprintf(err, err_len, "config: cannot open %s: %s", path,
+				 r == -ENOENT	? "no such file"
+				 : r == -EACCES ? "permission denied"
+						: "open failed");
+			return r;
+		}
+		r = ini_parse_file(f, on_ini_key, &x);
+		fclose(f);
+	} else {
+		r = ini_parse_string(text, on_ini_key, &x);
+	}
+	if (x.error != 0)
+		return x.error;
+	if (r > 0)
+		return fail(&x, -EINVAL, "config: syntax error on line %d", r);
+	if (r < 0)
+		return fail(&x, -EIO, "config: cannot read the file");
+	apply_overrides(&x, key_table, N_KEYS, c, NULL, envp);
+	for (size_t i = 0; i < c->n_sinks && x.error == 0; i++) {
+		char section[64];
+
+		snprintf(section, sizeof(section), "sink.%s", c->sinks[i].name);
+		apply_overrides(&x, sink_table, N_SINK_KEYS, &c->sinks[i], section, envp);
+	}
+	return validate(&x);
+}
+
+int config_load_file(struct config *c, const char *path, char *const *envp, char *err,
+		     size_t err_len)
+{
+	return load(c, path, NULL, envp, err, err_len);
+}
+
+int config_load_string(struct config *c, const char *text, char *const *envp, char *err,
+		       size_t err_len)
+{
+	return load(c, NULL, text, envp, err, err_len);
+}
+
+struct config *config_new(void)
+{
+	struct config *c = calloc(1, sizeof(*c));
+	char err[CONFIG_ERR_LEN];
+	struct load_ctx x = {.c = c, .err = err, .err_len = sizeof(err)};
+
+	if (c == NULL)
+		return NULL;
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (set_value(&x, key_table[i].section, &key_table[i], c, key_table[i].def) < 0) {
+			config_free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+static void free_secret(char *s)
+{
+	if (s != NULL) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+void config_free(struct config *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (key_table[i].type == KEY_STR)
+			free(*(char **)(void *)((char *)c + key_table[i].off));
+		else if (key_table[i].type == KEY_SECRET)
+			free_secret(*(char **)(void *)((char *)c + key_table[i].off));
+	}
+	for (size_t s = 0; s < c->n_sinks; s++) {
+		for (size_t i = 0; i < N_SINK_KEYS; i++) {
+			char **slot = (char **)(void *)((char *)&c->sinks[s] + sink_table[i].off);
+
+			if (sink_table[i].type == KEY_STR)
+				free(*slot);
+			else if (sink_table[i].type == KEY_SECRET)
+				free_secret(*slot);
+		}
+	}
+	free_secret(c->keys_buf);
+	free(c);
+}
+
+int config_split_listen(const char *listen, char *host, size_t host_len, unsigned *port)
+{
+	const char *colon, *hs = listen, *he;
+	char *end;
+	long p;
+
+	if (listen[0] == '[') {
+		he = strchr(listen, ']');
+		if (he == NULL || he[1] != ':')
+			return -EINVAL;
+		hs = listen + 1;
+		colon = he + 1;
+	} else {
+		colon = strrchr(listen, ':');
+		if (colon == NULL)
+			return -EINVAL;
+		he = colon;
+	}
+	if (he == hs || (size_t)(he - hs) >= host_len)
+		return -EINVAL;
+	errno = 0;
+	p = strtol(colon + 1, &end, 10);
+	if (errno != 0 || end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+		return -EINVAL;
+	memcpy(host, hs, (size_t)(he - hs));
+	host[he - hs] = '\0';
+	*port = (unsigned)p;
+	return 0;
+}

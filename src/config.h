@@ -1,0 +1,82 @@
+/* Configuration: built-in defaults, then the INI file (inih), then $CREDENTIALS_DIRECTORY
+ * secrets, then KOMERCE_HOOKD_<SECTION>_<KEY> environment overrides. Pure: never logs. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONFIG_MAX_KEYS	 8
+#define CONFIG_MAX_SINKS 8
+#define CONFIG_ERR_LEN	 256
+
+enum config_callback_auth { CONFIG_AUTH_HMAC, CONFIG_AUTH_PLAIN };
+enum config_sink_type { CONFIG_SINK_HTTP, CONFIG_SINK_REDIS };
+
+struct config_sink {
+	char name[32];
+	int type;     /* enum config_sink_type */
+	char *url;    /* http(s)://... or redis://host:port[/db] */
+	char *secret; /* http: HMAC key for X-Hookd-Signature */
+	char *stream; /* redis: stream name */
+	long max_attempts;
+	long maxlen; /* redis: approximate MAXLEN, 0 = unbounded */
+	long timeout_ms;
+	long backlog_warn; /* warn when pending rows for this sink pass this */
+};
+
+struct config {
+	/* [server] */
+	char *listen;
+	char *callback_path;
+	long max_body;
+	long max_connections;
+	long connection_timeout;
+	long threads; /* MHD worker threads, 0 = one per core */
+	/* [admin] */
+	char *admin_listen;
+	char *admin_token;
+	/* [komerce] */
+	char *base_url;
+	char *api_key;
+	char *callback_keys; /* comma separated, as configured */
+	int callback_auth;   /* enum config_callback_auth */
+	char *callback_url;
+	long timeout_ms;
+	long connect_timeout_ms;
+	/* [store] */
+	char *store_path;
+	bool synchronous_full;
+	long busy_timeout_ms;
+	long batch_max;
+	/* [reconcile] */
+	bool reconcile_enabled;
+	long grace_seconds;
+	double max_requests_per_second;
+	long min_interval_seconds;
+	/* [log] */
+	int log_level;
+
+	/* derived */
+	char *keys[CONFIG_MAX_KEYS]; /* callback_keys split, pointers into keys_buf */
+	size_t key_lens[CONFIG_MAX_KEYS];
+	size_t n_keys;
+	char *keys_buf;
+	struct config_sink sinks[CONFIG_MAX_SINKS];
+	size_t n_sinks;
+};
+
+/* Allocates a config holding the built-in defaults. NULL on allocation failure. */
+struct config *config_new(void);
+void config_free(struct config *c);
+
+/* Applies an INI file (path) or INI text (text, for tests and the fuzzer), then secrets from
+ * $CREDENTIALS_DIRECTORY and the environment (envp, NULL-terminated "K=V" list; NULL = none),
+ * then validates. On error returns -EINVAL (or -errno for an unreadable file) and writes one
+ * line naming the key into err. */
+int config_load_file(struct config *c, const char *path, char *const *envp, char *err,
+		     size_t err_len) __attribute__((warn_unused_result));
+int config_load_string(struct config *c, const char *text, char *const *envp, char *err,
+		       size_t err_len) __attribute__((warn_unused_result));
+
+/* Splits "host:port", "[v6]:port" into host (without brackets) and port. -EINVAL if bad. */
+int config_split_listen(const char *listen, char *host, size_t host_len, unsigned *port);

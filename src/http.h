@@ -1,0 +1,77 @@
+/* libmicrohttpd servers: the public callback listener and the admin listener, a routing
+ * table, body limits and JSON replies. Handlers run on MHD threads; a handler that must wait
+ * (for a commit) suspends its request and completes it later from another thread. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "metrics.h"
+#include "store.h"
+
+struct http_server;
+struct http_request;
+
+typedef void (*http_handler_fn)(struct http_request *req, void *ctx);
+
+struct http_route {
+	const char *method; /* "GET", "POST" */
+	const char *path;   /* exact path, or a prefix when prefix is true */
+	bool prefix;
+	bool has_body;	/* collect the body (POST) */
+	bool json_body; /* refuse (415) a body that is not application/json */
+	enum metrics_endpoint ep;
+	http_handler_fn fn;
+	void *ctx;
+};
+
+struct http_opts {
+	const char *name;   /* "public" or "admin", for logs */
+	const char *listen; /* HOST:PORT */
+	unsigned threads;   /* 0 = thread per connection (admin: handlers may block) */
+	unsigned max_connections;
+	unsigned connection_timeout_s;
+	size_t max_body;
+	const struct http_route *routes;
+	size_t n_routes;
+};
+
+/* Starts listening. Returns 0 and *ret, or -errno with a line in err. */
+int http_start(const struct http_opts *o, struct http_server **ret, char *err, size_t err_len)
+	__attribute__((warn_unused_result));
+/* Stops accepting new connections, waits up to drain_ms for requests in flight to be answered,
+ * then stops the server and frees it. NULL is fine. */
+void http_stop(struct http_server *srv, long drain_ms);
+/* The port actually bound (useful with port 0). */
+unsigned http_port(struct http_server *srv);
+
+/* ---- for handlers ---- */
+const char *http_method(struct http_request *req);
+const char *http_url(struct http_request *req);
+const char *http_header(struct http_request *req, const char *name);
+const char *http_query(struct http_request *req, const char *name);
+const char *http_remote(struct http_request *req);
+const char *http_body(struct http_request *req, size_t *ret_len);
+
+/* Sets the reply (body copied). On a request suspended with http_suspend, also resumes it;
+ * then it may be called from any thread, exactly once. extra_header may be NULL or
+ * "Name: value". */
+void http_reply(struct http_request *req, unsigned status, const char *content_type,
+		const char *body, size_t len, const char *extra_header);
+void http_reply_json(struct http_request *req, unsigned status, const char *json);
+/* {"status":"error","error":"<msg>"} with msg JSON-escaped. */
+void http_reply_error(struct http_request *req, unsigned status, const char *msg);
+/* Marks the request as waiting: the MHD thread goes on with other connections until
+ * http_reply() is called. Must be called from the handler, before handing req elsewhere. */
+void http_suspend(struct http_request *req);
+
+/* The callback route: ctx is a struct http_callback_ctx. */
+struct http_callback_ctx {
+	struct store *store;
+	struct callback_keys keys;
+};
+void http_callback_handler(struct http_request *req, void *ctx);
+
+/* Appends s as a JSON string literal (with quotes) into out; returns bytes written or -1 when
+ * it does not fit. */
+int http_json_escape(const char *s, char *out, size_t n);

@@ -1,0 +1,61 @@
+/* Internals shared by the store_*.c files (the store module). Not for other modules. */
+#pragma once
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+enum store_stmt {
+	ST_EVENT_BY_KEY,
+	ST_EVENT_INSERT,
+	ST_PAYMENT_GET,
+	ST_PAYMENT_INSERT,
+	ST_PAYMENT_UPDATE,
+	ST_PAYMENT_SEEN,
+	ST_RECEIPT_INSERT,
+	ST_OUTBOX_INSERT,
+	ST_SAVEPOINT,
+	ST_RELEASE,
+	ST_ROLLBACK_TO,
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST__COUNT,
+};
+
+struct store {
+	sqlite3 *db;
+	struct store_opts opts;
+	char *path;
+	char *sinks[STORE_MAX_SINKS];
+	size_t n_sinks;
+	int lock_fd;
+	sqlite3_stmt *stmts[ST__COUNT];
+	char err[256];
+
+	/* hash chain head: committed, and tentative inside the running transaction */
+	int64_t last_id, tx_last_id;
+	uint8_t last_hash[STORE_HASH_LEN], tx_last_hash[STORE_HASH_LEN];
+	size_t tx_new_events;
+
+	/* writer queue */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool running, stopping;
+	struct store_req *head, *tail;
+	long queue_len;
+
+	void (*commit_hook)(void *arg, size_t new_events);
+	void *commit_hook_arg;
+
+	struct store_stats stats;
+};
+
+/* Maps an SQLite result code to -errno. */
+int store_errno(int rc);
+/* The cached prepared statement for id, reset and with bindings cleared. NULL on error. */
+sqlite3_stmt *store_stmt(struct store *s, enum store_stmt id);
+int store_exec_sql(struct store *s, const char *sql);
+void store_set_err(struct store *s, const char *what);
