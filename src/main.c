@@ -18,6 +18,15 @@
 #include "metrics.h"
 #include "store.h"
 #include "util.h"
+#ifdef HAVE_API
+#include "api.h"
+#endif
+#ifdef HAVE_FORWARD
+#include "forward.h"
+#endif
+#ifdef HAVE_RECONCILE
+#include "reconcile.h"
+#endif
 
 extern char **environ;
 
@@ -50,6 +59,14 @@ static void metrics_handler(struct http_request *req, void *ctx)
 	http_reply(req, 200, "text/plain; version=0.0.4", text, len, NULL);
 	free(text);
 }
+
+#ifdef HAVE_FORWARD
+static void on_commit(void *arg, size_t new_events)
+{
+	(void)new_events;
+	forward_notify(arg);
+}
+#endif
 
 static void usage(FILE *f)
 {
@@ -105,6 +122,17 @@ int main(int argc, char **argv)
 	struct http_server *pub = NULL, *admin = NULL;
 	const char *sinks[CONFIG_MAX_SINKS];
 	struct http_callback_ctx cb;
+#ifdef HAVE_FORWARD
+	struct forward *fwd = NULL;
+#endif
+#ifdef HAVE_RECONCILE
+	struct reconcile *rec = NULL;
+#endif
+#ifdef HAVE_API
+	struct api *api = NULL;
+#endif
+	struct http_route admin_routes[64];
+	size_t n_admin = 0;
 	sigset_t set;
 	int opt, r, sig, exit_code = 1;
 
@@ -180,6 +208,23 @@ int main(int argc, char **argv)
 		log_err("store: cannot start the writer thread");
 		goto out;
 	}
+#ifdef HAVE_FORWARD
+	r = forward_start(cfg, store, &fwd, err, sizeof(err));
+	if (r < 0) {
+		log_err("%s", err);
+		goto out;
+	}
+	store_set_commit_hook(store, on_commit, fwd);
+#endif
+#ifdef HAVE_RECONCILE
+	if (cfg->reconcile_enabled) {
+		r = reconcile_start(cfg, store, &rec, err, sizeof(err));
+		if (r < 0) {
+			log_err("%s", err);
+			goto out;
+		}
+	}
+#endif
 
 	cb.store = store;
 	cb.keys.keys = (const char *const *)cfg->keys;
@@ -193,12 +238,25 @@ int main(int argc, char **argv)
 		{"GET", "/healthz", false, false, false, METRICS_EP_HEALTH, health_handler, NULL},
 		{"GET", "/readyz", false, false, false, METRICS_EP_HEALTH, ready_handler, NULL},
 	};
-	const struct http_route admin_routes[] = {
-		{"GET", "/healthz", false, false, false, METRICS_EP_HEALTH, health_handler, NULL},
-		{"GET", "/readyz", false, false, false, METRICS_EP_HEALTH, ready_handler, NULL},
-		{"GET", "/metrics", false, false, false, METRICS_EP_METRICS, metrics_handler,
-		 store},
-	};
+	admin_routes[n_admin++] = (struct http_route){"GET", "/healthz", false, false, false,
+						      METRICS_EP_HEALTH, health_handler, NULL};
+	admin_routes[n_admin++] = (struct http_route){"GET", "/readyz", false, false, false,
+						      METRICS_EP_HEALTH, ready_handler, NULL};
+	admin_routes[n_admin++] = (struct http_route){"GET", "/metrics", false, false, false,
+						      METRICS_EP_METRICS, metrics_handler, store};
+#ifdef HAVE_API
+#ifdef HAVE_RECONCILE
+	r = api_new(cfg, store, rec, &api, err, sizeof(err));
+#else
+	r = api_new(cfg, store, NULL, &api, err, sizeof(err));
+#endif
+	if (r < 0) {
+		log_err("%s", err);
+		goto out;
+	}
+	n_admin += api_routes(api, admin_routes + n_admin,
+			      sizeof(admin_routes) / sizeof(admin_routes[0]) - n_admin);
+#endif
 	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
 	struct http_opts po = {
 		.name = "public",
@@ -219,7 +277,7 @@ int main(int argc, char **argv)
 		.connection_timeout_s = (unsigned)cfg->connection_timeout,
 		.max_body = (size_t)cfg->max_body,
 		.routes = admin_routes,
-		.n_routes = sizeof(admin_routes) / sizeof(admin_routes[0]),
+		.n_routes = n_admin,
 	};
 	r = http_start(&po, &pub, err, sizeof(err));
 	if (r < 0) {
@@ -250,7 +308,16 @@ out:
 	 * writer (it drains its queue), then close the database. */
 	http_stop(pub, 10000);
 	http_stop(admin, 2000);
+#ifdef HAVE_RECONCILE
+	reconcile_stop(rec);
+#endif
+#ifdef HAVE_FORWARD
+	forward_stop(fwd);
+#endif
 	store_close(store);
+#ifdef HAVE_API
+	api_free(api);
+#endif
 	if (exit_code == 0)
 		log_info("stopped cleanly");
 	config_free(cfg);

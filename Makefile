@@ -1,0 +1,40 @@
+# Thin wrapper around meson/ninja. `make deps` installs the Debian packages (needs root).
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+DEBIAN_PACKAGES = meson ninja-build pkg-config gcc libc6-dev python3 \
+	libmicrohttpd-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev \
+	libinih-dev libsystemd-dev libhiredis-dev check \
+	curl openssl sqlite3 redis-server
+
+.PHONY: all deps run test test-asan check clean
+
+all: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+# Runs the daemon on config/local.conf (database under ./var) with the bundled simulator as
+# the Komerce upstream. Ctrl-C stops both.
+run: all
+	./tools/run-local.sh $(BUILD)
+
+deps:
+	@if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
+
+test: all
+	meson test -C $(BUILD) --print-errorlogs
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan:
+	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
+	ninja -C $(ASAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(ASAN_BUILD) --print-errorlogs
+
+check: test test-asan
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
