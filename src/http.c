@@ -27,7 +27,7 @@ struct http_server {
 	struct MHD_Daemon *d;
 	struct http_opts opts;
 	char name[16];
-	long inflight; /* requests between first call and completion (atomic) */
+	long waiting; /* requests suspended for a commit and not yet answered (atomic) */
 	bool suspend_ok;
 };
 
@@ -44,6 +44,7 @@ struct http_request {
 	bool too_large;
 	enum req_state state;
 	bool suspended;
+	bool waiting; /* counted in srv->waiting */
 	unsigned status;
 	char *reply;
 	size_t reply_len;
@@ -162,9 +163,19 @@ void http_reply_error(struct http_request *req, unsigned status, const char *msg
 	http_reply(req, status, "application/json", body, (size_t)n, NULL);
 }
 
+static void unwait(struct http_request *req)
+{
+	if (req->waiting) {
+		req->waiting = false;
+		__atomic_fetch_sub(&req->srv->waiting, 1, __ATOMIC_RELAXED);
+	}
+}
+
 void http_suspend(struct http_request *req)
 {
 	req->state = REQ_WAITING;
+	req->waiting = true;
+	__atomic_fetch_add(&req->srv->waiting, 1, __ATOMIC_RELAXED);
 	req->suspended = true;
 	MHD_suspend_connection(req->conn);
 }
@@ -324,7 +335,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		req->method = method;
 		client_address(conn, req->remote, sizeof(req->remote));
 		*con_cls = req;
-		__atomic_fetch_add(&srv->inflight, 1, __ATOMIC_RELAXED);
 
 		req->route = find_route(srv, method, url, &path_known);
 		if (req->route == NULL) {
@@ -390,18 +400,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
-	struct http_server *srv = cls;
 	struct http_request *req = *con_cls;
 
+	(void)cls;
 	(void)conn;
 	(void)toe;
 	if (req == NULL)
 		return;
+	unwait(req);
 	free(req->body);
 	free(req->reply);
 	free(req);
 	*con_cls = NULL;
-	__atomic_fetch_sub(&srv->inflight, 1, __ATOMIC_RELAXED);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -455,13 +465,13 @@ int http_start(const struct http_opts *o, struct http_server **ret, char *err, s
 	} else {
 		flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
 	}
-	srv->d = MHD_start_daemon(
-		flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
-		mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
-		o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-		1, o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-		o->threads > 1 ? o->threads : 0, MHD_OPTION_END);
+	srv->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv,
+				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+				  ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
+				  MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
+				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+				  o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+				  o->threads > 1 ? o->threads : 0, MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (srv->d == NULL) {
 		snprintf(err, err_len,
@@ -491,15 +501,17 @@ void http_stop(struct http_server *srv, long drain_ms)
 	fd = MHD_quiesce_daemon(srv->d);
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);
+	/* Requests we owe a reply (their event is with the writer) are answered before the
+	 * server stops; a client still sending its body is simply cut off and will retry. */
 	deadline = util_mono_ms() + drain_ms;
-	while (__atomic_load_n(&srv->inflight, __ATOMIC_RELAXED) > 0 && util_mono_ms() < deadline) {
-		struct timespec ts = {0, 5 * 1000 * 1000};
+	while (__atomic_load_n(&srv->waiting, __ATOMIC_RELAXED) > 0 && util_mono_ms() < deadline) {
+		struct timespec ts = {0, 2 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);
 	}
-	if (__atomic_load_n(&srv->inflight, __ATOMIC_RELAXED) > 0)
-		log_warn("http %s: stopping with requests still in flight count=%ld", srv->name,
-			 __atomic_load_n(&srv->inflight, __ATOMIC_RELAXED));
+	if (__atomic_load_n(&srv->waiting, __ATOMIC_RELAXED) > 0)
+		log_warn("http %s: stopping with replies still owed count=%ld", srv->name,
+			 __atomic_load_n(&srv->waiting, __ATOMIC_RELAXED));
 	MHD_stop_daemon(srv->d);
 	free(srv);
 }

@@ -255,7 +255,7 @@ static int payment_lookup(struct store *s, const char *payment_id, enum payment_
 	return r;
 }
 
-static int apply_event(struct store *s, struct store_req *r)
+int store_apply_event(struct store *s, struct store_req *r)
 {
 	const struct event *ev = &r->ev;
 	int64_t now = r->received_at != 0 ? r->received_at : util_now_ms();
@@ -400,7 +400,7 @@ static int apply_event(struct store *s, struct store_req *r)
 void store_req_event(struct store_req *r, const struct event *ev)
 {
 	memset(r, 0, sizeof(*r));
-	r->apply = apply_event;
+	r->apply = store_apply_event;
 	r->ev = *ev;
 }
 

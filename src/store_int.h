@@ -58,4 +58,13 @@ int store_errno(int rc);
 /* The cached prepared statement for id, reset and with bindings cleared. NULL on error. */
 sqlite3_stmt *store_stmt(struct store *s, enum store_stmt id);
 int store_exec_sql(struct store *s, const char *sql);
+/* The event request's apply step (dedupe, chain, payment state, outbox, receipt), for other
+ * store_*.c requests that store an event as part of a larger change. Uses r->ev,
+ * r->received_at; sets r->event_id, r->duplicate, r->conflict. */
+int store_apply_event(struct store *s, struct store_req *r);
+/* Options the store was opened with (grace_seconds, reconcile, sinks...). */
+static inline const struct store_opts *store_options(const struct store *s)
+{
+	return &s->opts;
+}
 void store_set_err(struct store *s, const char *what);

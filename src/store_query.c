@@ -77,7 +77,11 @@ int store_events_query(struct store *s, const struct store_event_filter *f,
 			     "(SELECT count(*) FROM receipts r WHERE r.event_id = e.id) "
 			     "FROM events e WHERE e.id > ?1");
 	if (f->payment_id != NULL)
-		o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND e.payment_id = ?2");
+		/* The dedupe_key index ("<payment_id>:<status>") serves lookups by payment. */
+		o += (size_t)snprintf(
+			sql + o, sizeof(sql) - o,
+			" AND e.dedupe_key >= (?2 || ':') AND e.dedupe_key < (?2 || ';')"
+			" AND e.payment_id = ?2");
 	if (f->order_id != NULL)
 		o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND e.order_id = ?3");
 	if (f->source != NULL)
