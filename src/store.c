@@ -40,6 +40,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 		"order_id = COALESCE(order_id, ?4), payment_type = COALESCE(payment_type, ?5), "
 		"channel_code = COALESCE(channel_code, ?6), amount = COALESCE(amount, ?7), "
 		"callback_seen_at = COALESCE(?8, callback_seen_at), "
+		"expires_at = COALESCE(expires_at, ?10), "
 		"next_poll_at = CASE WHEN ?9 THEN NULL ELSE next_poll_at END "
 		"WHERE payment_id = ?1",
 	[ST_PAYMENT_SEEN] = "UPDATE payments SET callback_seen_at = ?2 WHERE payment_id = ?1",
@@ -368,6 +369,7 @@ int store_apply_event(struct store *s, struct store_req *r)
 		bind_int_or_null(st, 7, ev->amount, -1);
 		bind_int_or_null(st, 8, ev->source == EVENT_SOURCE_CALLBACK ? now : 0, 0);
 		sqlite3_bind_int(st, 9, verdict == PAYMENT_APPLY && terminal);
+		bind_int_or_null(st, 10, ev->expires_at, 0);
 		err = step_done(s, st);
 	}
 	if (err < 0)
