@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,9 @@ struct http_server {
 	struct MHD_Daemon *d;
 	struct http_opts opts;
 	char name[16];
-	long waiting; /* requests suspended for a commit and not yet answered (atomic) */
+	pthread_mutex_t mu;
+	bool stopping; /* under mu: no more suspensions (MHD must not stop with any) */
+	long waiting;  /* under mu: requests suspended for a commit and not yet answered */
 	bool suspend_ok;
 };
 
@@ -167,17 +170,40 @@ static void unwait(struct http_request *req)
 {
 	if (req->waiting) {
 		req->waiting = false;
-		__atomic_fetch_sub(&req->srv->waiting, 1, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&req->srv->mu);
+		req->srv->waiting--;
+		pthread_mutex_unlock(&req->srv->mu);
 	}
 }
 
-void http_suspend(struct http_request *req)
+bool http_suspend(struct http_request *req)
 {
+	struct http_server *srv = req->srv;
+
+	pthread_mutex_lock(&srv->mu);
+	if (srv->stopping || !srv->suspend_ok) {
+		pthread_mutex_unlock(&srv->mu);
+		return false;
+	}
+	srv->waiting++;
+	pthread_mutex_unlock(&srv->mu);
 	req->state = REQ_WAITING;
 	req->waiting = true;
-	__atomic_fetch_add(&req->srv->waiting, 1, __ATOMIC_RELAXED);
 	req->suspended = true;
 	MHD_suspend_connection(req->conn);
+	return true;
+}
+
+static long waiting_count(struct http_server *srv, bool stop)
+{
+	long n;
+
+	pthread_mutex_lock(&srv->mu);
+	if (stop)
+		srv->stopping = true;
+	n = srv->waiting;
+	pthread_mutex_unlock(&srv->mu);
+	return n;
 }
 
 static enum MHD_Result queue_reply(struct http_request *req)
@@ -455,6 +481,7 @@ int http_start(const struct http_opts *o, struct http_server **ret, char *err, s
 		return -ENOMEM;
 	}
 	srv->opts = *o;
+	pthread_mutex_init(&srv->mu, NULL);
 	snprintf(srv->name, sizeof(srv->name), "%s", o->name);
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
@@ -502,17 +529,20 @@ void http_stop(struct http_server *srv, long drain_ms)
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);
 	/* Requests we owe a reply (their event is with the writer) are answered before the
-	 * server stops; a client still sending its body is simply cut off and will retry. */
+	 * server stops; from now on a callback is answered 503 instead of waiting, and a client
+	 * still sending its body is cut off and will retry. MHD must not be stopped with a
+	 * connection still suspended. */
 	deadline = util_mono_ms() + drain_ms;
-	while (__atomic_load_n(&srv->waiting, __ATOMIC_RELAXED) > 0 && util_mono_ms() < deadline) {
+	while (waiting_count(srv, true) > 0 && util_mono_ms() < deadline) {
 		struct timespec ts = {0, 2 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);
 	}
-	if (__atomic_load_n(&srv->waiting, __ATOMIC_RELAXED) > 0)
+	if (waiting_count(srv, true) > 0)
 		log_warn("http %s: stopping with replies still owed count=%ld", srv->name,
-			 __atomic_load_n(&srv->waiting, __ATOMIC_RELAXED));
+			 waiting_count(srv, true));
 	MHD_stop_daemon(srv->d);
+	pthread_mutex_destroy(&srv->mu);
 	free(srv);
 }
 
@@ -592,7 +622,11 @@ void http_callback_handler(struct http_request *req, void *ctx)
 	req->sreq.done = callback_done;
 	req->sreq.user = req;
 	/* Suspend before submitting: the writer may finish before this function returns. */
-	http_suspend(req);
+	if (!http_suspend(req)) {
+		req->sreq.result = -ESHUTDOWN;
+		callback_done(&req->sreq);
+		return;
+	}
 	r = store_submit(cb->store, &req->sreq);
 	if (r < 0) {
 		req->sreq.result = r;

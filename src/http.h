@@ -62,8 +62,10 @@ void http_reply_json(struct http_request *req, unsigned status, const char *json
 /* {"status":"error","error":"<msg>"} with msg JSON-escaped. */
 void http_reply_error(struct http_request *req, unsigned status, const char *msg);
 /* Marks the request as waiting: the MHD thread goes on with other connections until
- * http_reply() is called. Must be called from the handler, before handing req elsewhere. */
-void http_suspend(struct http_request *req);
+ * http_reply() is called. Must be called from the handler, before handing req elsewhere.
+ * Returns false (and changes nothing) when the server is stopping or cannot suspend: the
+ * handler must then reply at once. */
+bool http_suspend(struct http_request *req);
 
 /* The callback route: ctx is a struct http_callback_ctx. */
 struct http_callback_ctx {
