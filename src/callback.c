@@ -174,11 +174,18 @@ static int get_amount(const cJSON *f, const char *name, long long *ret, char *wh
 	if (cJSON_IsNumber(f)) {
 		v = f->valuedouble;
 	} else if (cJSON_IsString(f)) {
+		const char *q = f->valuestring;
 		char *end;
 
-		v = strtod(f->valuestring, &end);
-		if (end == f->valuestring || *end != '\0')
+		/* Plain decimal only: strtod would also take hex, "inf" and exponents. */
+		while (*q >= '0' && *q <= '9')
+			q++;
+		if (*q == '.')
+			for (q++; *q >= '0' && *q <= '9'; q++)
+				;
+		if (q == f->valuestring || *q != '\0')
 			return reason(why, why_len, "%s must be a number", name);
+		v = strtod(f->valuestring, &end);
 	} else {
 		return reason(why, why_len, "%s must be a number", name);
 	}

@@ -22,7 +22,8 @@
 
 enum key_type {
 	KEY_STR,
-	KEY_SECRET, /* string that may also come from NAME_file / credentials; never echoed */
+	KEY_SECRET,	 /* string that may also come from NAME_file / credentials; never echoed */
+	KEY_SECRET_LIST, /* secret, comma-separated; repeated lines in the file add to it */
 	KEY_INT,
 	KEY_BOOL,
 	KEY_DOUBLE,
@@ -54,7 +55,7 @@ static const struct key_def key_table[] = {
 	{"komerce", "base_url", KEY_STR, C(base_url),
 	 "https://api-sandbox.collaborator.komerce.id/user", 0, 0},
 	{"komerce", "api_key", KEY_SECRET, C(api_key), "", 0, 0},
-	{"komerce", "callback_keys", KEY_SECRET, C(callback_keys), "", 0, 0},
+	{"komerce", "callback_keys", KEY_SECRET_LIST, C(callback_keys), "", 0, 0},
 	{"komerce", "callback_auth", KEY_AUTH, C(callback_auth), "hmac", 0, 0},
 	{"komerce", "callback_url", KEY_STR, C(callback_url), "", 0, 0},
 	{"komerce", "timeout_ms", KEY_INT, C(timeout_ms), "10000", 100, 120000},
@@ -93,6 +94,8 @@ struct load_ctx {
 	char *err;
 	size_t err_len;
 	int error;
+	bool in_file;	/* applying the INI file (not defaults or overrides) */
+	bool list_seen; /* the file already set the list key */
 };
 
 static int fail(struct load_ctx *x, int error, const char *fmt, ...)
@@ -130,6 +133,27 @@ static int set_value(struct load_ctx *x, const char *section, const struct key_d
 	char *end;
 
 	switch (k->type) {
+	case KEY_SECRET_LIST:
+		if (x->in_file && x->list_seen) {
+			/* inih reads at most 200 bytes a line: long key lists take several lines.
+			 */
+			char **sp = (char **)(void *)slot;
+			size_t a = strlen(*sp), b = strlen(value);
+			char *joined = malloc(a + b + 2);
+
+			if (joined == NULL)
+				return fail(x, -ENOMEM, "config: out of memory");
+			memcpy(joined, *sp, a);
+			joined[a] = ',';
+			memcpy(joined + a + 1, value, b + 1);
+			explicit_bzero(*sp, a);
+			free(*sp);
+			*sp = joined;
+			return 0;
+		}
+		if (x->in_file)
+			x->list_seen = true;
+		/* fall through */
 	case KEY_STR:
 	case KEY_SECRET:
 		if (set_string((char **)(void *)slot, value) < 0)
@@ -242,7 +266,8 @@ static const struct key_def *find_key(const struct key_def *table, size_t n, con
 			continue;
 		if (strcmp(table[i].name, name) == 0)
 			return &table[i];
-		if (table[i].type == KEY_SECRET && len == strlen(table[i].name) + 5 &&
+		if ((table[i].type == KEY_SECRET || table[i].type == KEY_SECRET_LIST) &&
+		    len == strlen(table[i].name) + 5 &&
 		    strncmp(name, table[i].name, len - 5) == 0 &&
 		    strcmp(name + len - 5, "_file") == 0) {
 			*ret_is_file = true;
@@ -322,6 +347,38 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 	return set_value(x, sect, k, base, value) == 0;
 }
 
+/* Length of line n (1-based) of the file or text, for a useful error message. */
+static size_t line_length(const char *path, const char *text, int n)
+{
+	size_t len = 0;
+	int line = 1, c;
+	FILE *f = path != NULL ? fopen(path, "re") : NULL;
+
+	if (path != NULL && f == NULL)
+		return 0;
+	for (size_t i = 0;; i++) {
+		c = f != NULL ? fgetc(f) : (unsigned char)text[i];
+		if (c == EOF || c == '\0' || (c == '\n' && line == n))
+			break;
+		if (c == '\n')
+			line++;
+		else if (line == n)
+			len++;
+	}
+	if (f != NULL)
+		fclose(f);
+	return len;
+}
+
+static int accept_any(void *user, const char *section, const char *name, const char *value)
+{
+	(void)user;
+	(void)section;
+	(void)name;
+	(void)value;
+	return 1;
+}
+
 static const char *env_get(char *const *envp, const char *name)
 {
 	size_t len = strlen(name);
@@ -354,29 +411,31 @@ static int apply_overrides(struct load_ctx *x, const struct key_def *table, size
 
 	for (size_t i = 0; i < n && x->error == 0; i++) {
 		const struct key_def *k = &table[i];
+		const char *sect = section != NULL ? section : k->section;
 		char name[160];
 		const char *v;
 
-		if (k->type == KEY_SECRET && creds != NULL && *creds != '\0') {
+		if ((k->type == KEY_SECRET || k->type == KEY_SECRET_LIST) && creds != NULL &&
+		    *creds != '\0') {
 			char path[PATH_MAX];
 			FILE *f;
 
-			snprintf(path, sizeof(path), "%s/%s.%s", creds, section, k->name);
+			snprintf(path, sizeof(path), "%s/%s.%s", creds, sect, k->name);
 			f = fopen(path, "re");
 			if (f != NULL) {
 				fclose(f);
-				set_from_file(x, section, k, base, path);
+				set_from_file(x, sect, k, base, path);
 			}
 		}
-		env_name(name, sizeof(name), section, k->name, "");
+		env_name(name, sizeof(name), sect, k->name, "");
 		v = env_get(envp, name);
 		if (v != NULL)
-			set_value(x, section, k, base, v);
-		if (k->type == KEY_SECRET) {
-			env_name(name, sizeof(name), section, k->name, "_FILE");
+			set_value(x, sect, k, base, v);
+		if (k->type == KEY_SECRET || k->type == KEY_SECRET_LIST) {
+			env_name(name, sizeof(name), sect, k->name, "_FILE");
 			v = env_get(envp, name);
 			if (v != NULL)
-				set_from_file(x, section, k, base, v);
+				set_from_file(x, sect, k, base, v);
 		}
 	}
 	return x->error;
@@ -517,15 +576,37 @@ static int load(struct config *c, const char *path, const char *text, char *cons
 						: "open failed");
 			return r;
 		}
-		r = ini_parse_file(f, on_ini_key, &x);
+		/* First pass: syntax only, so that a syntax error is reported before the keys
+		 * after it (inih reports the first bad line but keeps calling the handler). */
+		r = ini_parse_file(f, accept_any, NULL);
+		if (r == 0) {
+			rewind(f);
+			x.in_file = true;
+			r = ini_parse_file(f, on_ini_key, &x);
+		}
 		fclose(f);
 	} else {
-		r = ini_parse_string(text, on_ini_key, &x);
+		r = ini_parse_string(text, accept_any, NULL);
+		if (r == 0) {
+			x.in_file = true;
+			r = ini_parse_string(text, on_ini_key, &x);
+		}
 	}
+	x.in_file = false;
 	if (x.error != 0)
 		return x.error;
-	if (r > 0)
+	if (r > 0) {
+		/* inih counts the rest of an over-long line as the next line. */
+		if (r > 1 && line_length(path, text, r - 1) >= 199)
+			r--;
+		if (line_length(path, text, r) >= 199)
+			return fail(&x, -EINVAL,
+				    "config: line %d is longer than 199 characters (split a long "
+				    "callback_keys list over several callback_keys lines, or use "
+				    "callback_keys_file)",
+				    r);
 		return fail(&x, -EINVAL, "config: syntax error on line %d", r);
+	}
 	if (r < 0)
 		return fail(&x, -EIO, "config: cannot read the file");
 	apply_overrides(&x, key_table, N_KEYS, c, NULL, envp);
@@ -582,7 +663,7 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < N_KEYS; i++) {
 		if (key_table[i].type == KEY_STR)
 			free(*(char **)(void *)((char *)c + key_table[i].off));
-		else if (key_table[i].type == KEY_SECRET)
+		else if (key_table[i].type == KEY_SECRET || key_table[i].type == KEY_SECRET_LIST)
 			free_secret(*(char **)(void *)((char *)c + key_table[i].off));
 	}
 	for (size_t s = 0; s < c->n_sinks; s++) {

@@ -811,6 +811,14 @@ int store_open(const struct store_opts *o, struct store **ret, char *err, size_t
 		    sqlite3_step(st) == SQLITE_ROW)
 			version = sqlite3_column_int(st, 0);
 		sqlite3_finalize(st);
+		if (version > (int)store_migrations_count) {
+			r = -EPROTO;
+			snprintf(err, err_len,
+				 "store: %s has schema version %d, newer than this binary knows "
+				 "(%zu)",
+				 o->path, version, store_migrations_count);
+			goto fail;
+		}
 		if (version <= 0) {
 			r = version == 0 ? -ENOENT : -EBADMSG;
 			snprintf(err, err_len, "store: %s is not a komerce-hookd database%s",

@@ -1,0 +1,1266 @@
+/* Check suite for src/store.c and src/store_query.c on a real SQLite file in a temporary
+ * directory: idempotency (one event per fact, one receipt per delivery), conflicts, payment rows,
+ * the outbox, group commit, the append-only triggers and the hash chain (tampered with through
+ * the sqlite3 C API directly), read-only queries, and the refusals at open (newer schema, a
+ * second writer, a file that is not a database). */
+#include "store.h"
+
+#include <check.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "callback.h"
+#include "util.h"
+
+extern const size_t store_migrations_count;
+
+static char tmpdir[PATH_MAX];
+static char dbpath[PATH_MAX];
+static struct store *st;
+static const char *const sinks[] = {"shop", "stream"};
+
+static struct store_opts make_opts(bool readonly, bool reconcile)
+{
+	struct store_opts o = {
+		.path = dbpath,
+		.readonly = readonly,
+		.synchronous_full = true,
+		.busy_timeout_ms = 5000,
+		.grace_seconds = 60,
+		.reconcile = reconcile,
+		.sinks = sinks,
+		.n_sinks = 2,
+	};
+	return o;
+}
+
+static struct store *open_store(const struct store_opts *o)
+{
+	struct store *s = NULL;
+	char err[256] = "";
+	int r = store_open(o, &s, err, sizeof(err));
+
+	ck_assert_msg(r == 0, "store_open(%s) = %d: %s", o->path, r, err);
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+static struct store *open_ro(void)
+{
+	struct store_opts o = make_opts(true, true);
+
+	return open_store(&o);
+}
+
+static void setup(void)
+{
+	struct store_opts o;
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_store.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
+	o = make_opts(false, true);
+	st = open_store(&o);
+	ck_assert_int_eq(store_writer_start(st), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[PATH_MAX + 16];
+
+	store_close(st);
+	st = NULL;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Closes the writer's handle so that the file can be handled directly. */
+static void close_store(void)
+{
+	store_close(st);
+	st = NULL;
+}
+
+static int64_t count(struct store *s, const char *table)
+{
+	int64_t n = -1;
+
+	ck_assert_int_eq(store_count(s, table, &n), 0);
+	return n;
+}
+
+/* A realistic callback body for the fact (payment_id, status, amount), parsed into ev; amount
+ * < 0 leaves the field out. body must outlive the request. */
+static void make_event(struct event *ev, char *body, size_t n, const char *pid, const char *status,
+		       long long amount, enum event_source src)
+{
+	char why[128] = "";
+
+	if (amount >= 0)
+		snprintf(
+			body, n,
+			"{\"payment_id\":\"%s\",\"order_id\":\"ORD-%s\",\"status\":\"%s\","
+			"\"amount\":%lld,\"payment_type\":\"bank_transfer\",\"bank_code\":\"BCA\"}",
+			pid, pid, status, amount);
+	else
+		snprintf(body, n,
+			 "{\"payment_id\":\"%s\",\"order_id\":\"ORD-%s\",\"status\":\"%s\"}", pid,
+			 pid, status);
+	ck_assert_msg(callback_parse(body, strlen(body), ev, why, sizeof(why)) == 0, "%s: %s", body,
+		      why);
+	ev->source = src;
+	snprintf(ev->remote_addr, sizeof(ev->remote_addr), "203.0.113.7");
+}
+
+/* Stores one fact and waits for the commit; r receives the outcome. */
+static int put_at(struct store_req *r, const char *pid, const char *status, long long amount,
+		  enum event_source src, int64_t received_at)
+{
+	char body[512];
+	struct event ev;
+
+	make_event(&ev, body, sizeof(body), pid, status, amount, src);
+	store_req_event(r, &ev);
+	r->received_at = received_at;
+	return store_submit_wait(st, r);
+}
+
+static int put(struct store_req *r, const char *pid, const char *status, long long amount)
+{
+	return put_at(r, pid, status, amount, EVENT_SOURCE_CALLBACK, 0);
+}
+
+static void put_ok(const char *pid, const char *status, long long amount)
+{
+	struct store_req r;
+
+	ck_assert_int_eq(put(&r, pid, status, amount), 0);
+	ck_assert_int_eq(r.result, 0);
+}
+
+static struct store_payment get_payment(struct store *s, const char *pid)
+{
+	struct store_payment p;
+
+	ck_assert_int_eq(store_payment_get(s, pid, &p), 0);
+	return p;
+}
+
+/* Collects the ids (and copies of a few fields) of a query. */
+struct collected {
+	int n;
+	int64_t ids[64];
+	bool conflict[64];
+	long receipts[64];
+	int64_t received_at[64];
+	char raw[64][256];
+	bool hash_set[64];
+	int stop_after; /* 0 = never */
+};
+
+static int collect(void *arg, const struct store_event *e)
+{
+	struct collected *c = arg;
+	static const uint8_t zero[STORE_HASH_LEN];
+
+	ck_assert_int_lt(c->n, 64);
+	c->ids[c->n] = e->id;
+	c->conflict[c->n] = e->conflict;
+	c->receipts[c->n] = e->receipts;
+	c->received_at[c->n] = e->received_at;
+	snprintf(c->raw[c->n], sizeof(c->raw[0]), "%s", e->raw_json ? e->raw_json : "(null)");
+	c->hash_set[c->n] = memcmp(e->hash, zero, STORE_HASH_LEN) != 0;
+	c->n++;
+	if (c->stop_after > 0 && c->n == c->stop_after)
+		return 7;
+	return 0;
+}
+
+static struct collected query(struct store *s, const struct store_event_filter *f)
+{
+	struct collected c;
+
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(store_events_query(s, f, collect, &c), 0);
+	return c;
+}
+
+static struct store_event_filter any(void)
+{
+	struct store_event_filter f = {.status = PAYMENT_UNKNOWN};
+
+	return f;
+}
+
+static void assert_ids(const struct collected *c, int n, const int64_t *want)
+{
+	ck_assert_int_eq(c->n, n);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(c->ids[i], want[i]);
+}
+
+/* Runs SQL on the database file through the sqlite3 API directly; returns the SQLite code. */
+static int raw_exec(const char *sql, char *errbuf, size_t n)
+{
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+	int rc;
+
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+	if (errbuf != NULL)
+		snprintf(errbuf, n, "%s", msg != NULL ? msg : "");
+	sqlite3_free(msg);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+	return rc;
+}
+
+static int raw_int(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	int v;
+
+	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+	v = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+	return v;
+}
+
+/* store_verify on a fresh read-only handle. */
+static int verify_ro(int64_t *ret_checked, int64_t *ret_bad, char *why, size_t n)
+{
+	struct store *ro = open_ro();
+	int r;
+
+	why[0] = '\0';
+	*ret_bad = -1;
+	r = store_verify(ro, ret_checked, ret_bad, why, n);
+	store_close(ro);
+	return r;
+}
+
+/* Four events over two payments: ids 1..4. */
+static void put_four(void)
+{
+	put_ok("KOMPAY-1", "PENDING", 100000);
+	put_ok("KOMPAY-2", "PENDING", 50000);
+	put_ok("KOMPAY-1", "PAID", 100000);
+	put_ok("KOMPAY-2", "EXPIRED", 50000);
+}
+
+/* ---- asynchronous submissions ---- */
+
+static pthread_mutex_t async_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t async_cond = PTHREAD_COND_INITIALIZER;
+static int async_done_count;
+static size_t hook_events;
+
+static void async_done(struct store_req *r)
+{
+	(void)r;
+	pthread_mutex_lock(&async_mu);
+	async_done_count++;
+	pthread_cond_broadcast(&async_cond);
+	pthread_mutex_unlock(&async_mu);
+}
+
+static void async_wait(int n)
+{
+	pthread_mutex_lock(&async_mu);
+	while (async_done_count < n)
+		pthread_cond_wait(&async_cond, &async_mu);
+	pthread_mutex_unlock(&async_mu);
+}
+
+static void commit_hook(void *arg, size_t new_events)
+{
+	(void)arg;
+	__atomic_fetch_add(&hook_events, new_events, __ATOMIC_RELAXED);
+}
+
+/* ---- core ---- */
+
+START_TEST(test_first_insert)
+{
+	struct store_req r;
+
+	ck_assert_int_eq(put(&r, "KOMPAY-1699012345-A1B2C3", "PENDING", 100000), 0);
+	ck_assert_int_eq(r.event_id, 1);
+	ck_assert(!r.duplicate);
+	ck_assert(!r.conflict);
+	ck_assert_int_eq(count(st, "events"), 1);
+	ck_assert_int_eq(count(st, "receipts"), 1);
+	ck_assert_int_eq(count(st, "payments"), 1);
+	ck_assert_int_eq(count(st, "outbox"), 2); /* one per sink */
+}
+END_TEST
+
+START_TEST(test_duplicate)
+{
+	struct store_req r1, r2, r3;
+	struct store_event_filter f = any();
+	struct collected c;
+	struct store_stats stats;
+
+	ck_assert_int_eq(put(&r1, "KOMPAY-1", "PAID", 100000), 0);
+	ck_assert_int_eq(put(&r2, "KOMPAY-1", "PAID", 100000), 0);
+	ck_assert(!r1.duplicate);
+	ck_assert(r2.duplicate);
+	ck_assert_int_eq(r2.event_id, r1.event_id);
+	ck_assert(!r2.conflict);
+	/* The reconciler learning the same fact is the same event too. */
+	ck_assert_int_eq(put_at(&r3, "KOMPAY-1", "paid", 100000, EVENT_SOURCE_RECONCILE, 0), 0);
+	ck_assert(r3.duplicate);
+	ck_assert_int_eq(r3.event_id, r1.event_id);
+
+	ck_assert_int_eq(count(st, "events"), 1);
+	ck_assert_int_eq(count(st, "receipts"), 3); /* every delivery is audited */
+	ck_assert_int_eq(count(st, "outbox"), 2);   /* forwarded once */
+	c = query(st, &f);
+	ck_assert_int_eq(c.n, 1);
+	ck_assert_int_eq(c.receipts[0], 3);
+	store_get_stats(st, &stats);
+	ck_assert_uint_eq(stats.events, 1);
+	ck_assert_uint_eq(stats.duplicates, 2);
+}
+END_TEST
+
+START_TEST(test_conflict_after_terminal)
+{
+	struct store_req r, again;
+	struct store_event_filter f = any();
+	struct store_payment p;
+	struct collected c;
+	struct store_stats stats;
+
+	put_ok("KOMPAY-1", "PENDING", 100000);
+	put_ok("KOMPAY-1", "PAID", 100000);
+	ck_assert_int_eq(put(&r, "KOMPAY-1", "EXPIRED", 100000), 0);
+	ck_assert_int_eq(r.event_id, 3);
+	ck_assert(!r.duplicate);
+	ck_assert(r.conflict);
+	p = get_payment(st, "KOMPAY-1");
+	ck_assert_int_eq(p.status, PAYMENT_PAID); /* terminal never regresses */
+	ck_assert_int_eq(count(st, "events"), 3);
+	ck_assert_int_eq(count(st, "outbox"), 6);
+
+	/* The conflicting fact again: a duplicate that keeps its conflict flag. */
+	ck_assert_int_eq(put(&again, "KOMPAY-1", "EXPIRED", 100000), 0);
+	ck_assert(again.duplicate);
+	ck_assert(again.conflict);
+	ck_assert_int_eq(again.event_id, 3);
+
+	c = query(st, &f);
+	ck_assert_int_eq(c.n, 3);
+	ck_assert(!c.conflict[0]);
+	ck_assert(!c.conflict[1]);
+	ck_assert(c.conflict[2]);
+	store_get_stats(st, &stats);
+	ck_assert_uint_eq(stats.conflicts, 1);
+}
+END_TEST
+
+START_TEST(test_regression_to_pending)
+{
+	struct store_req r;
+
+	put_ok("KOMPAY-1", "PAID", 100000);
+	ck_assert_int_eq(put(&r, "KOMPAY-1", "PENDING", 100000), 0);
+	ck_assert(r.conflict);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-1").status, PAYMENT_PAID);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-1").next_poll_at, 0);
+}
+END_TEST
+
+START_TEST(test_amount_mismatch)
+{
+	struct store_req r;
+	struct store_payment p;
+
+	put_ok("KOMPAY-1", "PENDING", 100000);
+	ck_assert_int_eq(put(&r, "KOMPAY-1", "PAID", 90000), 0);
+	ck_assert(!r.duplicate);
+	ck_assert(r.conflict);
+	p = get_payment(st, "KOMPAY-1");
+	ck_assert_int_eq(p.amount, 100000); /* the amount created stays */
+
+	/* An absent amount contradicts nothing. */
+	ck_assert_int_eq(put(&r, "KOMPAY-2", "PENDING", 100000), 0);
+	ck_assert_int_eq(put(&r, "KOMPAY-2", "PAID", -1), 0);
+	ck_assert(!r.conflict);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-2").status, PAYMENT_PAID);
+	/* Nor does a first amount for a payment that had none. */
+	ck_assert_int_eq(put(&r, "KOMPAY-3", "PENDING", -1), 0);
+	ck_assert_int_eq(put(&r, "KOMPAY-3", "PAID", 75000), 0);
+	ck_assert(!r.conflict);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-3").amount, 75000);
+}
+END_TEST
+
+START_TEST(test_new_payment_from_callback)
+{
+	int64_t before = util_now_ms(), after;
+	struct store_payment p;
+
+	put_ok("KPAY-5292/KM/2026", "PENDING", 100000);
+	after = util_now_ms();
+	p = get_payment(st, "KPAY-5292/KM/2026");
+	ck_assert_str_eq(p.payment_id, "KPAY-5292/KM/2026");
+	ck_assert_str_eq(p.order_id, "ORD-KPAY-5292/KM/2026");
+	ck_assert_str_eq(p.origin, "callback");
+	ck_assert_int_eq(p.status, PAYMENT_PENDING);
+	ck_assert_int_eq(p.amount, 100000);
+	ck_assert_str_eq(p.payment_type, "bank_transfer");
+	ck_assert_str_eq(p.channel_code, "BCA");
+	ck_assert_int_ge(p.created_at, before);
+	ck_assert_int_le(p.created_at, after);
+	ck_assert_int_ge(p.callback_seen_at, before);
+	ck_assert_int_le(p.callback_seen_at, after);
+	/* watched: first poll after the grace period */
+	ck_assert_int_ge(p.next_poll_at, before + 60 * 1000);
+	ck_assert_int_le(p.next_poll_at, after + 60 * 1000);
+	ck_assert_int_eq(p.poll_attempts, 0);
+	ck_assert_int_eq(p.last_polled_at, 0);
+
+	/* terminal: no longer watched */
+	put_ok("KPAY-5292/KM/2026", "PAID", 100000);
+	p = get_payment(st, "KPAY-5292/KM/2026");
+	ck_assert_int_eq(p.status, PAYMENT_PAID);
+	ck_assert_int_eq(p.next_poll_at, 0);
+	ck_assert_int_ge(p.updated_at, p.created_at);
+}
+END_TEST
+
+START_TEST(test_new_terminal_payment_not_watched)
+{
+	struct store_payment p;
+
+	put_ok("KOMPAY-1", "PAID", 100000);
+	p = get_payment(st, "KOMPAY-1");
+	ck_assert_int_eq(p.status, PAYMENT_PAID);
+	ck_assert_int_eq(p.next_poll_at, 0);
+	ck_assert_str_eq(p.origin, "callback");
+}
+END_TEST
+
+START_TEST(test_no_reconcile)
+{
+	struct store_opts o = make_opts(false, false);
+
+	close_store();
+	st = open_store(&o);
+	ck_assert_int_eq(store_writer_start(st), 0);
+	put_ok("KOMPAY-1", "PENDING", 100000);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-1").next_poll_at, 0);
+}
+END_TEST
+
+START_TEST(test_other_sources)
+{
+	struct store_req r;
+	struct store_payment p;
+	struct store_event_filter f = any();
+	struct collected c;
+
+	ck_assert_int_eq(put_at(&r, "KOMPAY-R", "PENDING", 1000, EVENT_SOURCE_RECONCILE, 0), 0);
+	p = get_payment(st, "KOMPAY-R");
+	ck_assert_str_eq(p.origin, "reconcile");
+	ck_assert_int_eq(p.callback_seen_at, 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-A", "PENDING", 1000, EVENT_SOURCE_API, 0), 0);
+	ck_assert_str_eq(get_payment(st, "KOMPAY-A").origin, "api");
+
+	f.source = "reconcile";
+	c = query(st, &f);
+	assert_ids(&c, 1, (int64_t[]){1});
+	f.source = "api";
+	c = query(st, &f);
+	assert_ids(&c, 1, (int64_t[]){2});
+	f.source = "callback";
+	c = query(st, &f);
+	ck_assert_int_eq(c.n, 0);
+}
+END_TEST
+
+START_TEST(test_received_at)
+{
+	struct store_req r;
+	struct store_event_filter f = any();
+	struct collected c;
+
+	ck_assert_int_eq(put_at(&r, "KOMPAY-1", "PENDING", 1, EVENT_SOURCE_CALLBACK, 1000), 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-1", "PAID", 1, EVENT_SOURCE_CALLBACK, 2000), 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-2", "PAID", 1, EVENT_SOURCE_CALLBACK, 3000), 0);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-1").created_at, 1000);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-1").updated_at, 2000);
+
+	c = query(st, &f);
+	ck_assert_int_eq(c.n, 3);
+	ck_assert_int_eq(c.received_at[0], 1000);
+	ck_assert_int_eq(c.received_at[2], 3000);
+	f.since_ms = 2000;
+	c = query(st, &f);
+	assert_ids(&c, 2, (int64_t[]){2, 3});
+	f.since_ms = 0;
+	f.until_ms = 3000; /* exclusive */
+	c = query(st, &f);
+	assert_ids(&c, 2, (int64_t[]){1, 2});
+	f.since_ms = 1500;
+	c = query(st, &f);
+	assert_ids(&c, 1, (int64_t[]){2});
+}
+END_TEST
+
+START_TEST(test_user_version)
+{
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 1);
+	ck_assert_int_eq((int)store_migrations_count, 1);
+	ck_assert_int_eq(raw_int(dbpath,
+				 "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+				 "AND name IN ('events', 'payments', 'receipts', 'outbox')"),
+			 4);
+	/* Reopening does not migrate again. */
+	close_store();
+	{
+		struct store_opts o = make_opts(false, true);
+
+		st = open_store(&o);
+	}
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 1);
+}
+END_TEST
+
+START_TEST(test_wal_mode)
+{
+	sqlite3 *db;
+	sqlite3_stmt *q;
+
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+	ck_assert_str_eq((const char *)sqlite3_column_text(q, 0), "wal");
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+}
+END_TEST
+
+START_TEST(test_verify_intact)
+{
+	int64_t checked = -1, bad = -1;
+	char why[256] = "";
+
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 0); /* empty chain is intact */
+	put_four();
+	put_ok("KOMPAY-3", "PENDING", 10000);
+	put_ok("KOMPAY-3", "CANCELLED", 10000);
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 6);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 6);
+}
+END_TEST
+
+START_TEST(test_chain_survives_reopen)
+{
+	struct store_opts o = make_opts(false, true);
+	struct store_req r;
+	int64_t checked, bad;
+	char why[256];
+
+	put_four();
+	close_store();
+	st = open_store(&o);
+	ck_assert_int_eq(store_writer_start(st), 0);
+	ck_assert_int_eq(put(&r, "KOMPAY-9", "PENDING", 1), 0);
+	ck_assert_int_eq(r.event_id, 5);
+	/* dedupe survives the restart too */
+	ck_assert_int_eq(put(&r, "KOMPAY-1", "PAID", 100000), 0);
+	ck_assert(r.duplicate);
+	ck_assert_int_eq(r.event_id, 3);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 5);
+}
+END_TEST
+
+START_TEST(test_readonly_queries)
+{
+	struct store *ro;
+	struct store_event_filter f = any();
+	struct store_payment p;
+	struct store_req r;
+	struct collected c;
+	char body[512];
+	struct event ev;
+
+	put_four();
+	put_ok("KOMPAY-2", "PAID", 50000); /* conflict, id 5 */
+	ro = open_ro();
+
+	c = query(ro, &f);
+	assert_ids(&c, 5, (int64_t[]){1, 2, 3, 4, 5});
+	for (int i = 0; i < c.n; i++) {
+		ck_assert(c.hash_set[i]);
+		ck_assert_int_eq(c.receipts[i], 1);
+	}
+	make_event(&ev, body, sizeof(body), "KOMPAY-1", "PENDING", 100000, EVENT_SOURCE_CALLBACK);
+	ck_assert_str_eq(c.raw[0], body); /* the raw body, byte for byte */
+	ck_assert(c.conflict[4]);
+
+	f.payment_id = "KOMPAY-1";
+	c = query(ro, &f);
+	assert_ids(&c, 2, (int64_t[]){1, 3});
+	f = any();
+	f.order_id = "ORD-KOMPAY-2";
+	c = query(ro, &f);
+	assert_ids(&c, 3, (int64_t[]){2, 4, 5});
+	f = any();
+	f.status = PAYMENT_PAID;
+	c = query(ro, &f);
+	assert_ids(&c, 2, (int64_t[]){3, 5});
+	f.payment_id = "KOMPAY-2";
+	c = query(ro, &f);
+	assert_ids(&c, 1, (int64_t[]){5});
+	/* cursor pagination */
+	f = any();
+	f.after_id = 2;
+	f.limit = 2;
+	c = query(ro, &f);
+	assert_ids(&c, 2, (int64_t[]){3, 4});
+	f.after_id = 4;
+	c = query(ro, &f);
+	assert_ids(&c, 1, (int64_t[]){5});
+	f.after_id = 5;
+	c = query(ro, &f);
+	ck_assert_int_eq(c.n, 0);
+	f = any();
+	f.payment_id = "KOMPAY-404";
+	c = query(ro, &f);
+	ck_assert_int_eq(c.n, 0);
+
+	p = get_payment(ro, "KOMPAY-1");
+	ck_assert_int_eq(p.status, PAYMENT_PAID);
+	ck_assert_int_eq(p.amount, 100000);
+	p = get_payment(ro, "KOMPAY-2");
+	ck_assert_int_eq(p.status, PAYMENT_EXPIRED);
+	ck_assert_int_eq(store_payment_get(ro, "KOMPAY-404", &p), -ENOENT);
+	ck_assert_int_eq(count(ro, "events"), 5);
+
+	/* a read-only handle has no writer */
+	ck_assert_int_eq(store_writer_start(ro), -EROFS);
+	store_req_event(&r, &ev);
+	ck_assert_int_eq(store_submit_wait(ro, &r), -ESHUTDOWN);
+	store_close(ro);
+}
+END_TEST
+
+START_TEST(test_query_stops_early)
+{
+	struct store_event_filter f = any();
+	struct collected c;
+
+	put_four();
+	memset(&c, 0, sizeof(c));
+	c.stop_after = 2;
+	ck_assert_int_eq(store_events_query(st, &f, collect, &c), 7);
+	ck_assert_int_eq(c.n, 2);
+}
+END_TEST
+
+START_TEST(test_group_commit)
+{
+	enum { N = 300 };
+	static struct store_req reqs[N];
+	static char bodies[N][512];
+	struct store_stats stats;
+	int64_t checked, bad;
+	char why[256];
+	bool seen[N + 1];
+
+	store_set_commit_hook(st, commit_hook, NULL);
+	for (int i = 0; i < N; i++) {
+		char pid[32];
+		struct event ev;
+
+		snprintf(pid, sizeof(pid), "KOMPAY-%04d", i);
+		make_event(&ev, bodies[i], sizeof(bodies[i]), pid, "PENDING", 1000 + i,
+			   EVENT_SOURCE_CALLBACK);
+		store_req_event(&reqs[i], &ev);
+		reqs[i].done = async_done;
+		ck_assert_int_eq(store_submit(st, &reqs[i]), 0);
+	}
+	async_wait(N);
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(reqs[i].result, 0);
+		ck_assert(!reqs[i].duplicate);
+		ck_assert_int_ge(reqs[i].event_id, 1);
+		ck_assert_int_le(reqs[i].event_id, N);
+		ck_assert(!seen[reqs[i].event_id]);
+		seen[reqs[i].event_id] = true;
+	}
+	ck_assert_int_eq(count(st, "events"), N);
+	ck_assert_int_eq(count(st, "outbox"), 2 * N);
+	ck_assert_uint_eq(__atomic_load_n(&hook_events, __ATOMIC_RELAXED), N);
+	store_get_stats(st, &stats);
+	ck_assert_uint_eq(stats.events, N);
+	ck_assert_uint_eq(stats.batch_total, N);
+	ck_assert_uint_le(stats.commits, N);
+	ck_assert_uint_eq(stats.commit_failures, 0);
+	ck_assert_int_eq(stats.queue_len, 0);
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, N);
+}
+END_TEST
+
+START_TEST(test_event_hash)
+{
+	uint8_t prev[STORE_HASH_LEN], prev2[STORE_HASH_LEN], base[STORE_HASH_LEN],
+		h[STORE_HASH_LEN];
+	const char *raw = "{\"payment_id\":\"P\",\"status\":\"PAID\"}";
+	size_t raw_len = strlen(raw);
+
+	memset(prev, 0x11, sizeof(prev));
+	memcpy(prev2, prev, sizeof(prev));
+	prev2[31] ^= 1;
+#define HASH(pv, id, pid, oid, status, amount, source, conflict, key, r, rl, at) \
+	store_event_hash(pv, id, pid, oid, status, amount, source, conflict, key, r, rl, at, h)
+
+	store_event_hash(prev, 7, "P", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len,
+			 1000, base);
+	HASH(prev, 7, "P", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert_mem_eq(h, base, STORE_HASH_LEN); /* deterministic */
+
+	HASH(prev2, 7, "P", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 8, "P", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "Q", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "X", "PAID", 100, "callback", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "O", "EXPIRED", 100, "callback", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "O", "PAID", 101, "callback", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "O", "PAID", 100, "reconcile", false, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "O", "PAID", 100, "callback", true, "P:PAID", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "O", "PAID", 100, "callback", false, "P:PAIDX", raw, raw_len, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len - 1, 1000);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	HASH(prev, 7, "P", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len, 1001);
+	ck_assert(memcmp(h, base, STORE_HASH_LEN) != 0);
+	/* Field boundaries are part of the hash: moving a byte from one field to the next
+	 * changes it. */
+	HASH(prev, 7, "PO", "", "PAID", 100, "callback", false, "P:PAID", raw, raw_len, 1000);
+	{
+		uint8_t h2[STORE_HASH_LEN];
+
+		memcpy(h2, h, sizeof(h2));
+		HASH(prev, 7, "P", "O", "PAID", 100, "callback", false, "P:PAID", raw, raw_len,
+		     1000);
+		ck_assert(memcmp(h, h2, STORE_HASH_LEN) != 0);
+	}
+#undef HASH
+}
+END_TEST
+
+START_TEST(test_close_null)
+{
+	store_close(NULL);
+	store_writer_stop(NULL);
+}
+END_TEST
+
+/* ---- limits ---- */
+
+START_TEST(test_long_payment_id)
+{
+	char pid[EVENT_ID_MAX];
+	struct store_req r1, r2;
+	struct event ev;
+	char body[512];
+
+	memset(pid, 'K', sizeof(pid));
+	pid[EVENT_ID_MAX - 5] = '\0'; /* "ORD-" + pid must also fit order_id */
+	make_event(&ev, body, sizeof(body), pid, "CANCELED", 5, EVENT_SOURCE_CALLBACK);
+	store_req_event(&r1, &ev);
+	ck_assert_int_eq(store_submit_wait(st, &r1), 0);
+	store_req_event(&r2, &ev);
+	ck_assert_int_eq(store_submit_wait(st, &r2), 0);
+	ck_assert(r2.duplicate);
+	ck_assert_str_eq(get_payment(st, pid).payment_id, pid);
+}
+END_TEST
+
+START_TEST(test_no_sinks)
+{
+	struct store_opts o = make_opts(false, true);
+
+	close_store();
+	o.n_sinks = 0;
+	o.sinks = NULL;
+	st = open_store(&o);
+	ck_assert_int_eq(store_writer_start(st), 0);
+	put_ok("KOMPAY-1", "PAID", 1);
+	ck_assert_int_eq(count(st, "events"), 1);
+	ck_assert_int_eq(count(st, "outbox"), 0);
+}
+END_TEST
+
+START_TEST(test_busy_database)
+{
+	struct store_opts o = make_opts(false, true);
+	static struct store_req reqs[3];
+	static char bodies[3][512];
+	struct store_stats stats;
+	sqlite3 *db;
+	int64_t checked, bad;
+	char why[256];
+
+	/* Short busy timeout, one request may wait. */
+	close_store();
+	o.busy_timeout_ms = 1000;
+	o.queue_max = 1;
+	st = open_store(&o);
+	ck_assert_int_eq(store_writer_start(st), 0);
+
+	/* Another connection holds the write lock past the writer's busy timeout. */
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+	for (int i = 0; i < 3; i++) {
+		char pid[32];
+		struct event ev;
+
+		snprintf(pid, sizeof(pid), "KOMPAY-B%d", i);
+		make_event(&ev, bodies[i], sizeof(bodies[i]), pid, "PAID", 1,
+			   EVENT_SOURCE_CALLBACK);
+		store_req_event(&reqs[i], &ev);
+		reqs[i].done = async_done;
+	}
+	ck_assert_int_eq(store_submit(st, &reqs[0]), 0);
+	/* wait until the writer has taken it (and is blocked on the lock) */
+	for (int i = 0; i < 1000; i++) {
+		store_get_stats(st, &stats);
+		if (stats.queue_len == 0)
+			break;
+		usleep(1000);
+	}
+	ck_assert_int_eq(stats.queue_len, 0);
+	ck_assert_int_eq(store_submit(st, &reqs[1]), 0);       /* queued: 1 of 1 */
+	ck_assert_int_eq(store_submit(st, &reqs[2]), -EAGAIN); /* queue full */
+
+	async_wait(1);
+	ck_assert_int_eq(reqs[0].result, -EAGAIN); /* busy past the timeout: not durable */
+	ck_assert_int_eq(reqs[0].event_id, 0);
+	ck_assert_int_eq(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	async_wait(2);
+	ck_assert_int_eq(reqs[1].result, 0);
+	ck_assert_int_eq(reqs[1].event_id, 1); /* the failed batch left no gap in the chain */
+	ck_assert_int_eq(count(st, "events"), 1);
+	ck_assert_int_eq(count(st, "receipts"), 1);
+	store_get_stats(st, &stats);
+	ck_assert_uint_ge(stats.commit_failures, 1);
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+}
+END_TEST
+
+/* ---- errors ---- */
+
+START_TEST(test_append_only)
+{
+	char msg[256];
+
+	put_four();
+	ck_assert_int_ne(
+		raw_exec("UPDATE events SET status = 'PAID' WHERE id = 2", msg, sizeof(msg)),
+		SQLITE_OK);
+	ck_assert_ptr_nonnull(strstr(msg, "append-only"));
+	ck_assert_int_ne(raw_exec("DELETE FROM events WHERE id = 4", msg, sizeof(msg)), SQLITE_OK);
+	ck_assert_ptr_nonnull(strstr(msg, "append-only"));
+	ck_assert_int_ne(raw_exec("DELETE FROM events", msg, sizeof(msg)), SQLITE_OK);
+	ck_assert_int_eq(count(st, "events"), 4);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM events WHERE status = 'PAID'"), 1);
+}
+END_TEST
+
+START_TEST(test_tamper_update)
+{
+	int64_t checked = -1, bad = -1;
+	char why[256];
+
+	put_four();
+	close_store();
+	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_update;"
+				  "UPDATE events SET status = 'EXPIRED' WHERE id = 2",
+				  NULL, 0),
+			 SQLITE_OK);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(bad, 2);
+	ck_assert_int_eq(checked, 1);
+	ck_assert(why[0] != '\0');
+}
+END_TEST
+
+START_TEST(test_tamper_raw_last_row)
+{
+	int64_t checked = -1, bad = -1;
+	char why[256];
+
+	put_four();
+	close_store();
+	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_update;"
+				  "UPDATE events SET raw_json = replace(raw_json, '50000', "
+				  "'5000') WHERE id = 4",
+				  NULL, 0),
+			 SQLITE_OK);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(bad, 4);
+	ck_assert_int_eq(checked, 3);
+}
+END_TEST
+
+START_TEST(test_tamper_rehashed_row)
+{
+	int64_t checked = -1, bad = -1;
+	char why[256], sql[512], hex[2 * STORE_HASH_LEN + 1];
+	uint8_t h1[STORE_HASH_LEN], h2[STORE_HASH_LEN];
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	const char *raw;
+
+	put_four();
+	close_store();
+	/* Someone who knows the scheme rewrites row 2 (PENDING -> PAID) and recomputes its own
+	 * hash: the row checks out on its own, but the next row's prev_hash gives it away. */
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(
+		sqlite3_prepare_v2(db,
+				   "SELECT e.raw_json, e.received_at, p.hash FROM events e "
+				   "JOIN events p ON p.id = e.id - 1 WHERE e.id = 2",
+				   -1, &q, NULL),
+		SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+	ck_assert_int_eq(sqlite3_column_bytes(q, 2), STORE_HASH_LEN);
+	memcpy(h1, sqlite3_column_blob(q, 2), STORE_HASH_LEN);
+	raw = (const char *)sqlite3_column_text(q, 0);
+	store_event_hash(h1, 2, "KOMPAY-2", "ORD-KOMPAY-2", "PAID", 50000, "callback", false,
+			 "KOMPAY-2:PENDING", raw, strlen(raw), sqlite3_column_int64(q, 1), h2);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	util_hex(h2, sizeof(h2), hex);
+	snprintf(sql, sizeof(sql),
+		 "DROP TRIGGER events_no_update;"
+		 "UPDATE events SET status = 'PAID', hash = x'%s' WHERE id = 2",
+		 hex);
+	ck_assert_int_eq(raw_exec(sql, NULL, 0), SQLITE_OK);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(bad, 3);
+	ck_assert_int_eq(checked, 2);
+	ck_assert_ptr_nonnull(strstr(why, "prev_hash"));
+}
+END_TEST
+
+START_TEST(test_tamper_delete)
+{
+	int64_t checked = -1, bad = -1;
+	char why[256];
+
+	put_four();
+	put_ok("KOMPAY-3", "PENDING", 1);
+	close_store();
+	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_delete;"
+				  "DELETE FROM events WHERE id = 3",
+				  NULL, 0),
+			 SQLITE_OK);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(bad, 4);
+	ck_assert_int_eq(checked, 2);
+	ck_assert(why[0] != '\0');
+}
+END_TEST
+
+START_TEST(test_tamper_delete_first)
+{
+	int64_t checked = -1, bad = -1;
+	char why[256];
+
+	put_four();
+	close_store();
+	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_delete;"
+				  "DELETE FROM events WHERE id = 1",
+				  NULL, 0),
+			 SQLITE_OK);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(bad, 2);
+	ck_assert_int_eq(checked, 0);
+}
+END_TEST
+
+START_TEST(test_tamper_swap_ids)
+{
+	int64_t checked = -1, bad = -1;
+	char why[256];
+
+	put_four();
+	close_store();
+	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_update;"
+				  "UPDATE events SET id = 1000 WHERE id = 2;"
+				  "UPDATE events SET id = 2 WHERE id = 3;"
+				  "UPDATE events SET id = 3 WHERE id = 1000",
+				  NULL, 0),
+			 SQLITE_OK);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(bad, 2);
+	ck_assert_int_eq(checked, 1);
+}
+END_TEST
+
+START_TEST(test_newer_schema_refused)
+{
+	struct store_opts o = make_opts(false, true);
+	struct store *s = NULL;
+	char err[256] = "", sql[64];
+	int newer = (int)store_migrations_count + 1;
+
+	put_ok("KOMPAY-1", "PAID", 1);
+	close_store();
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", newer);
+	ck_assert_int_eq(raw_exec(sql, NULL, 0), SQLITE_OK);
+	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), -EPROTO);
+	ck_assert_ptr_null(s);
+	ck_assert_ptr_nonnull(strstr(err, "version"));
+	/* untouched */
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), newer);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM events"), 1);
+}
+END_TEST
+
+START_TEST(test_second_writer_busy)
+{
+	struct store_opts o = make_opts(false, true);
+	struct store *s = NULL, *ro;
+	char err[256] = "";
+
+	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), -EBUSY);
+	ck_assert_ptr_null(s);
+	ck_assert(err[0] != '\0');
+	/* readers are welcome meanwhile */
+	ro = open_ro();
+	store_close(ro);
+	/* once the first is closed, the lock is free */
+	close_store();
+	st = open_store(&o);
+}
+END_TEST
+
+START_TEST(test_garbage_file_refused)
+{
+	struct store_opts o = make_opts(false, true);
+	struct store *s = NULL;
+	char path[PATH_MAX], err[256] = "";
+	unsigned char data[8192], back[sizeof(data) + 1];
+	uint32_t x = 12345;
+	FILE *f;
+
+	for (size_t i = 0; i < sizeof(data); i++) {
+		x = x * 1103515245u + 12345u;
+		data[i] = (unsigned char)(x >> 16);
+	}
+	snprintf(path, sizeof(path), "%s/garbage.db", tmpdir);
+	f = fopen(path, "wbe");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(data, 1, sizeof(data), f), sizeof(data));
+	fclose(f);
+
+	o.path = path;
+	ck_assert_int_lt(store_open(&o, &s, err, sizeof(err)), 0);
+	ck_assert_ptr_null(s);
+	ck_assert(err[0] != '\0');
+	o.readonly = true;
+	err[0] = '\0';
+	ck_assert_int_lt(store_open(&o, &s, err, sizeof(err)), 0);
+	ck_assert_ptr_null(s);
+	ck_assert(err[0] != '\0');
+
+	/* never replaced nor modified */
+	f = fopen(path, "rbe");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fread(back, 1, sizeof(back), f), sizeof(data));
+	fclose(f);
+	ck_assert_mem_eq(back, data, sizeof(data));
+}
+END_TEST
+
+START_TEST(test_readonly_open_errors)
+{
+	struct store_opts o = make_opts(true, true);
+	struct store *s = NULL;
+	char path[PATH_MAX], err[256] = "";
+	sqlite3 *db;
+
+	snprintf(path, sizeof(path), "%s/missing.db", tmpdir);
+	o.path = path;
+	ck_assert_int_lt(store_open(&o, &s, err, sizeof(err)), 0);
+	ck_assert_ptr_null(s);
+	ck_assert(err[0] != '\0');
+	ck_assert_int_eq(access(path, F_OK), -1); /* a reader never creates the file */
+
+	/* an SQLite database that is not ours */
+	snprintf(path, sizeof(path), "%s/other.db", tmpdir);
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	err[0] = '\0';
+	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), -ENOENT);
+	ck_assert_ptr_null(s);
+	ck_assert(err[0] != '\0');
+}
+END_TEST
+
+START_TEST(test_open_bad_directory)
+{
+	struct store_opts o = make_opts(false, true);
+	struct store *s = NULL;
+	char path[PATH_MAX], err[256] = "";
+
+	snprintf(path, sizeof(path), "%s/no/such/dir/events.db", tmpdir);
+	o.path = path;
+	ck_assert_int_lt(store_open(&o, &s, err, sizeof(err)), 0);
+	ck_assert_ptr_null(s);
+	ck_assert(err[0] != '\0');
+}
+END_TEST
+
+START_TEST(test_submit_after_stop)
+{
+	struct store_req r;
+	char body[512];
+	struct event ev;
+
+	put_ok("KOMPAY-1", "PENDING", 1);
+	store_writer_stop(st);
+	store_writer_stop(st); /* twice is fine */
+	make_event(&ev, body, sizeof(body), "KOMPAY-1", "PAID", 1, EVENT_SOURCE_CALLBACK);
+	store_req_event(&r, &ev);
+	r.done = async_done;
+	ck_assert_int_eq(store_submit(st, &r), -ESHUTDOWN);
+	store_req_event(&r, &ev);
+	ck_assert_int_eq(store_submit_wait(st, &r), -ESHUTDOWN);
+	ck_assert_int_eq(r.result, -ESHUTDOWN);
+	/* queries still work on the handle */
+	ck_assert_int_eq(count(st, "events"), 1);
+}
+END_TEST
+
+START_TEST(test_submit_before_start)
+{
+	struct store_opts o = make_opts(false, true);
+	struct store_req r;
+	char body[512];
+	struct event ev;
+
+	close_store();
+	st = open_store(&o);
+	make_event(&ev, body, sizeof(body), "KOMPAY-1", "PAID", 1, EVENT_SOURCE_CALLBACK);
+	store_req_event(&r, &ev);
+	ck_assert_int_eq(store_submit_wait(st, &r), -ESHUTDOWN);
+}
+END_TEST
+
+START_TEST(test_count_invalid_table)
+{
+	int64_t n = 42;
+
+	ck_assert_int_eq(store_count(st, "sqlite_master", &n), -EINVAL);
+	ck_assert_int_eq(store_count(st, "events; DROP TABLE events", &n), -EINVAL);
+	ck_assert_int_eq(store_count(st, "", &n), -EINVAL);
+	ck_assert_int_eq(n, 42);
+}
+END_TEST
+
+Suite *store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc;
+
+	tc = tcase_create("core");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_first_insert);
+	tcase_add_test(tc, test_duplicate);
+	tcase_add_test(tc, test_conflict_after_terminal);
+	tcase_add_test(tc, test_regression_to_pending);
+	tcase_add_test(tc, test_amount_mismatch);
+	tcase_add_test(tc, test_new_payment_from_callback);
+	tcase_add_test(tc, test_new_terminal_payment_not_watched);
+	tcase_add_test(tc, test_no_reconcile);
+	tcase_add_test(tc, test_other_sources);
+	tcase_add_test(tc, test_received_at);
+	tcase_add_test(tc, test_user_version);
+	tcase_add_test(tc, test_wal_mode);
+	tcase_add_test(tc, test_verify_intact);
+	tcase_add_test(tc, test_chain_survives_reopen);
+	tcase_add_test(tc, test_readonly_queries);
+	tcase_add_test(tc, test_query_stops_early);
+	tcase_add_test(tc, test_group_commit);
+	tcase_add_test(tc, test_event_hash);
+	tcase_add_test(tc, test_close_null);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("limits");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_long_payment_id);
+	tcase_add_test(tc, test_no_sinks);
+	tcase_add_test(tc, test_busy_database);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("errors");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_append_only);
+	tcase_add_test(tc, test_tamper_update);
+	tcase_add_test(tc, test_tamper_raw_last_row);
+	tcase_add_test(tc, test_tamper_rehashed_row);
+	tcase_add_test(tc, test_tamper_delete);
+	tcase_add_test(tc, test_tamper_delete_first);
+	tcase_add_test(tc, test_tamper_swap_ids);
+	tcase_add_test(tc, test_newer_schema_refused);
+	tcase_add_test(tc, test_second_writer_busy);
+	tcase_add_test(tc, test_garbage_file_refused);
+	tcase_add_test(tc, test_readonly_open_errors);
+	tcase_add_test(tc, test_open_bad_directory);
+	tcase_add_test(tc, test_submit_after_stop);
+	tcase_add_test(tc, test_submit_before_start);
+	tcase_add_test(tc, test_count_invalid_table);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(store_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
