@@ -113,8 +113,7 @@ sqlite3_stmt *store_stmt(struct store *s, enum store_stmt id)
 	return st;
 }
 
-/* Steps a statement that returns no rows (already bound), then resets it. */
-static int step_done(struct store *s, sqlite3_stmt *st)
+int store_step_done(struct store *s, sqlite3_stmt *st)
 {
 	int rc;
 
@@ -132,7 +131,7 @@ static int step_done(struct store *s, sqlite3_stmt *st)
 /* Runs a cached statement that takes no parameters. */
 static int run_stmt(struct store *s, enum store_stmt id)
 {
-	return step_done(s, store_stmt(s, id));
+	return store_step_done(s, store_stmt(s, id));
 }
 
 int store_exec_sql(struct store *s, const char *sql)
@@ -202,7 +201,7 @@ void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char
 
 /* ---- event request ---- */
 
-static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
+void store_bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
 {
 	if (v != NULL && v[0] != '\0')
 		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
@@ -210,12 +209,24 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
 		sqlite3_bind_null(st, i);
 }
 
-static void bind_int_or_null(sqlite3_stmt *st, int i, long long v, long long absent)
+void store_bind_int_or_null(sqlite3_stmt *st, int i, long long v, long long absent)
 {
 	if (v != absent)
 		sqlite3_bind_int64(st, i, v);
 	else
 		sqlite3_bind_null(st, i);
+}
+
+void store_col_copy(sqlite3_stmt *st, int col, char *out, size_t n)
+{
+	const unsigned char *v = sqlite3_column_text(st, col);
+
+	snprintf(out, n, "%s", v != NULL ? (const char *)v : "");
+}
+
+int64_t store_col_i64(sqlite3_stmt *st, int col, int64_t absent)
+{
+	return sqlite3_column_type(st, col) == SQLITE_NULL ? absent : sqlite3_column_int64(st, col);
 }
 
 static int insert_receipt(struct store *s, int64_t event_id, const struct event *ev, int64_t now)
@@ -226,9 +237,9 @@ static int insert_receipt(struct store *s, int64_t event_id, const struct event 
 		return -EIO;
 	sqlite3_bind_int64(st, 1, event_id);
 	sqlite3_bind_text(st, 2, event_source_name(ev->source), -1, SQLITE_STATIC);
-	bind_text_or_null(st, 3, ev->remote_addr);
+	store_bind_text_or_null(st, 3, ev->remote_addr);
 	sqlite3_bind_int64(st, 4, now);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 /* Looks up the payment: 0 and its status/amount, -ENOENT if unknown, or -errno. */
@@ -291,7 +302,7 @@ int store_apply_event(struct store *s, struct store_req *r)
 				return -EIO;
 			sqlite3_bind_text(st, 1, ev->payment_id, -1, SQLITE_STATIC);
 			sqlite3_bind_int64(st, 2, now);
-			err = step_done(s, st);
+			err = store_step_done(s, st);
 			if (err < 0)
 				return err;
 		}
@@ -319,9 +330,9 @@ int store_apply_event(struct store *s, struct store_req *r)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, id);
 	sqlite3_bind_text(st, 2, ev->payment_id, -1, SQLITE_STATIC);
-	bind_text_or_null(st, 3, ev->order_id);
+	store_bind_text_or_null(st, 3, ev->order_id);
 	sqlite3_bind_text(st, 4, status, -1, SQLITE_STATIC);
-	bind_int_or_null(st, 5, ev->amount, -1);
+	store_bind_int_or_null(st, 5, ev->amount, -1);
 	sqlite3_bind_text(st, 6, source, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 7, r->conflict ? 1 : 0);
 	sqlite3_bind_text(st, 8, key, -1, SQLITE_STATIC);
@@ -329,7 +340,7 @@ int store_apply_event(struct store *s, struct store_req *r)
 	sqlite3_bind_int64(st, 10, now);
 	sqlite3_bind_blob(st, 11, s->tx_last_hash, STORE_HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 12, hash, STORE_HASH_LEN, SQLITE_STATIC);
-	err = step_done(s, st);
+	err = store_step_done(s, st);
 	if (err < 0)
 		return err;
 
@@ -339,21 +350,21 @@ int store_apply_event(struct store *s, struct store_req *r)
 		if (st == NULL)
 			return -EIO;
 		sqlite3_bind_text(st, 1, ev->payment_id, -1, SQLITE_STATIC);
-		bind_text_or_null(st, 2, ev->order_id);
-		bind_text_or_null(st, 3, ev->payment_type);
-		bind_text_or_null(st, 4, ev->channel_code);
-		bind_int_or_null(st, 5, ev->amount, -1);
+		store_bind_text_or_null(st, 2, ev->order_id);
+		store_bind_text_or_null(st, 3, ev->payment_type);
+		store_bind_text_or_null(st, 4, ev->channel_code);
+		store_bind_int_or_null(st, 5, ev->amount, -1);
 		sqlite3_bind_text(st, 6, status, -1, SQLITE_STATIC);
-		bind_int_or_null(st, 7, ev->expires_at, 0);
+		store_bind_int_or_null(st, 7, ev->expires_at, 0);
 		sqlite3_bind_int64(st, 8, now);
-		bind_int_or_null(st, 9, ev->source == EVENT_SOURCE_CALLBACK ? now : 0, 0);
+		store_bind_int_or_null(st, 9, ev->source == EVENT_SOURCE_CALLBACK ? now : 0, 0);
 		if (!terminal && s->opts.reconcile)
 			sqlite3_bind_int64(st, 10, now + s->opts.grace_seconds * 1000);
 		else
 			sqlite3_bind_null(st, 10);
 		sqlite3_bind_text(st, 11, ev->source == EVENT_SOURCE_API ? "api" : source, -1,
 				  SQLITE_STATIC);
-		err = step_done(s, st);
+		err = store_step_done(s, st);
 	} else {
 		st = store_stmt(s, ST_PAYMENT_UPDATE);
 		if (st == NULL)
@@ -363,14 +374,14 @@ int store_apply_event(struct store *s, struct store_req *r)
 				  payment_status_name(verdict == PAYMENT_APPLY ? ev->status : cur),
 				  -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, now);
-		bind_text_or_null(st, 4, ev->order_id);
-		bind_text_or_null(st, 5, ev->payment_type);
-		bind_text_or_null(st, 6, ev->channel_code);
-		bind_int_or_null(st, 7, ev->amount, -1);
-		bind_int_or_null(st, 8, ev->source == EVENT_SOURCE_CALLBACK ? now : 0, 0);
+		store_bind_text_or_null(st, 4, ev->order_id);
+		store_bind_text_or_null(st, 5, ev->payment_type);
+		store_bind_text_or_null(st, 6, ev->channel_code);
+		store_bind_int_or_null(st, 7, ev->amount, -1);
+		store_bind_int_or_null(st, 8, ev->source == EVENT_SOURCE_CALLBACK ? now : 0, 0);
 		sqlite3_bind_int(st, 9, verdict == PAYMENT_APPLY && terminal);
-		bind_int_or_null(st, 10, ev->expires_at, 0);
-		err = step_done(s, st);
+		store_bind_int_or_null(st, 10, ev->expires_at, 0);
+		err = store_step_done(s, st);
 	}
 	if (err < 0)
 		return err;
@@ -383,7 +394,7 @@ int store_apply_event(struct store *s, struct store_req *r)
 		sqlite3_bind_text(st, 2, ev->payment_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 3, s->sinks[i], -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 4, now);
-		err = step_done(s, st);
+		err = store_step_done(s, st);
 		if (err < 0)
 			return err;
 	}

@@ -62,6 +62,15 @@ int store_exec_sql(struct store *s, const char *sql);
  * store_*.c requests that store an event as part of a larger change. Uses r->ev,
  * r->received_at; sets r->event_id, r->duplicate, r->conflict. */
 int store_apply_event(struct store *s, struct store_req *r);
+/* Small helpers shared by the store_*.c files. */
+void store_bind_text_or_null(sqlite3_stmt *st, int i, const char *v); /* "" binds NULL */
+void store_bind_int_or_null(sqlite3_stmt *st, int i, long long v, long long absent);
+/* Copies a text column (NULL -> "") into out, cut at n-1 bytes. */
+void store_col_copy(sqlite3_stmt *st, int col, char *out, size_t n);
+int64_t store_col_i64(sqlite3_stmt *st, int col, int64_t absent);
+/* Steps a bound statement that returns no rows and resets it: 0 or -errno (err recorded). */
+int store_step_done(struct store *s, sqlite3_stmt *st);
+
 /* Options the store was opened with (grace_seconds, reconcile, sinks...). */
 static inline const struct store_opts *store_options(const struct store *s)
 {

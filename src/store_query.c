@@ -8,18 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void copy_col(sqlite3_stmt *st, int col, char *out, size_t n)
-{
-	const unsigned char *v = sqlite3_column_text(st, col);
-
-	snprintf(out, n, "%s", v != NULL ? (const char *)v : "");
-}
-
-static int64_t col_i64(sqlite3_stmt *st, int col, int64_t absent)
-{
-	return sqlite3_column_type(st, col) == SQLITE_NULL ? absent : sqlite3_column_int64(st, col);
-}
-
 int store_payment_get(struct store *s, const char *payment_id, struct store_payment *ret)
 {
 	static const char sql[] =
@@ -39,20 +27,20 @@ int store_payment_get(struct store *s, const char *payment_id, struct store_paym
 		struct store_payment p;
 
 		memset(&p, 0, sizeof(p));
-		copy_col(st, 0, p.payment_id, sizeof(p.payment_id));
-		copy_col(st, 1, p.order_id, sizeof(p.order_id));
-		copy_col(st, 2, p.payment_type, sizeof(p.payment_type));
-		copy_col(st, 3, p.channel_code, sizeof(p.channel_code));
-		p.amount = col_i64(st, 4, -1);
+		store_col_copy(st, 0, p.payment_id, sizeof(p.payment_id));
+		store_col_copy(st, 1, p.order_id, sizeof(p.order_id));
+		store_col_copy(st, 2, p.payment_type, sizeof(p.payment_type));
+		store_col_copy(st, 3, p.channel_code, sizeof(p.channel_code));
+		p.amount = store_col_i64(st, 4, -1);
 		p.status = payment_status_parse((const char *)sqlite3_column_text(st, 5));
-		p.expires_at = col_i64(st, 6, 0);
-		p.created_at = col_i64(st, 7, 0);
-		p.updated_at = col_i64(st, 8, 0);
-		p.callback_seen_at = col_i64(st, 9, 0);
-		p.last_polled_at = col_i64(st, 10, 0);
-		p.next_poll_at = col_i64(st, 11, 0);
-		p.poll_attempts = (long)col_i64(st, 12, 0);
-		copy_col(st, 13, p.origin, sizeof(p.origin));
+		p.expires_at = store_col_i64(st, 6, 0);
+		p.created_at = store_col_i64(st, 7, 0);
+		p.updated_at = store_col_i64(st, 8, 0);
+		p.callback_seen_at = store_col_i64(st, 9, 0);
+		p.last_polled_at = store_col_i64(st, 10, 0);
+		p.next_poll_at = store_col_i64(st, 11, 0);
+		p.poll_attempts = (long)store_col_i64(st, 12, 0);
+		store_col_copy(st, 13, p.origin, sizeof(p.origin));
 		*ret = p;
 		r = 0;
 	} else if (rc != SQLITE_DONE) {
@@ -120,11 +108,11 @@ int store_events_query(struct store *s, const struct store_event_filter *f,
 
 		memset(&e, 0, sizeof(e));
 		e.id = sqlite3_column_int64(st, 0);
-		copy_col(st, 1, e.payment_id, sizeof(e.payment_id));
-		copy_col(st, 2, e.order_id, sizeof(e.order_id));
+		store_col_copy(st, 1, e.payment_id, sizeof(e.payment_id));
+		store_col_copy(st, 2, e.order_id, sizeof(e.order_id));
 		e.status = payment_status_parse((const char *)sqlite3_column_text(st, 3));
-		e.amount = col_i64(st, 4, -1);
-		copy_col(st, 5, e.source, sizeof(e.source));
+		e.amount = store_col_i64(st, 4, -1);
+		store_col_copy(st, 5, e.source, sizeof(e.source));
 		e.conflict = sqlite3_column_int(st, 6) != 0;
 		e.received_at = sqlite3_column_int64(st, 7);
 		e.raw_json = (char *)sqlite3_column_text(st, 8);
@@ -208,7 +196,7 @@ int store_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, cha
 		store_event_hash(
 			prev, id, (const char *)sqlite3_column_text(st, 1),
 			(const char *)sqlite3_column_text(st, 2),
-			(const char *)sqlite3_column_text(st, 3), col_i64(st, 4, -1),
+			(const char *)sqlite3_column_text(st, 3), store_col_i64(st, 4, -1),
 			(const char *)sqlite3_column_text(st, 5), sqlite3_column_int(st, 6) != 0,
 			(const char *)sqlite3_column_text(st, 7),
 			(const char *)sqlite3_column_text(st, 8),
