@@ -115,6 +115,56 @@ static bool valid_utf8(const unsigned char *s, size_t len)
 	return true;
 }
 
+/* True when the JSON text has a \u0000 escape (one not itself escaped): cJSON would decode it
+ * into a NUL that silently cuts the string short (an id "K\u0000X" read as "K"). */
+static bool has_nul_escape(const char *s, size_t len)
+{
+	for (size_t i = 0; i + 6 <= len; i++) {
+		size_t bs = 0;
+
+		if (s[i] != '\\' || s[i + 1] != 'u' || memcmp(s + i + 2, "0000", 4) != 0)
+			continue;
+		while (bs < i && s[i - 1 - bs] == '\\')
+			bs++;
+		if (bs % 2 == 0)
+			return true;
+	}
+	return false;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Finds a member name that appears twice in obj (cJSON keeps the first, another parser of the
+ * stored raw body might keep the last). Sorting makes it O(n log n) for hostile bodies. Returns
+ * the name, NULL if none; *ret_oom set on allocation failure. */
+static const char *duplicate_name(const cJSON *obj, bool *ret_oom)
+{
+	const cJSON *c;
+	const char **names, *dup = NULL;
+	size_t n = 0, i = 0;
+
+	for (c = obj->child; c != NULL; c = c->next)
+		n++;
+	if (n < 2)
+		return NULL;
+	names = malloc(n * sizeof(*names));
+	if (names == NULL) {
+		*ret_oom = true;
+		return NULL;
+	}
+	for (c = obj->child; c != NULL; c = c->next)
+		names[i++] = c->string != NULL ? c->string : "";
+	qsort(names, n, sizeof(*names), cmp_names);
+	for (i = 1; i < n && dup == NULL; i++)
+		if (strcmp(names[i - 1], names[i]) == 0)
+			dup = names[i];
+	free(names);
+	return dup;
+}
+
 /* Looks a field up at the top level, then in a "data" object. */
 static const cJSON *field(const cJSON *root, const cJSON *data, const char *name)
 {
@@ -217,6 +267,8 @@ int callback_parse(const char *body, size_t len, struct event *ret, char *why, s
 		return reason(why, why_len, "%s", "empty body");
 	if (!valid_utf8((const unsigned char *)body, len))
 		return reason(why, why_len, "%s", "body is not valid UTF-8");
+	if (has_nul_escape(body, len))
+		return reason(why, why_len, "%s", "body has a \\u0000 escape");
 	root = cJSON_ParseWithLengthOpts(body, len, &end, false);
 	if (root == NULL)
 		return reason(why, why_len, "%s", "malformed JSON");
@@ -234,6 +286,27 @@ int callback_parse(const char *body, size_t len, struct event *ret, char *why, s
 	data = cJSON_GetObjectItemCaseSensitive(root, "data");
 	if (!cJSON_IsObject(data))
 		data = NULL;
+	{
+		bool oom = false;
+		const char *dup = duplicate_name(root, &oom);
+
+		if (dup == NULL && data != NULL)
+			dup = duplicate_name(data, &oom);
+		if (oom) {
+			reason(why, why_len, "%s", "out of memory");
+			goto out;
+		}
+		if (dup != NULL) {
+			char name[48];
+
+			snprintf(name, sizeof(name), "%s", dup);
+			for (char *p = name; *p != '\0'; p++)
+				if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
+					*p = '?';
+			snprintf(why, why_len, "duplicate field %s", name);
+			goto out;
+		}
+	}
 
 	if (get_id(field(root, data, "payment_id"), "payment_id", true, ev.payment_id,
 		   sizeof(ev.payment_id), why, why_len) < 0 ||

@@ -378,8 +378,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			}
 			return queue_reply(req);
 		}
+		/* Both framings at once is how requests are smuggled past proxies (RFC 9112
+		 * 6.1): refuse, and close the connection so the rest is never read. */
+		if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL &&
+		    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_CONTENT_LENGTH) != NULL) {
+			static const char msg[] = "{\"status\":\"error\",\"error\":\"both "
+						  "Content-Length and Transfer-Encoding\"}";
+
+			http_reply(req, 400, "application/json", msg, strlen(msg),
+				   "Connection: close");
+			return queue_reply(req);
+		}
+		/* Routes without a body are run on the next call: answering on the first one
+		 * makes MHD close the connection (it cannot know no body follows). */
 		if (!req->route->has_body)
-			return run_handler(req);
+			return MHD_YES;
 		if (req->route->json_body &&
 		    !is_json_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 							      MHD_HTTP_HEADER_CONTENT_TYPE))) {
@@ -442,15 +457,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static struct log_rl rl;
+	unsigned long long sup;
 	char line[256];
 	size_t n;
 
 	(void)cls;
+	/* Clients that hang up mid-request make MHD talk: one line a second at most. */
+	if (!log_rl_allow(&rl, 1000, &sup))
+		return;
 	vsnprintf(line, sizeof(line), fmt, ap);
 	n = strlen(line);
 	while (n > 0 && line[n - 1] == '\n')
 		line[--n] = '\0';
-	log_warn("http: %s", line);
+	log_warn("http: %s suppressed=%llu", line, sup);
 }
 
 int http_start(const struct http_opts *o, struct http_server **ret, char *err, size_t err_len)

@@ -63,7 +63,9 @@ int store_events_query(struct store *s, const struct store_event_filter *f,
 			     "SELECT e.id, e.payment_id, e.order_id, e.status, e.amount, e.source, "
 			     "e.conflict, e.received_at, e.raw_json, e.hash, "
 			     "(SELECT count(*) FROM receipts r WHERE r.event_id = e.id) "
-			     "FROM events e WHERE e.id > ?1");
+			     "FROM events e WHERE %se.id > ?1",
+			     /* unary +: the rowid range must not win over the dedupe_key range */
+			     f->payment_id != NULL ? "+" : "");
 	if (f->payment_id != NULL)
 		/* The dedupe_key index ("<payment_id>:<status>") serves lookups by payment. */
 		o += (size_t)snprintf(

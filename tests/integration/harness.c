@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -144,6 +145,8 @@ int hk_daemon_start(struct hk_daemon *d)
 			dup2(fd, STDERR_FILENO);
 			close(fd);
 		}
+		/* A test that dies must not leave its daemon behind. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execl(bin, bin, "-c", d->conf, (char *)NULL);
 		_exit(127);
 	}
