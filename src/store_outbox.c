@@ -1,0 +1,480 @@
+/* Outbox part of the store module: the per-payment-ordered "next rows" query the forwarder
+ * polls on its own read-only handle, counts and listings (forwarder gauges, komerce-hookctl),
+ * and the write requests (delivered / retry / dead / replay) whose apply() runs on the writer
+ * thread inside its transaction. The rows themselves are inserted by the event request in
+ * store.c, in the transaction that stores the event. */
+#include "store_outbox.h"
+
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define ROW_COLUMNS                                                                        \
+	"o.id, o.event_id, o.sink, o.state, o.attempts, o.next_attempt_at, o.created_at, " \
+	"o.delivered_at, o.last_error, e.payment_id, e.order_id, e.status, e.amount, "     \
+	"e.source, e.conflict, e.received_at, e.raw_json"
+#define COL_RAW 16
+
+static const char *const state_names[] = {
+	[STORE_OUTBOX_ANY] = "any",
+	[STORE_OUTBOX_PENDING] = "pending",
+	[STORE_OUTBOX_DELIVERED] = "delivered",
+	[STORE_OUTBOX_DEAD] = "dead",
+};
+
+const char *store_outbox_state_name(enum store_outbox_state st)
+{
+	if (st < STORE_OUTBOX_ANY || st > STORE_OUTBOX_DEAD)
+		return "any";
+	return state_names[st];
+}
+
+static enum store_outbox_state state_parse(const char *s)
+{
+	for (int i = STORE_OUTBOX_PENDING; i <= STORE_OUTBOX_DEAD; i++)
+		if (s != NULL && strcmp(s, state_names[i]) == 0)
+			return (enum store_outbox_state)i;
+	return STORE_OUTBOX_ANY;
+}
+
+/* Fills r from a row selected with ROW_COLUMNS; raw_json is left to the caller. */
+static void read_row(sqlite3_stmt *st, struct store_outbox_row *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->id = sqlite3_column_int64(st, 0);
+	r->event_id = sqlite3_column_int64(st, 1);
+	store_col_copy(st, 2, r->sink, sizeof(r->sink));
+	r->state = state_parse((const char *)sqlite3_column_text(st, 3));
+	r->attempts = (long)sqlite3_column_int64(st, 4);
+	r->next_attempt_at = sqlite3_column_int64(st, 5);
+	r->created_at = sqlite3_column_int64(st, 6);
+	r->delivered_at = store_col_i64(st, 7, 0);
+	store_col_copy(st, 8, r->last_error, sizeof(r->last_error));
+	store_col_copy(st, 9, r->payment_id, sizeof(r->payment_id));
+	store_col_copy(st, 10, r->order_id, sizeof(r->order_id));
+	r->status = payment_status_parse((const char *)sqlite3_column_text(st, 11));
+	r->amount = store_col_i64(st, 12, -1);
+	store_col_copy(st, 13, r->source, sizeof(r->source));
+	r->conflict = sqlite3_column_int(st, 14) != 0;
+	r->received_at = sqlite3_column_int64(st, 15);
+}
+
+/* Ends a statement: finalize, and map a step result other than DONE to -errno. */
+static int finish(struct store *s, sqlite3_stmt *st, int rc, const char *what)
+{
+	int r = 0;
+
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		store_set_err(s, what);
+		r = store_errno(rc);
+		if (r == 0)
+			r = -EIO;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int prepare(struct store *s, const char *sql, sqlite3_stmt **ret, const char *what)
+{
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, ret, NULL);
+
+	if (rc != SQLITE_OK) {
+		store_set_err(s, what);
+		*ret = NULL;
+		return store_errno(rc) != 0 ? store_errno(rc) : -EIO;
+	}
+	return 0;
+}
+
+void store_outbox_rows_free(struct store_outbox_row *rows, size_t n)
+{
+	if (rows == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(rows[i].raw_json);
+	free(rows);
+}
+
+int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long limit,
+		      struct store_outbox_row **ret_rows, size_t *ret_n)
+{
+	/* The correlated subquery keeps per-payment order: a row is a candidate only while it is
+	 * the lowest pending id of its payment for this sink (index outbox_payment). Ordering by
+	 * next_attempt_at follows index outbox_pending, so LIMIT stops the scan early instead of
+	 * sorting every due row of a large backlog. */
+	static const char sql[] =
+		"SELECT " ROW_COLUMNS " FROM outbox o JOIN events e ON e.id = o.event_id "
+		"WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2 "
+		"AND o.id = (SELECT min(p.id) FROM outbox p WHERE p.sink = ?1 "
+		"AND p.payment_id = o.payment_id AND p.state = 'pending') "
+		"ORDER BY o.next_attempt_at, o.id LIMIT ?3";
+	struct store_outbox_row *rows;
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc, r;
+
+	if (limit <= 0)
+		return -EINVAL;
+	rows = calloc((size_t)limit, sizeof(*rows));
+	if (rows == NULL)
+		return -ENOMEM;
+	r = prepare(s, sql, &st, "outbox next");
+	if (r < 0) {
+		free(rows);
+		return r;
+	}
+	sqlite3_bind_text(st, 1, sink, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now_ms);
+	sqlite3_bind_int64(st, 3, limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < (size_t)limit) {
+		struct store_outbox_row *row = &rows[n];
+		const unsigned char *raw;
+		size_t len;
+
+		read_row(st, row);
+		raw = sqlite3_column_text(st, COL_RAW);
+		len = (size_t)sqlite3_column_bytes(st, COL_RAW);
+		row->raw_json = malloc(len + 1);
+		if (row->raw_json == NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		if (len > 0)
+			memcpy(row->raw_json, raw, len);
+		row->raw_json[len] = '\0';
+		row->raw_len = len;
+		n++;
+	}
+	r = finish(s, st, rc, "outbox next");
+	if (r < 0) {
+		store_outbox_rows_free(rows, n);
+		return r;
+	}
+	*ret_rows = rows;
+	*ret_n = n;
+	return 0;
+}
+
+int store_outbox_count(struct store *s, const char *sink, enum store_outbox_state state,
+		       int64_t *ret)
+{
+	char sql[160];
+	sqlite3_stmt *st;
+	int rc, r;
+
+	/* The state is written literally so that the partial index on pending rows applies. */
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox WHERE 1 %s %s%s%s",
+		 sink != NULL ? "AND sink = ?1" : "",
+		 state != STORE_OUTBOX_ANY ? "AND state = '" : "",
+		 state != STORE_OUTBOX_ANY ? store_outbox_state_name(state) : "",
+		 state != STORE_OUTBOX_ANY ? "'" : "");
+	r = prepare(s, sql, &st, "outbox count");
+	if (r < 0)
+		return r;
+	if (sink != NULL)
+		sqlite3_bind_text(st, 1, sink, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		rc = SQLITE_ERROR;
+	return finish(s, st, rc, "outbox count");
+}
+
+int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
+		      int (*fn)(void *arg, const struct store_outbox_row *r), void *arg)
+{
+	char sql[768];
+	size_t o;
+	sqlite3_stmt *st;
+	int rc, r;
+
+	o = (size_t)snprintf(sql, sizeof(sql),
+			     "SELECT " ROW_COLUMNS " FROM outbox o JOIN events e ON e.id = "
+			     "o.event_id WHERE o.id > ?1");
+	if (f->sink != NULL)
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND o.sink = ?2");
+	if (f->state != STORE_OUTBOX_ANY)
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND o.state = '%s'",
+				      store_outbox_state_name(f->state));
+	if (f->event_id != 0)
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND o.event_id = ?3");
+	o += (size_t)snprintf(sql + o, sizeof(sql) - o, " ORDER BY o.id");
+	if (f->limit > 0)
+		snprintf(sql + o, sizeof(sql) - o, " LIMIT ?4");
+	r = prepare(s, sql, &st, "outbox list");
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, f->after_id);
+	if (f->sink != NULL)
+		sqlite3_bind_text(st, 2, f->sink, -1, SQLITE_STATIC);
+	if (f->event_id != 0)
+		sqlite3_bind_int64(st, 3, f->event_id);
+	if (f->limit > 0)
+		sqlite3_bind_int64(st, 4, f->limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_outbox_row row;
+
+		read_row(st, &row);
+		row.raw_json = (char *)sqlite3_column_text(st, COL_RAW);
+		row.raw_len = (size_t)sqlite3_column_bytes(st, COL_RAW);
+		r = fn(arg, &row);
+		if (r != 0) {
+			sqlite3_finalize(st);
+			return r;
+		}
+	}
+	return finish(s, st, rc, "outbox list");
+}
+
+int store_outbox_summaries(struct store *s,
+			   int (*fn)(void *arg, const struct store_outbox_summary *sum), void *arg)
+{
+	static const char sql[] =
+		"SELECT sink, sum(state = 'pending'), sum(state = 'delivered'), "
+		"sum(state = 'dead'), min(CASE WHEN state = 'pending' THEN created_at END) "
+		"FROM outbox GROUP BY sink ORDER BY sink";
+	sqlite3_stmt *st;
+	int rc, r;
+
+	r = prepare(s, sql, &st, "outbox summary");
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_outbox_summary sum;
+
+		memset(&sum, 0, sizeof(sum));
+		store_col_copy(st, 0, sum.sink, sizeof(sum.sink));
+		sum.pending = sqlite3_column_int64(st, 1);
+		sum.delivered = sqlite3_column_int64(st, 2);
+		sum.dead = sqlite3_column_int64(st, 3);
+		sum.oldest_pending_at = store_col_i64(st, 4, 0);
+		r = fn(arg, &sum);
+		if (r != 0) {
+			sqlite3_finalize(st);
+			return r;
+		}
+	}
+	return finish(s, st, rc, "outbox summary");
+}
+
+/* ---- write requests ---- */
+
+#define OUTBOX_REQ(r) ((struct store_outbox_req *)(void *)(r))
+
+/* Binds text cut to STORE_OUTBOX_ERR_MAX - 1 bytes, never in the middle of a UTF-8 sequence. */
+static void bind_error(sqlite3_stmt *st, int i, const char *e)
+{
+	size_t len;
+
+	if (e == NULL || e[0] == '\0') {
+		sqlite3_bind_null(st, i);
+		return;
+	}
+	len = strnlen(e, STORE_OUTBOX_ERR_MAX - 1);
+	while (len > 0 && e[len] != '\0' && ((unsigned char)e[len] & 0xc0) == 0x80)
+		len--;
+	sqlite3_bind_text(st, i, e, (int)len, SQLITE_TRANSIENT);
+}
+
+static int apply_outcomes(struct store *s, struct store_req *req)
+{
+	static const char *const sql[] = {
+		[STORE_OUTBOX_MARK_DELIVERED] = "UPDATE outbox SET state = 'delivered', "
+						"delivered_at = ?2 WHERE id = ?1 AND state = "
+						"'pending'",
+		[STORE_OUTBOX_MARK_RETRY] = "UPDATE outbox SET attempts = attempts + 1, "
+					    "next_attempt_at = ?2, last_error = ?3 WHERE id = ?1 "
+					    "AND state = 'pending'",
+		[STORE_OUTBOX_MARK_DEAD] =
+			"UPDATE outbox SET state = 'dead', attempts = attempts + "
+			"1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1 "
+			"AND state = 'pending'",
+	};
+	struct store_outbox_req *r = OUTBOX_REQ(req);
+	sqlite3_stmt *st[3] = {NULL, NULL, NULL};
+	int err = 0;
+
+	r->changed = 0;
+	for (size_t i = 0; i < r->n_outcomes && err == 0; i++) {
+		const struct store_outbox_outcome *o = &r->outcomes[i];
+		int v = (int)o->verdict, rc;
+
+		if (v < STORE_OUTBOX_MARK_DELIVERED || v > STORE_OUTBOX_MARK_DEAD) {
+			err = -EINVAL;
+			break;
+		}
+		if (st[v] == NULL) {
+			err = prepare(s, sql[v], &st[v], "outbox outcome");
+			if (err < 0)
+				break;
+		}
+		sqlite3_reset(st[v]);
+		sqlite3_clear_bindings(st[v]);
+		sqlite3_bind_int64(st[v], 1, o->outbox_id);
+		sqlite3_bind_int64(st[v], 2, o->at);
+		if (v != STORE_OUTBOX_MARK_DELIVERED)
+			bind_error(st[v], 3, o->error);
+		rc = sqlite3_step(st[v]);
+		if (rc != SQLITE_DONE) {
+			store_set_err(s, "outbox outcome");
+			err = store_errno(rc) != 0 ? store_errno(rc) : -EIO;
+			break;
+		}
+		r->changed += (size_t)sqlite3_changes(s->db);
+	}
+	for (size_t i = 0; i < 3; i++)
+		sqlite3_finalize(st[i]);
+	return err;
+}
+
+static void init_req(struct store_outbox_req *r)
+{
+	memset(r, 0, sizeof(*r));
+}
+
+void store_outbox_req_outcomes(struct store_outbox_req *r, const struct store_outbox_outcome *o,
+			       size_t n)
+{
+	init_req(r);
+	r->req.apply = apply_outcomes;
+	r->outcomes = o;
+	r->n_outcomes = n;
+}
+
+static void req_one(struct store_outbox_req *r, int64_t id, enum store_outbox_verdict v, int64_t at,
+		    const char *error)
+{
+	init_req(r);
+	r->req.apply = apply_outcomes;
+	r->one = (struct store_outbox_outcome){
+		.outbox_id = id, .verdict = v, .at = at, .error = error};
+	r->outcomes = &r->one;
+	r->n_outcomes = 1;
+}
+
+void store_outbox_req_delivered(struct store_outbox_req *r, int64_t outbox_id, int64_t now_ms)
+{
+	req_one(r, outbox_id, STORE_OUTBOX_MARK_DELIVERED, now_ms, NULL);
+}
+
+void store_outbox_req_retry(struct store_outbox_req *r, int64_t outbox_id, int64_t next_attempt_at,
+			    const char *error)
+{
+	req_one(r, outbox_id, STORE_OUTBOX_MARK_RETRY, next_attempt_at, error);
+}
+
+void store_outbox_req_dead(struct store_outbox_req *r, int64_t outbox_id, int64_t now_ms,
+			   const char *error)
+{
+	req_one(r, outbox_id, STORE_OUTBOX_MARK_DEAD, now_ms, error);
+}
+
+/* Inserts one pending row for (event, sink) unless one is already pending. */
+static int replay_one(struct store *s, int64_t event_id, const char *payment_id, const char *sink,
+		      int64_t now, size_t *changed)
+{
+	static const char sql[] =
+		"INSERT INTO outbox (event_id, payment_id, sink, next_attempt_at, created_at) "
+		"SELECT ?1, ?2, ?3, ?4, ?4 WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE "
+		"event_id = ?1 AND sink = ?3 AND state = 'pending')";
+	sqlite3_stmt *st;
+	int rc, r;
+
+	r = prepare(s, sql, &st, "outbox replay");
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, event_id);
+	sqlite3_bind_text(st, 2, payment_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, sink, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, now);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		*changed += (size_t)sqlite3_changes(s->db);
+	return finish(s, st, rc, "outbox replay");
+}
+
+static int apply_replay(struct store *s, struct store_req *req)
+{
+	struct store_outbox_req *r = OUTBOX_REQ(req);
+	char payment_id[EVENT_ID_MAX];
+	char(*found)[STORE_OUTBOX_SINK_MAX] = NULL;
+	size_t n_found = 0;
+	int64_t now = util_now_ms();
+	sqlite3_stmt *st;
+	int rc, err;
+
+	r->changed = 0;
+	err = prepare(s, "SELECT payment_id FROM events WHERE id = ?1", &st, "replay lookup");
+	if (err < 0)
+		return err;
+	sqlite3_bind_int64(st, 1, r->event_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		store_col_copy(st, 0, payment_id, sizeof(payment_id));
+	err = finish(s, st, rc, "replay lookup");
+	if (err < 0)
+		return err;
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+
+	if (r->sink[0] != '\0') {
+		bool known = s->n_sinks == 0;
+
+		for (size_t i = 0; i < s->n_sinks; i++)
+			known |= strcmp(s->sinks[i], r->sink) == 0;
+		if (!known)
+			return -EINVAL;
+		return replay_one(s, r->event_id, payment_id, r->sink, now, &r->changed);
+	}
+	if (s->n_sinks > 0) {
+		for (size_t i = 0; i < s->n_sinks && err == 0; i++)
+			err = replay_one(s, r->event_id, payment_id, s->sinks[i], now, &r->changed);
+		return err;
+	}
+
+	/* A handle opened without the sink list: the sinks the event was first sent to. */
+	err = prepare(s, "SELECT DISTINCT sink FROM outbox WHERE event_id = ?1 ORDER BY sink", &st,
+		      "replay sinks");
+	if (err < 0)
+		return err;
+	sqlite3_bind_int64(st, 1, r->event_id);
+	found = calloc(STORE_MAX_SINKS, sizeof(*found));
+	if (found == NULL) {
+		sqlite3_finalize(st);
+		return -ENOMEM;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n_found < STORE_MAX_SINKS)
+		store_col_copy(st, 0, found[n_found++], sizeof(found[0]));
+	err = finish(s, st, rc, "replay sinks");
+	for (size_t i = 0; i < n_found && err == 0; i++)
+		err = replay_one(s, r->event_id, payment_id, found[i], now, &r->changed);
+	free(found);
+	return err;
+}
+
+void store_outbox_req_replay(struct store_outbox_req *r, int64_t event_id, const char *sink)
+{
+	init_req(r);
+	r->req.apply = apply_replay;
+	r->event_id = event_id;
+	if (sink != NULL)
+		snprintf(r->sink, sizeof(r->sink), "%s", sink);
+}
+
+int64_t store_outbox_backoff_ms(long attempts, uint32_t rnd)
+{
+	const int64_t cap = 10 * 60 * 1000;
+	int64_t base = 1000;
+
+	for (long i = 1; i < attempts && base < cap; i++)
+		base *= 2;
+	if (base > cap)
+		base = cap;
+	return base - (int64_t)(rnd % (uint32_t)(base / 4 + 1));
+}
