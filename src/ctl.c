@@ -1,0 +1,1207 @@
+/* komerce-hookctl: the operator's CLI over the event store (audit queries, hash-chain verify,
+ * replay, online backup). Single-threaded; every command but replay opens the database
+ * read-only, so it runs beside the daemon under load. Output formats (table, json, jsonl, csv)
+ * live here; the queries live in the store module (store.h, store_audit.h). Exit status: 0 ok,
+ * 1 failure (tampering found, storage error), 2 usage error or missing database. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "store.h"
+#include "store_audit.h"
+#include "store_outbox.h"
+#include "util.h"
+
+#define CTL_OK	  0
+#define CTL_FAIL  1
+#define CTL_USAGE 2
+
+#define DEFAULT_CONFIG	"/etc/komerce-hookd/komerce-hookd.conf"
+#define TABLE_WINDOW	1000 /* rows buffered to size the table's columns */
+#define TABLE_ERROR_MAX 60   /* last_error is cut in tables */
+
+extern char **environ;
+
+struct ctl {
+	const char *cmd; /* "events", for messages */
+	const char *config_path;
+	bool config_explicit;
+	const char *db_path; /* --db, else the configured store.path */
+	struct config *cfg;  /* NULL when --db was given and the config did not load */
+	long busy_timeout_ms;
+	struct store *store;
+};
+
+static void fail_line(const struct ctl *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* The one line on stderr that every error gets. */
+static void fail_line(const struct ctl *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "komerce-hookctl%s%s: ", c->cmd != NULL ? " " : "",
+		c->cmd != NULL ? c->cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ---- output formats ---- */
+
+enum fmt { FMT_TABLE, FMT_JSON, FMT_JSONL, FMT_CSV };
+
+struct column {
+	const char *key;   /* key in the row object */
+	const char *title; /* header in table and csv */
+	bool right;	   /* right-aligned in tables (numbers) */
+	bool table;	   /* shown in tables (csv and json always carry every column) */
+};
+
+/* Rows are cJSON objects keyed by column key; json and jsonl print them as they are, csv and
+ * table print the columns. A table buffers its first TABLE_WINDOW rows to size the columns and
+ * streams the rest, so a huge listing never sits in memory. */
+struct out {
+	enum fmt fmt;
+	const struct column *cols;
+	size_t n_cols;
+	size_t rows;
+	cJSON *window; /* table: rows not yet printed */
+	size_t width[16];
+	bool widths_known;
+};
+
+static int fmt_parse(const char *v, bool allow_rows, enum fmt *ret)
+{
+	if (strcmp(v, "table") == 0)
+		*ret = FMT_TABLE;
+	else if (strcmp(v, "json") == 0)
+		*ret = FMT_JSON;
+	else if (allow_rows && strcmp(v, "jsonl") == 0)
+		*ret = FMT_JSONL;
+	else if (allow_rows && strcmp(v, "csv") == 0)
+		*ret = FMT_CSV;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/* Text of a cell for csv and tables: heap string (caller frees) or NULL for JSON null. */
+static char *cell_text(const cJSON *v)
+{
+	char buf[64];
+
+	if (v == NULL || cJSON_IsNull(v))
+		return NULL;
+	if (cJSON_IsString(v))
+		return strdup(v->valuestring);
+	if (cJSON_IsBool(v))
+		return strdup(cJSON_IsTrue(v) ? "true" : "false");
+	if (cJSON_IsNumber(v)) {
+		double d = v->valuedouble;
+
+		if (d == (double)(long long)d)
+			snprintf(buf, sizeof(buf), "%lld", (long long)d);
+		else
+			snprintf(buf, sizeof(buf), "%g", d);
+		return strdup(buf);
+	}
+	return cJSON_PrintUnformatted(v);
+}
+
+/* RFC 4180: a field with a comma, quote, CR or LF is quoted, quotes doubled. */
+static void csv_field(const char *s)
+{
+	if (s == NULL)
+		return;
+	if (strpbrk(s, ",\"\r\n") == NULL) {
+		fputs(s, stdout);
+		return;
+	}
+	fputc('"', stdout);
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p == '"')
+			fputc('"', stdout);
+		fputc(*p, stdout);
+	}
+	fputc('"', stdout);
+}
+
+/* Characters on screen of UTF-8 text (continuation bytes do not count). */
+static size_t text_width(const char *s)
+{
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		n += (*p & 0xc0) != 0x80;
+	return n;
+}
+
+/* Prints s padded to width; control characters (a hostile id could carry escapes) as '?'. */
+static void table_cell(const char *s, size_t width, bool right, bool last)
+{
+	size_t w = text_width(s);
+	size_t pad = width > w ? width - w : 0;
+
+	if (right)
+		printf("%*s", (int)pad, "");
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, stdout);
+	if (!right && !last)
+		printf("%*s", (int)pad, "");
+	if (!last)
+		fputs("  ", stdout);
+}
+
+static const char *table_text(const struct column *col, const cJSON *row, char **heap)
+{
+	char *t = cell_text(cJSON_GetObjectItemCaseSensitive(row, col->key));
+
+	*heap = t;
+	if (t == NULL)
+		return "-";
+	if (strcmp(col->key, "last_error") == 0 && strlen(t) > TABLE_ERROR_MAX)
+		snprintf(t + TABLE_ERROR_MAX - 3, 4, "...");
+	return t;
+}
+
+static size_t last_table_col(const struct out *o)
+{
+	size_t last = 0;
+
+	for (size_t i = 0; i < o->n_cols; i++) {
+		if (o->cols[i].table)
+			last = i;
+	}
+	return last;
+}
+
+static void table_row(struct out *o, const cJSON *row)
+{
+	size_t last = last_table_col(o);
+
+	for (size_t i = 0; i < o->n_cols; i++) {
+		char *heap = NULL;
+		const char *t;
+
+		if (!o->cols[i].table)
+			continue;
+		t = row != NULL ? table_text(&o->cols[i], row, &heap)
+				: o->cols[i].title; /* header */
+		table_cell(t, o->width[i], o->cols[i].right, i == last);
+		free(heap);
+	}
+	fputc('\n', stdout);
+}
+
+static void table_flush(struct out *o)
+{
+	cJSON *row;
+
+	if (!o->widths_known) {
+		for (size_t i = 0; i < o->n_cols; i++)
+			o->width[i] = text_width(o->cols[i].title);
+		cJSON_ArrayForEach(row, o->window)
+		{
+			for (size_t i = 0; i < o->n_cols; i++) {
+				char *heap;
+				size_t w;
+
+				if (!o->cols[i].table)
+					continue;
+				w = text_width(table_text(&o->cols[i], row, &heap));
+				free(heap);
+				if (w > o->width[i])
+					o->width[i] = w;
+			}
+		}
+		o->widths_known = true;
+		table_row(o, NULL);
+	}
+	cJSON_ArrayForEach(row, o->window)
+	{
+		table_row(o, row);
+	}
+	cJSON_Delete(o->window);
+	o->window = NULL;
+}
+
+static int out_begin(struct out *o, enum fmt fmt, const struct column *cols, size_t n_cols)
+{
+	memset(o, 0, sizeof(*o));
+	o->fmt = fmt;
+	o->cols = cols;
+	o->n_cols = n_cols < 16 ? n_cols : 16;
+	if (fmt == FMT_CSV) {
+		for (size_t i = 0; i < o->n_cols; i++) {
+			if (i > 0)
+				fputc(',', stdout);
+			csv_field(cols[i].key);
+		}
+		fputs("\r\n", stdout);
+	}
+	return 0;
+}
+
+/* Takes ownership of row. */
+static int out_row(struct out *o, cJSON *row)
+{
+	char *text;
+
+	if (row == NULL)
+		return -ENOMEM;
+	switch (o->fmt) {
+	case FMT_JSON:
+	case FMT_JSONL:
+		text = cJSON_PrintUnformatted(row);
+		cJSON_Delete(row);
+		if (text == NULL)
+			return -ENOMEM;
+		if (o->fmt == FMT_JSON)
+			fputs(o->rows == 0 ? "[\n" : ",\n", stdout);
+		fputs(text, stdout);
+		if (o->fmt == FMT_JSONL)
+			fputc('\n', stdout);
+		free(text);
+		break;
+	case FMT_CSV:
+		for (size_t i = 0; i < o->n_cols; i++) {
+			char *t = cell_text(cJSON_GetObjectItemCaseSensitive(row, o->cols[i].key));
+
+			if (i > 0)
+				fputc(',', stdout);
+			csv_field(t);
+			free(t);
+		}
+		fputs("\r\n", stdout);
+		cJSON_Delete(row);
+		break;
+	case FMT_TABLE:
+		if (o->window == NULL && (o->window = cJSON_CreateArray()) == NULL) {
+			cJSON_Delete(row);
+			return -ENOMEM;
+		}
+		cJSON_AddItemToArray(o->window, row);
+		if (cJSON_GetArraySize(o->window) >= TABLE_WINDOW)
+			table_flush(o);
+		break;
+	}
+	o->rows++;
+	return 0;
+}
+
+static void out_end(struct out *o)
+{
+	if (o->fmt == FMT_JSON)
+		fputs(o->rows == 0 ? "[]\n" : "\n]\n", stdout);
+	else if (o->fmt == FMT_TABLE)
+		table_flush(o); /* the header at least */
+	cJSON_Delete(o->window);
+	o->window = NULL;
+}
+
+/* ---- JSON helpers for rows ---- */
+
+static void add_time(cJSON *o, const char *key, int64_t ms)
+{
+	char iso[40];
+
+	if (ms == 0) {
+		cJSON_AddNullToObject(o, key);
+		return;
+	}
+	util_iso8601_ms(ms, iso, sizeof(iso));
+	cJSON_AddStringToObject(o, key, iso);
+}
+
+static void add_str_or_null(cJSON *o, const char *key, const char *v)
+{
+	if (v == NULL || v[0] == '\0')
+		cJSON_AddNullToObject(o, key);
+	else
+		cJSON_AddStringToObject(o, key, v);
+}
+
+/* ---- opening the store ---- */
+
+static int load_config(struct ctl *c)
+{
+	char err[CONFIG_ERR_LEN];
+	struct stat sb;
+	int r;
+
+	if (c->db_path != NULL && !c->config_explicit && stat(c->config_path, &sb) < 0)
+		return 0; /* --db and no config: fine */
+	c->cfg = config_new();
+	if (c->cfg == NULL) {
+		fail_line(c, "out of memory");
+		return -ENOMEM;
+	}
+	r = config_load_file(c->cfg, c->config_path, environ, err, sizeof(err));
+	if (r < 0) {
+		config_free(c->cfg);
+		c->cfg = NULL;
+		if (c->db_path != NULL)
+			return 0; /* only the database is needed */
+		fail_line(c, "%s (or name the database with --db PATH)", err);
+		return r;
+	}
+	c->busy_timeout_ms = c->cfg->busy_timeout_ms;
+	if (c->db_path == NULL)
+		c->db_path = c->cfg->store_path;
+	return 0;
+}
+
+/* Loads the config and checks that the database exists; 0 or CTL_USAGE (message printed). */
+static int resolve_db(struct ctl *c)
+{
+	struct stat sb;
+
+	if (load_config(c) < 0)
+		return CTL_USAGE;
+	if (stat(c->db_path, &sb) < 0) {
+		fail_line(c, "database %s: %s", c->db_path,
+			  errno == ENOENT ? "no such file" : "cannot access it");
+		return CTL_USAGE;
+	}
+	return 0;
+}
+
+static int open_ro(struct ctl *c)
+{
+	struct store_opts so = {.readonly = true};
+	char err[512];
+	int r = resolve_db(c);
+
+	if (r != 0)
+		return r;
+	so.path = c->db_path;
+	so.busy_timeout_ms = c->busy_timeout_ms;
+	if (store_open(&so, &c->store, err, sizeof(err)) < 0) {
+		fail_line(c, "%s", err);
+		return CTL_USAGE;
+	}
+	return 0;
+}
+
+/* ---- option parsing ---- */
+
+enum {
+	OPT_DB = 1000,
+	OPT_FORMAT,
+	OPT_PAYMENT_ID,
+	OPT_ORDER_ID,
+	OPT_STATUS,
+	OPT_SOURCE,
+	OPT_SINCE,
+	OPT_UNTIL,
+	OPT_AFTER_ID,
+	OPT_LIMIT,
+	OPT_STALE,
+	OPT_DEAD,
+	OPT_ALL,
+	OPT_SINK,
+	OPT_VERSION,
+};
+
+/* The options every command takes; ends a longopts table. */
+/* clang-format off */
+#define COMMON_OPTS \
+	{"config", required_argument, NULL, 'c'}, \
+	{"db", required_argument, NULL, OPT_DB}, \
+	{"help", no_argument, NULL, 'h'}, \
+	{NULL, 0, NULL, 0}
+/* clang-format on */
+
+/* Handles -c, --db and the getopt errors. Returns 0 when opt was one of those (or a normal
+ * option left to the caller, *handled false), CTL_USAGE after printing an error. */
+static int common_opt(struct ctl *c, int opt, char **argv, bool *handled)
+{
+	*handled = true;
+	switch (opt) {
+	case 'c':
+		c->config_path = optarg;
+		c->config_explicit = true;
+		return 0;
+	case OPT_DB:
+		c->db_path = optarg;
+		return 0;
+	case ':':
+		fail_line(c, "option '%s' needs a value (see --help)", argv[optind - 1]);
+		return CTL_USAGE;
+	case '?':
+		if (optopt != 0 && optopt < 256)
+			fail_line(c, "unknown option '-%c' (see --help)", optopt);
+		else
+			fail_line(c, "unknown option '%s' (see --help)", argv[optind - 1]);
+		return CTL_USAGE;
+	default:
+		*handled = false;
+		return 0;
+	}
+}
+
+static int parse_long(const struct ctl *c, const char *opt, const char *v, long long min,
+		      long long *ret)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = v[0] >= '0' && v[0] <= '9' ? strtoll(v, &end, 10) : -1;
+	if (n < min || errno != 0 || *end != '\0') {
+		fail_line(c, "%s: '%s' is not an integer >= %lld", opt, v, min);
+		return CTL_USAGE;
+	}
+	*ret = n;
+	return 0;
+}
+
+/* ---- events ---- */
+
+static const char events_usage[] =
+	"usage: komerce-hookctl events [--payment-id ID] [--order-id ID] [--status S]\n"
+	"         [--source callback|reconcile|api] [--since T] [--until T] [--after-id N]\n"
+	"         [--limit N] [--format table|json|jsonl|csv]\n"
+	"List stored events in id order, each with its receipts count (how often it was\n"
+	"delivered). T is ISO 8601 (2026-08-12, 2026-08-12T10:15:30Z, +07:00 offsets) or unix\n"
+	"seconds; --until is exclusive. Times are printed in UTC. json prints one array, jsonl\n"
+	"one object a line (with the raw callback), csv follows RFC 4180.\n";
+
+static const struct column event_cols[] = {
+	{"id", "ID", true, true},
+	{"received_at", "RECEIVED (UTC)", false, true},
+	{"payment_id", "PAYMENT", false, true},
+	{"order_id", "ORDER", false, true},
+	{"status", "STATUS", false, true},
+	{"amount", "AMOUNT", true, true},
+	{"source", "SOURCE", false, true},
+	{"conflict", "CONFLICT", false, true},
+	{"receipts", "RECEIPTS", true, true},
+	{"callback", "CALLBACK", false, false},
+};
+
+static int print_event(void *arg, const struct store_event *e)
+{
+	return out_row(arg, store_audit_event_json(e));
+}
+
+static int cmd_events(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"payment-id", required_argument, NULL, OPT_PAYMENT_ID},
+		{"order-id", required_argument, NULL, OPT_ORDER_ID},
+		{"status", required_argument, NULL, OPT_STATUS},
+		{"source", required_argument, NULL, OPT_SOURCE},
+		{"since", required_argument, NULL, OPT_SINCE},
+		{"until", required_argument, NULL, OPT_UNTIL},
+		{"after-id", required_argument, NULL, OPT_AFTER_ID},
+		{"limit", required_argument, NULL, OPT_LIMIT},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		COMMON_OPTS,
+	};
+	static const char *const names[] = {
+		[OPT_PAYMENT_ID - OPT_PAYMENT_ID] = "payment_id",
+		[OPT_ORDER_ID - OPT_PAYMENT_ID] = "order_id",
+		[OPT_STATUS - OPT_PAYMENT_ID] = "status",
+		[OPT_SOURCE - OPT_PAYMENT_ID] = "source",
+		[OPT_SINCE - OPT_PAYMENT_ID] = "since",
+		[OPT_UNTIL - OPT_PAYMENT_ID] = "until",
+		[OPT_AFTER_ID - OPT_PAYMENT_ID] = "after_id",
+		[OPT_LIMIT - OPT_PAYMENT_ID] = "limit",
+	};
+	struct store_event_filter f = {.status = PAYMENT_UNKNOWN};
+	enum fmt fmt = FMT_TABLE;
+	struct out o;
+	bool handled;
+	char why[128];
+	int opt, r, idx = 0;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, &idx)) != -1) {
+		if (opt == 'h') {
+			fputs(events_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0 || handled) {
+			if (r != 0)
+				return r;
+			continue;
+		}
+		if (opt == OPT_FORMAT) {
+			if (fmt_parse(optarg, true, &fmt) < 0) {
+				fail_line(c, "--format: must be table, json, jsonl or csv");
+				return CTL_USAGE;
+			}
+			continue;
+		}
+		if (store_audit_filter_set(&f, names[opt - OPT_PAYMENT_ID], optarg, why,
+					   sizeof(why)) < 0) {
+			fail_line(c, "--%s: '%s': %s", longopts[idx].name, optarg, why);
+			return CTL_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
+		return CTL_USAGE;
+	}
+	r = open_ro(c);
+	if (r != 0)
+		return r;
+	out_begin(&o, fmt, event_cols, sizeof(event_cols) / sizeof(event_cols[0]));
+	r = store_events_query(c->store, &f, print_event, &o);
+	out_end(&o);
+	if (r < 0) {
+		fail_line(c, "query failed: %s",
+			  r == -ENOMEM ? "out of memory" : store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	return CTL_OK;
+}
+
+/* ---- payments ---- */
+
+static const char payments_usage[] =
+	"usage: komerce-hookctl payments [--status S] [--stale] [--limit N]\n"
+	"         [--format table|json|jsonl|csv]\n"
+	"List payments, oldest first. --stale: PENDING payments past their expiry (the\n"
+	"callback and the reconciler have not settled them).\n";
+
+static const struct column payment_cols[] = {
+	{"payment_id", "PAYMENT", false, true},
+	{"order_id", "ORDER", false, true},
+	{"status", "STATUS", false, true},
+	{"amount", "AMOUNT", true, true},
+	{"payment_type", "TYPE", false, false},
+	{"channel_code", "CHANNEL", false, true},
+	{"origin", "ORIGIN", false, true},
+	{"created_at", "CREATED (UTC)", false, true},
+	{"updated_at", "UPDATED (UTC)", false, false},
+	{"expires_at", "EXPIRES (UTC)", false, true},
+	{"callback_seen_at", "CALLBACK SEEN (UTC)", false, true},
+	{"last_polled_at", "LAST POLL (UTC)", false, false},
+	{"next_poll_at", "NEXT POLL (UTC)", false, false},
+	{"poll_attempts", "POLLS", true, true},
+};
+
+static int print_payment(void *arg, const struct store_payment *p)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddStringToObject(o, "payment_id", p->payment_id);
+	add_str_or_null(o, "order_id", p->order_id);
+	cJSON_AddStringToObject(o, "status", payment_status_name(p->status));
+	if (p->amount >= 0)
+		cJSON_AddNumberToObject(o, "amount", (double)p->amount);
+	else
+		cJSON_AddNullToObject(o, "amount");
+	add_str_or_null(o, "payment_type", p->payment_type);
+	add_str_or_null(o, "channel_code", p->channel_code);
+	cJSON_AddStringToObject(o, "origin", p->origin);
+	add_time(o, "created_at", p->created_at);
+	add_time(o, "updated_at", p->updated_at);
+	add_time(o, "expires_at", p->expires_at * 1000);
+	add_time(o, "callback_seen_at", p->callback_seen_at);
+	add_time(o, "last_polled_at", p->last_polled_at);
+	add_time(o, "next_poll_at", p->next_poll_at);
+	cJSON_AddNumberToObject(o, "poll_attempts", (double)p->poll_attempts);
+	return out_row(arg, o);
+}
+
+static int cmd_payments(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"status", required_argument, NULL, OPT_STATUS},
+		{"stale", no_argument, NULL, OPT_STALE},
+		{"limit", required_argument, NULL, OPT_LIMIT},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		COMMON_OPTS,
+	};
+	struct store_payment_filter f = {.status = PAYMENT_UNKNOWN, .now_ms = util_now_ms()};
+	enum fmt fmt = FMT_TABLE;
+	struct out o;
+	long long n;
+	bool handled;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(payments_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+		if (handled)
+			continue;
+		switch (opt) {
+		case OPT_STATUS:
+			f.status = payment_status_parse(optarg);
+			if (f.status == PAYMENT_UNKNOWN) {
+				fail_line(c,
+					  "--status: '%s': must be PENDING, PAID, EXPIRED or "
+					  "CANCELED",
+					  optarg);
+				return CTL_USAGE;
+			}
+			break;
+		case OPT_STALE:
+			f.stale = true;
+			break;
+		case OPT_LIMIT:
+			if (parse_long(c, "--limit", optarg, 1, &n) != 0)
+				return CTL_USAGE;
+			f.limit = (long)n;
+			break;
+		case OPT_FORMAT:
+			if (fmt_parse(optarg, true, &fmt) < 0) {
+				fail_line(c, "--format: must be table, json, jsonl or csv");
+				return CTL_USAGE;
+			}
+			break;
+		}
+	}
+	if (optind < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
+		return CTL_USAGE;
+	}
+	r = open_ro(c);
+	if (r != 0)
+		return r;
+	out_begin(&o, fmt, payment_cols, sizeof(payment_cols) / sizeof(payment_cols[0]));
+	r = store_audit_payments(c->store, &f, print_payment, &o);
+	out_end(&o);
+	if (r < 0) {
+		fail_line(c, "query failed: %s",
+			  r == -ENOMEM ? "out of memory" : store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	return CTL_OK;
+}
+
+/* ---- outbox ---- */
+
+static const char outbox_usage[] =
+	"usage: komerce-hookctl outbox [--dead | --all] [--sink NAME] [--limit N]\n"
+	"         [--format table|json|jsonl|csv]\n"
+	"List the outbox backlog (rows waiting for delivery), oldest first; --dead lists the\n"
+	"dead letters (given up after max_attempts; see replay), --all every row.\n";
+
+static const struct column outbox_cols[] = {
+	{"id", "ID", true, true},
+	{"event_id", "EVENT", true, true},
+	{"payment_id", "PAYMENT", false, true},
+	{"status", "STATUS", false, true},
+	{"sink", "SINK", false, true},
+	{"state", "STATE", false, true},
+	{"attempts", "ATTEMPTS", true, true},
+	{"created_at", "CREATED (UTC)", false, true},
+	{"next_attempt_at", "NEXT ATTEMPT (UTC)", false, true},
+	{"delivered_at", "DELIVERED (UTC)", false, false},
+	{"last_error", "LAST ERROR", false, true},
+};
+
+static int print_outbox(void *arg, const struct store_outbox_row *r)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddNumberToObject(o, "id", (double)r->id);
+	cJSON_AddNumberToObject(o, "event_id", (double)r->event_id);
+	cJSON_AddStringToObject(o, "payment_id", r->payment_id);
+	cJSON_AddStringToObject(o, "status", payment_status_name(r->status));
+	cJSON_AddStringToObject(o, "sink", r->sink);
+	cJSON_AddStringToObject(o, "state", store_outbox_state_name(r->state));
+	cJSON_AddNumberToObject(o, "attempts", (double)r->attempts);
+	add_time(o, "created_at", r->created_at);
+	add_time(o, "next_attempt_at", r->next_attempt_at);
+	add_time(o, "delivered_at", r->delivered_at);
+	add_str_or_null(o, "last_error", r->last_error);
+	return out_row(arg, o);
+}
+
+static int cmd_outbox(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"dead", no_argument, NULL, OPT_DEAD},
+		{"all", no_argument, NULL, OPT_ALL},
+		{"sink", required_argument, NULL, OPT_SINK},
+		{"limit", required_argument, NULL, OPT_LIMIT},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		COMMON_OPTS,
+	};
+	struct store_outbox_filter f = {.state = STORE_OUTBOX_PENDING};
+	enum fmt fmt = FMT_TABLE;
+	long long limit = 0;
+	bool handled;
+	struct out o;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(outbox_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+		if (handled)
+			continue;
+		if (opt == OPT_DEAD) {
+			f.state = STORE_OUTBOX_DEAD;
+		} else if (opt == OPT_ALL) {
+			f.state = STORE_OUTBOX_ANY;
+		} else if (opt == OPT_SINK) {
+			f.sink = optarg;
+		} else if (opt == OPT_LIMIT) {
+			if (parse_long(c, "--limit", optarg, 1, &limit) != 0)
+				return CTL_USAGE;
+			f.limit = (long)limit;
+		} else if (opt == OPT_FORMAT && fmt_parse(optarg, true, &fmt) < 0) {
+			fail_line(c, "--format: must be table, json, jsonl or csv");
+			return CTL_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
+		return CTL_USAGE;
+	}
+	r = open_ro(c);
+	if (r != 0)
+		return r;
+	out_begin(&o, fmt, outbox_cols, sizeof(outbox_cols) / sizeof(outbox_cols[0]));
+	r = store_outbox_list(c->store, &f, print_outbox, &o);
+	out_end(&o);
+	if (r < 0) {
+		fail_line(c, "query failed: %s",
+			  r == -ENOMEM ? "out of memory" : store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	return CTL_OK;
+}
+
+/* ---- stats ---- */
+
+static const char stats_usage[] =
+	"usage: komerce-hookctl stats [--format table|json]\n"
+	"Counts of events by status and source, deliveries and duplicates, conflicts, payments\n"
+	"by status (and stale ones), payments settled by the reconciler because the callback\n"
+	"never came (or came late), and the outbox backlog per sink. One consistent snapshot.\n";
+
+static cJSON *status_object(const int64_t *by_status)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	for (int i = PAYMENT_PENDING; i <= PAYMENT_CANCELED && o != NULL; i++)
+		cJSON_AddNumberToObject(o, payment_status_name((enum payment_status)i),
+					(double)by_status[i]);
+	return o;
+}
+
+static cJSON *stats_json(const struct store_audit_stats *t)
+{
+	cJSON *root = cJSON_CreateObject(), *ev, *src, *pay, *rec, *ob, *sinks;
+
+	if (root == NULL)
+		return NULL;
+	ev = cJSON_AddObjectToObject(root, "events");
+	cJSON_AddNumberToObject(ev, "total", (double)t->events);
+	cJSON_AddItemToObject(ev, "by_status", status_object(t->events_by_status));
+	src = cJSON_AddObjectToObject(ev, "by_source");
+	for (int i = 0; i < 3; i++)
+		cJSON_AddNumberToObject(src, event_source_name((enum event_source)i),
+					(double)t->events_by_source[i]);
+	cJSON_AddNumberToObject(ev, "conflicts", (double)t->conflicts);
+	cJSON_AddNumberToObject(root, "receipts", (double)t->receipts);
+	cJSON_AddNumberToObject(root, "duplicates", (double)(t->receipts - t->events));
+	pay = cJSON_AddObjectToObject(root, "payments");
+	cJSON_AddNumberToObject(pay, "total", (double)t->payments);
+	cJSON_AddItemToObject(pay, "by_status", status_object(t->payments_by_status));
+	cJSON_AddNumberToObject(pay, "stale", (double)t->stale);
+	rec = cJSON_AddObjectToObject(root, "reconciled");
+	cJSON_AddNumberToObject(rec, "total", (double)t->reconciled);
+	cJSON_AddNumberToObject(rec, "callback_missed",
+				(double)(t->reconciled - t->reconciled_late_cb));
+	cJSON_AddNumberToObject(rec, "callback_late", (double)t->reconciled_late_cb);
+	ob = cJSON_AddObjectToObject(root, "outbox");
+	cJSON_AddNumberToObject(ob, "pending", (double)t->outbox_pending);
+	cJSON_AddNumberToObject(ob, "dead", (double)t->outbox_dead);
+	cJSON_AddNumberToObject(ob, "delivered", (double)t->outbox_delivered);
+	sinks = cJSON_AddArrayToObject(ob, "sinks");
+	for (size_t i = 0; i < t->n_sinks && sinks != NULL; i++) {
+		cJSON *k = cJSON_CreateObject();
+
+		if (k == NULL)
+			break;
+		cJSON_AddStringToObject(k, "sink", t->sinks[i].sink);
+		cJSON_AddNumberToObject(k, "pending", (double)t->sinks[i].pending);
+		cJSON_AddNumberToObject(k, "dead", (double)t->sinks[i].dead);
+		cJSON_AddNumberToObject(k, "delivered", (double)t->sinks[i].delivered);
+		add_time(k, "oldest_pending", t->sinks[i].oldest_pending_ms);
+		cJSON_AddItemToArray(sinks, k);
+	}
+	return root;
+}
+
+static void print_by_status(const int64_t *by_status)
+{
+	for (int i = PAYMENT_PENDING; i <= PAYMENT_CANCELED; i++)
+		printf("%s%s %lld", i > 0 ? ", " : "", payment_status_name((enum payment_status)i),
+		       (long long)by_status[i]);
+	fputc('\n', stdout);
+}
+
+static void stats_table(const struct store_audit_stats *t)
+{
+	printf("events              %lld\n", (long long)t->events);
+	printf("  by status         ");
+	print_by_status(t->events_by_status);
+	printf("  by source         callback %lld, reconcile %lld, api %lld\n",
+	       (long long)t->events_by_source[EVENT_SOURCE_CALLBACK],
+	       (long long)t->events_by_source[EVENT_SOURCE_RECONCILE],
+	       (long long)t->events_by_source[EVENT_SOURCE_API]);
+	printf("  conflicts         %lld\n", (long long)t->conflicts);
+	printf("deliveries          %lld receipts, %lld duplicates\n", (long long)t->receipts,
+	       (long long)(t->receipts - t->events));
+	printf("payments            %lld\n", (long long)t->payments);
+	printf("  by status         ");
+	print_by_status(t->payments_by_status);
+	printf("  stale PENDING     %lld (past expiry)\n", (long long)t->stale);
+	printf("reconciled          %lld settled by polling: callback missed %lld, late %lld\n",
+	       (long long)t->reconciled, (long long)(t->reconciled - t->reconciled_late_cb),
+	       (long long)t->reconciled_late_cb);
+	printf("outbox backlog      %lld pending, %lld dead (%lld delivered)\n",
+	       (long long)t->outbox_pending, (long long)t->outbox_dead,
+	       (long long)t->outbox_delivered);
+	for (size_t i = 0; i < t->n_sinks; i++) {
+		char iso[40] = "-";
+
+		if (t->sinks[i].oldest_pending_ms != 0)
+			util_iso8601_ms(t->sinks[i].oldest_pending_ms, iso, sizeof(iso));
+		printf("  sink ");
+		table_cell(t->sinks[i].sink, 12, false, false);
+		printf("%lld pending (oldest %s), %lld dead, %lld delivered\n",
+		       (long long)t->sinks[i].pending, iso, (long long)t->sinks[i].dead,
+		       (long long)t->sinks[i].delivered);
+	}
+}
+
+static int cmd_stats(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"format", required_argument, NULL, OPT_FORMAT},
+		COMMON_OPTS,
+	};
+	struct store_audit_stats t;
+	enum fmt fmt = FMT_TABLE;
+	bool handled;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(stats_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+		if (!handled && fmt_parse(optarg, false, &fmt) < 0) {
+			fail_line(c, "--format: must be table or json");
+			return CTL_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
+		return CTL_USAGE;
+	}
+	r = open_ro(c);
+	if (r != 0)
+		return r;
+	r = store_audit_stats(c->store, util_now_ms(), &t);
+	if (r < 0) {
+		fail_line(c, "query failed: %s", store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	if (fmt == FMT_JSON) {
+		cJSON *j = stats_json(&t);
+		char *text = j != NULL ? cJSON_Print(j) : NULL;
+
+		cJSON_Delete(j);
+		if (text == NULL) {
+			fail_line(c, "out of memory");
+			return CTL_FAIL;
+		}
+		printf("%s\n", text);
+		free(text);
+	} else {
+		stats_table(&t);
+	}
+	return CTL_OK;
+}
+
+/* ---- verify ---- */
+
+static const char verify_usage[] =
+	"usage: komerce-hookctl verify\n"
+	"Walk the events hash chain from the first row. Exit 0 printing how many events were\n"
+	"checked; exit 1 naming the first row that was altered, deleted or moved, and why.\n"
+	"Receipts and outbox rows that refer to a missing event are reported too (a deleted\n"
+	"tail). Reads one snapshot; safe while the daemon runs.\n";
+
+static int cmd_verify(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {COMMON_OPTS};
+	int64_t checked = 0, bad = 0, t0;
+	char why[256];
+	bool handled;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(verify_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+	}
+	if (optind < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
+		return CTL_USAGE;
+	}
+	r = open_ro(c);
+	if (r != 0)
+		return r;
+	t0 = util_mono_ms();
+	why[0] = '\0';
+	r = store_verify(c->store, &checked, &bad, why, sizeof(why));
+	if (r == 0)
+		r = store_audit_orphans(c->store, &bad, why, sizeof(why));
+	if (r == -EBADMSG) {
+		printf("verify: FAILED at event %lld: %s (%lld events before it are intact)\n",
+		       (long long)bad, why, (long long)checked);
+		return CTL_FAIL;
+	}
+	if (r < 0) {
+		fail_line(c, "cannot read the events: %s", store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	printf("verify: OK, %lld events checked, hash chain intact (%.2f s)\n", (long long)checked,
+	       (double)(util_mono_ms() - t0) / 1000.0);
+	return CTL_OK;
+}
+
+/* ---- replay ---- */
+
+static const char replay_usage[] =
+	"usage: komerce-hookctl replay EVENT_ID [--sink NAME]\n"
+	"Queue the event for delivery again: one new pending outbox row for each configured\n"
+	"sink (or the sinks it was queued for before, without a configuration), or only for\n"
+	"NAME. A sink where the event is still pending is skipped. The only command that\n"
+	"writes; it waits for the daemon's writer rather than stopping it.\n";
+
+static int cmd_replay(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"sink", required_argument, NULL, OPT_SINK},
+		COMMON_OPTS,
+	};
+	const char *sink = NULL, *sinks[CONFIG_MAX_SINKS];
+	size_t n_sinks = 0;
+	long long event_id;
+	char err[512];
+	bool handled;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(replay_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+		if (!handled)
+			sink = optarg;
+	}
+	if (optind >= argc) {
+		fail_line(c, "missing EVENT_ID (see --help)");
+		return CTL_USAGE;
+	}
+	if (optind + 1 < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind + 1]);
+		return CTL_USAGE;
+	}
+	if (parse_long(c, "EVENT_ID", argv[optind], 1, &event_id) != 0)
+		return CTL_USAGE;
+	r = open_ro(c); /* checks that this is a komerce-hookd database */
+	if (r != 0)
+		return r;
+	store_close(c->store);
+	c->store = NULL;
+	if (c->cfg != NULL) {
+		for (size_t i = 0; i < c->cfg->n_sinks; i++) {
+			if (sink == NULL || strcmp(sink, c->cfg->sinks[i].name) == 0)
+				sinks[n_sinks++] = c->cfg->sinks[i].name;
+		}
+		if (sink != NULL && n_sinks == 0) {
+			fail_line(c, "--sink: no [sink.%s] in %s", sink, c->config_path);
+			return CTL_USAGE;
+		}
+	} else if (sink != NULL) {
+		sinks[n_sinks++] = sink;
+	}
+	r = store_audit_replay(c->db_path, event_id, sinks, n_sinks, c->busy_timeout_ms, err,
+			       sizeof(err));
+	if (r < 0) {
+		fail_line(c, "%s", err);
+		return CTL_FAIL;
+	}
+	if (r == 0)
+		printf("replay: event %lld is already pending for %s\n", event_id,
+		       sink != NULL ? sink : "every sink");
+	else
+		printf("replay: event %lld queued for %d sink%s\n", event_id, r, r == 1 ? "" : "s");
+	return CTL_OK;
+}
+
+/* ---- backup ---- */
+
+static const char backup_usage[] =
+	"usage: komerce-hookctl backup PATH\n"
+	"Copy the database to PATH (which must not exist) with SQLite's online backup API: one\n"
+	"consistent snapshot, taken while the daemon keeps writing. The copy is a single file\n"
+	"(no -wal); check it with: komerce-hookctl --db PATH verify\n";
+
+static int cmd_backup(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {COMMON_OPTS};
+	int64_t bytes = 0, t0;
+	char err[512];
+	bool handled;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(backup_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+	}
+	if (optind >= argc) {
+		fail_line(c, "missing PATH (see --help)");
+		return CTL_USAGE;
+	}
+	if (optind + 1 < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind + 1]);
+		return CTL_USAGE;
+	}
+	r = open_ro(c);
+	if (r != 0)
+		return r;
+	t0 = util_mono_ms();
+	r = store_audit_backup(c->store, argv[optind], &bytes, err, sizeof(err));
+	if (r < 0) {
+		fail_line(c, "%s", err);
+		return r == -EEXIST ? CTL_USAGE : CTL_FAIL;
+	}
+	printf("backup: wrote %s (%lld bytes) in %.2f s\n", argv[optind], (long long)bytes,
+	       (double)(util_mono_ms() - t0) / 1000.0);
+	return CTL_OK;
+}
+
+/* ---- main ---- */
+
+static const struct command {
+	const char *name;
+	int (*run)(struct ctl *c, int argc, char **argv);
+	const char *summary;
+} commands[] = {
+	{"events", cmd_events, "list events (filters; --format table|json|jsonl|csv)"},
+	{"payments", cmd_payments, "list payments (--status S, --stale)"},
+	{"outbox", cmd_outbox, "list the delivery backlog (--dead: dead letters)"},
+	{"stats", cmd_stats, "counts by status and source, reconciled, conflicts, backlog"},
+	{"verify", cmd_verify, "check the hash chain; exit 1 naming the first bad row"},
+	{"replay", cmd_replay, "queue an event for delivery again: replay EVENT_ID"},
+	{"backup", cmd_backup, "consistent copy of the live database: backup PATH"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: komerce-hookctl [-c CONF | --db PATH] COMMAND [OPTIONS]\n"
+		   "Audit and operate a komerce-hookd event store. Every command but replay opens "
+		   "the\ndatabase read-only and is safe while the daemon runs.\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\noptions (also accepted after COMMAND):\n"
+		   "  -c, --config PATH  configuration (default " DEFAULT_CONFIG ")\n"
+		   "      --db PATH      the database file; the configuration becomes optional\n"
+		   "  -h, --help         this help; COMMAND --help for the command's options\n"
+		   "      --version      print the version\n"
+		   "\nexit status: 0 ok, 1 failure (tampering found, storage error), 2 usage "
+		   "error\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"version", no_argument, NULL, OPT_VERSION},
+		COMMON_OPTS,
+	};
+	struct ctl c = {.config_path = DEFAULT_CONFIG, .busy_timeout_ms = 5000};
+	const struct command *cmd = NULL;
+	bool handled;
+	int opt, r;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+:c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			usage(stdout);
+			return CTL_OK;
+		}
+		if (opt == OPT_VERSION) {
+			printf("komerce-hookctl %s\n", HOOKD_VERSION);
+			return CTL_OK;
+		}
+		r = common_opt(&c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+	}
+	if (optind >= argc) {
+		fail_line(&c, "missing COMMAND (see --help)");
+		return CTL_USAGE;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[optind], commands[i].name) == 0)
+			cmd = &commands[i];
+	}
+	if (cmd == NULL) {
+		fail_line(&c, "unknown command '%s' (see --help)", argv[optind]);
+		return CTL_USAGE;
+	}
+	c.cmd = cmd->name;
+	argc -= optind;
+	argv += optind;
+	optind = 0; /* glibc: restart the scan for the command's options */
+	r = cmd->run(&c, argc, argv);
+	store_close(c.store);
+	config_free(c.cfg);
+	if (fflush(stdout) != 0 && r == CTL_OK) {
+		fail_line(&c, "cannot write the output");
+		r = CTL_FAIL;
+	}
+	return r;
+}
