@@ -2,7 +2,9 @@
  * has not arrived, within the per-payment 3 s limit and a global request budget. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct config;
 struct store;
@@ -14,3 +16,73 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 void reconcile_wake(struct reconcile *r);
 /* Stops and joins within about a second. NULL is fine. */
 void reconcile_stop(struct reconcile *r);
+
+/* ---- pure pieces of the reconciler, exported for the unit tests ---- */
+
+/* Added to min_interval_seconds: timer slack, and clocks that are not quite ours. */
+#define RECONCILE_SAFETY_MS	  100
+#define RECONCILE_FIRST_BACKOFF	  5000LL     /* second poll, then doubling */
+#define RECONCILE_MAX_BACKOFF	  600000LL   /* expiry known: at least one poll every 10 min */
+#define RECONCILE_MAX_UNKNOWN	  1800000LL  /* expiry unknown: every 30 min at most */
+#define RECONCILE_NEAR_WINDOW	  60000LL    /* the last minute before expiry ... */
+#define RECONCILE_NEAR_STEP	  15000LL    /* ... is polled every 15 s */
+#define RECONCILE_FINAL_DELAY	  2000LL     /* the confirming poll, after expires_at */
+#define RECONCILE_GIVE_UP	  86400000LL /* stop a day after expiry, still PENDING */
+#define RECONCILE_GIVE_UP_UNKNOWN (7 * 86400000LL) /* or a week after creation */
+
+struct reconcile_sched {
+	int64_t now_ms;		 /* the poll's reply arrived (unix ms) */
+	int64_t created_at_ms;	 /* payment known since (unix ms) */
+	int64_t expires_at_s;	 /* unix s, 0 when unknown */
+	int64_t last_polled_ms;	 /* unix ms, 0 when never */
+	long attempts;		 /* polls made, the one just answered included */
+	int64_t min_interval_ms; /* per-payment minimum, safety margin included */
+};
+
+/* When to poll a payment that is still PENDING next (unix ms), or 0 to stop watching it.
+ * Backoff 5 s, 10 s, 20 s ... capped at 10 min (30 min when the expiry is unknown); no poll
+ * skips the last minute before expires_at, which is polled every 15 s; one poll 2 s after
+ * expires_at confirms EXPIRED (then backoff again if Komerce still says PENDING, until a day
+ * past expiry). Never sooner than last_polled_ms + min_interval_ms. */
+int64_t reconcile_next_poll_ms(const struct reconcile_sched *s);
+
+/* Delay after a failed poll (5xx, timeout, network) when streak polls in a row failed:
+ * 2 s * 2^(streak-1) capped at 10 min, with jitter taking it down to half (rnd: any
+ * random 32 bits). */
+int64_t reconcile_error_delay_ms(long streak, uint32_t rnd);
+
+/* Next poll after one that taught nothing (429, 5xx, timeout, network): not before delay_ms
+ * (Retry-After, or reconcile_error_delay_ms), and otherwise the schedule shortened by up to
+ * half at random (rnd), so a payment that keeps failing still backs off (and is given up in
+ * the end: 0) while payments that failed together spread out. */
+int64_t reconcile_retry_ms(const struct reconcile_sched *s, int64_t delay_ms, uint32_t rnd);
+
+/* Circuit breaker for "Komerce is down": RECONCILE_BREAKER_THRESHOLD consecutive failures
+ * open it for RECONCILE_BREAKER_OPEN_MS (doubling on each failed probe, up to
+ * RECONCILE_BREAKER_MAX_OPEN_MS); then one probe is let through (half-open); its success
+ * closes it. */
+#define RECONCILE_BREAKER_THRESHOLD   5
+#define RECONCILE_BREAKER_OPEN_MS     10000LL
+#define RECONCILE_BREAKER_MAX_OPEN_MS 300000LL
+
+enum reconcile_breaker_state {
+	RECONCILE_BREAKER_CLOSED,
+	RECONCILE_BREAKER_OPEN,
+	RECONCILE_BREAKER_HALF_OPEN, /* one probe in flight */
+};
+
+struct reconcile_breaker {
+	enum reconcile_breaker_state state;
+	long failures; /* consecutive */
+	int64_t opened_at_ms, open_until_ms, open_ms;
+};
+
+void reconcile_breaker_init(struct reconcile_breaker *b);
+/* May a request be sent now? Turns OPEN into HALF_OPEN (one probe) once the period is over. */
+bool reconcile_breaker_allow(struct reconcile_breaker *b, int64_t now_ms);
+/* When allow() may next say yes (now_ms when it would now). */
+int64_t reconcile_breaker_ready_ms(const struct reconcile_breaker *b, int64_t now_ms);
+/* Komerce answered. Returns true when this closed an open breaker (log it). */
+bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms);
+/* Komerce failed (5xx, timeout, network). Returns true when this opened a closed breaker. */
+bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms);
