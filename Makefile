@@ -4,9 +4,11 @@ ASAN_BUILD ?= build-asan
 DEBIAN_PACKAGES = meson ninja-build pkg-config gcc libc6-dev python3 \
 	libmicrohttpd-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev \
 	libinih-dev libsystemd-dev libhiredis-dev check \
-	curl openssl sqlite3 redis-server
+	curl openssl sqlite3 redis-server systemd \
+	clang libclang-rt-14-dev
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps run test test-asan check clean
+.PHONY: all deps run test test-asan check fuzz crash security clean
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -35,6 +37,18 @@ test-asan:
 		meson test -C $(ASAN_BUILD) --print-errorlogs
 
 check: test test-asan
+
+# libFuzzer targets (clang), each run FUZZ_SECONDS seconds from the seeded corpus.
+fuzz:
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# 20 kill -9 cycles under load: nothing acknowledged may be lost or stored twice.
+crash: all
+	bench/crash 20
+
+# The systemd unit's sandbox, analysed offline; fails above an exposure of 2.0.
+security:
+	systemd-analyze security --offline=true --threshold=20 systemd/komerce-hookd.service
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

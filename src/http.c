@@ -22,6 +22,7 @@
 #include "callback.h"
 #include "config.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 
 struct http_server {
@@ -568,7 +569,63 @@ void http_stop(struct http_server *srv, long drain_ms)
 
 /* ---- the callback route ---- */
 
-static struct log_rl rl_auth, rl_bad, rl_store;
+static struct log_rl rl_auth, rl_bad, rl_store, rl_throttle;
+
+/* Failed signatures are budgeted per source address (AUTH_BURST, then AUTH_RATE a second):
+ * past it, a source gets 429 without its body being checked, so guessing keys is slow and
+ * cheap for us. A valid callback never spends the budget. The table is small and lossy (a
+ * slot is taken over by another address), which can only make throttling forget. */
+#define AUTH_SLOTS 1024
+#define AUTH_BURST 20.0
+#define AUTH_RATE  1.0
+
+static struct {
+	pthread_mutex_t mu;
+	int64_t last_failure_ms; /* atomic: no lookup at all when nobody failed lately */
+	struct {
+		char addr[INET6_ADDRSTRLEN];
+		struct ratelimit_bucket bucket;
+	} slot[AUTH_SLOTS];
+} auth_budget = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static size_t auth_slot(const char *addr)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+	for (; *addr != '\0'; addr++)
+		h = (h ^ (unsigned char)*addr) * 1099511628211ULL;
+	return (size_t)(h % AUTH_SLOTS);
+}
+
+/* Milliseconds the address must wait, 0 when it may try. */
+static int64_t auth_throttled(const char *addr, int64_t now)
+{
+	size_t i;
+	int64_t wait = 0;
+
+	if (now - __atomic_load_n(&auth_budget.last_failure_ms, __ATOMIC_RELAXED) > 60000)
+		return 0;
+	i = auth_slot(addr);
+	pthread_mutex_lock(&auth_budget.mu);
+	if (strcmp(auth_budget.slot[i].addr, addr) == 0)
+		wait = ratelimit_wait_ms(&auth_budget.slot[i].bucket, now);
+	pthread_mutex_unlock(&auth_budget.mu);
+	return wait;
+}
+
+static void auth_failed(const char *addr, int64_t now)
+{
+	size_t i = auth_slot(addr);
+
+	__atomic_store_n(&auth_budget.last_failure_ms, now, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&auth_budget.mu);
+	if (strcmp(auth_budget.slot[i].addr, addr) != 0) {
+		snprintf(auth_budget.slot[i].addr, sizeof(auth_budget.slot[i].addr), "%s", addr);
+		ratelimit_bucket_init(&auth_budget.slot[i].bucket, AUTH_RATE, AUTH_BURST, now);
+	}
+	(void)ratelimit_take(&auth_budget.slot[i].bucket, now);
+	pthread_mutex_unlock(&auth_budget.mu);
+}
 
 /* Runs on the store writer thread once the event's transaction committed or failed. */
 static void callback_done(struct store_req *r)
@@ -617,8 +674,26 @@ void http_callback_handler(struct http_request *req, void *ctx)
 	unsigned long long sup;
 	int r;
 
+	int64_t now = util_mono_ms(), wait = auth_throttled(req->remote, now);
+
+	if (wait > 0) {
+		char hdr[48];
+
+		metrics_inc(METRICS_AUTH_THROTTLED, 1);
+		if (log_rl_allow(&rl_throttle, 1000, &sup))
+			log_warn("callback throttled reason=too_many_auth_failures remote=%s "
+				 "suppressed=%llu",
+				 req->remote, sup);
+		snprintf(hdr, sizeof(hdr), "Retry-After: %lld", (long long)(wait + 999) / 1000);
+		static const char msg[] =
+			"{\"status\":\"error\",\"error\":\"too many bad signatures\"}";
+
+		http_reply(req, 429, "application/json", msg, strlen(msg), hdr);
+		return;
+	}
 	if (callback_verify(&cb->keys, http_header(req, "X-Callback-Api-Key"), req->body,
 			    req->body_len) < 0) {
+		auth_failed(req->remote, now);
 		metrics_inc(METRICS_AUTH_FAILURES, 1);
 		if (log_rl_allow(&rl_auth, 1000, &sup))
 			log_warn("callback rejected reason=%s remote=%s suppressed=%llu",

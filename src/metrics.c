@@ -28,6 +28,9 @@ static const struct {
 } counter_info[METRICS__COUNT] = {
 	[METRICS_AUTH_FAILURES] = {"hookd_callback_auth_failures_total",
 				   "Callbacks refused for a missing or wrong signature", ""},
+	[METRICS_AUTH_THROTTLED] =
+		{"hookd_callback_throttled_total",
+		 "Callbacks refused (429) from a source with too many bad signatures", ""},
 	[METRICS_BAD_REQUESTS] = {"hookd_callback_rejected_total",
 				  "Callbacks refused as malformed (4xx other than 401)", ""},
 	[METRICS_STORE_UNAVAILABLE] =

@@ -18,6 +18,7 @@ enum metrics_endpoint {
 
 enum metrics_counter {
 	METRICS_AUTH_FAILURES,
+	METRICS_AUTH_THROTTLED,
 	METRICS_BAD_REQUESTS,
 	METRICS_STORE_UNAVAILABLE, /* 503 replies because a commit failed or the queue was full */
 	METRICS_POLLS_OK,

@@ -1108,30 +1108,50 @@ END_TEST
 
 START_TEST(wrong_keys_logged_once_per_interval)
 {
+	/* A source gets 20 failed signatures (then one a second): past that it is answered 429
+	 * without its body being checked, even with a valid signature, until the budget refills.
+	 * The 401s are logged once per interval with the count of lines suppressed. */
 	static const char body[] = "{\"payment_id\":\"KOMPAY-BAD-KEY\",\"status\":\"PAID\"}";
-	const int burst = 200;
-	long long t0 = mono_ms(), elapsed;
-	long long suppressed;
+	const int burst = 200, budget = 20;
+	long long t0 = mono_ms(), elapsed, suppressed;
+	int lines, unauthorized = 0, throttled = 0;
 	struct hk_reply r;
-	int lines;
+	long st;
 
-	for (int i = 0; i < burst; i++)
-		ck_assert_int_eq(hk_post_callback(&d, body, HK_CALLBACK_KEY2, &r), 401);
+	for (int i = 0; i < burst; i++) {
+		st = hk_post_callback(&d, body, HK_CALLBACK_KEY2, &r);
+		ck_assert_msg(st == 401 || st == 429, "status %ld", st);
+		unauthorized += st == 401;
+		throttled += st == 429;
+		if (st == 429)
+			ck_assert_ptr_nonnull(strstr(r.headers, "Retry-After:"));
+	}
 	elapsed = mono_ms() - t0;
-	/* One more after the interval: its line reports how many were suppressed. */
+	/* The budget refills at one a second, so a fast burst gets about 20 401s. */
+	ck_assert_msg(unauthorized >= budget && unauthorized <= budget + elapsed / 1000 + 1,
+		      "%d answered 401 in %lld ms", unauthorized, elapsed);
+	ck_assert_int_eq(unauthorized + throttled, burst);
+	/* While throttled, even a valid callback from that address waits. */
+	ck_assert_int_eq(hk_post_callback(&d, body, HK_CALLBACK_KEY, &r), 429);
+	/* One more after the interval: the budget has a token again and the log line reports
+	 * how many were suppressed. */
 	sleep_ms(1200);
 	ck_assert_int_eq(hk_post_callback(&d, body, HK_CALLBACK_KEY2, &r), 401);
+	unauthorized++;
 	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
 
 	suppressed = log_sum_suppressed("bad_signature", &lines);
-	fprintf(stderr, "%d bad signatures in %lld ms: %d log lines, suppressed=%lld\n", burst + 1,
-		elapsed, lines, suppressed);
+	fprintf(stderr,
+		"%d bad signatures in %lld ms: %d answered 401, %d throttled, %d log lines, "
+		"suppressed=%lld\n",
+		burst + 1, elapsed, unauthorized, throttled, lines, suppressed);
 	ck_assert_msg(lines >= 2 && lines <= elapsed / 1000 + 3,
-		      "%d bad_signature lines for %d requests in %lld ms", lines, burst + 1,
+		      "%d bad_signature lines for %d requests in %lld ms", lines, unauthorized,
 		      elapsed);
-	ck_assert_msg(lines + suppressed == burst + 1,
-		      "lines (%d) + suppressed (%lld) should account for all %d requests", lines,
-		      suppressed, burst + 1);
+	ck_assert_msg(lines + suppressed == unauthorized,
+		      "lines (%d) + suppressed (%lld) should account for all %d 401s", lines,
+		      suppressed, unauthorized);
+	ck_assert(hk_log_contains(&d, "callback throttled"));
 	ck_assert_int_eq(hk_count(&d, "events"), 0);
 }
 END_TEST
