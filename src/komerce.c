@@ -72,6 +72,7 @@ struct komerce {
 	size_t cap;
 	bool too_big;
 	long retry_after_s; /* Retry-After of the last response seen, -1 if none */
+	const int *stop;
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -929,6 +930,7 @@ struct komerce *komerce_new(const struct komerce_opts *opts)
 	k->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
 	k->base_url = dup_str(opts->base_url);
 	k->api_key = dup_str(opts->api_key);
+	k->stop = opts->stop;
 	if (!k->base_url || !k->api_key)
 		goto fail;
 	n = strlen(k->base_url);
@@ -985,6 +987,19 @@ static void scrub_key(struct komerce *k, char *msg)
 		return;
 	while ((p = strstr(msg, k->api_key)) != NULL)
 		memset(p, '*', klen);
+}
+
+/* libcurl calls this about every 100 ms while a transfer runs: non-zero aborts it. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct komerce *k = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return __atomic_load_n(k->stop, __ATOMIC_ACQUIRE) != 0;
 }
 
 static enum komerce_err err_from_curl(CURLcode rc)
@@ -1058,6 +1073,11 @@ static int request(struct komerce *k, const char *path, const char *post_body,
 	}
 	curl_easy_setopt(k->curl, CURLOPT_HTTPHEADER, k->headers);
 	curl_easy_setopt(k->curl, CURLOPT_NOSIGNAL, 1L);
+	if (k->stop != NULL) {
+		curl_easy_setopt(k->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(k->curl, CURLOPT_XFERINFODATA, k);
+		curl_easy_setopt(k->curl, CURLOPT_NOPROGRESS, 0L);
+	}
 	curl_easy_setopt(k->curl, CURLOPT_CONNECTTIMEOUT_MS, k->connect_timeout_ms);
 	curl_easy_setopt(k->curl, CURLOPT_TIMEOUT_MS, k->timeout_ms);
 	curl_easy_setopt(k->curl, CURLOPT_WRITEFUNCTION, on_body);

@@ -28,6 +28,9 @@ struct komerce_opts {
 	const char *api_key;  /* sent as x-api-key; never logged */
 	long connect_timeout_ms;
 	long timeout_ms;
+	/* Optional: while *stop is non-zero a request in flight is abandoned within ~0.1 s
+	 * (KOMERCE_E_INTERNAL, "aborted"), so a stopping thread never waits for a timeout. */
+	const int *stop;
 };
 
 struct komerce_result {

@@ -29,7 +29,7 @@
 #define BATCH		 64    /* due rows read per query */
 #define GAUGE_MS	 5000  /* watched-payments gauge refresh, also when idle */
 #define STORE_RETRY_MS	 1000  /* after a failed query or write */
-#define MAX_TIMEOUT_MS	 5000  /* one status request, at most (stop waits for it) */
+#define MAX_TIMEOUT_MS	 5000  /* one status request, at most (stop aborts it at once) */
 #define MAX_RESCAN_MS	 60000 /* payments seen in callbacks do not wake us: look again */
 #define RATE_FLOOR	 0.25  /* 429s slow the bucket down to a quarter at most ... */
 #define RATE_DOWN	 0.8   /* ... by this factor per 429 ... */
@@ -762,6 +762,7 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 	ratelimit_bucket_init(&r->bucket, r->rate, 1, util_mono_ms());
 	cap = (size_t)(r->rate * (double)r->min_ms / 1000.0) + 64;
 	r->keys = ratelimit_keys_new(cap, r->min_ms);
+	ko.stop = &r->stop;
 	r->k = komerce_new(&ko);
 	if (r->keys == NULL || r->k == NULL) {
 		snprintf(err, err_len, "reconcile: out of memory");

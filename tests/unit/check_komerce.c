@@ -1080,7 +1080,7 @@ static void server_stop(void)
 static struct komerce *client(long timeout_ms, const char *key)
 {
 	char base[128];
-	struct komerce_opts o;
+	struct komerce_opts o = {0};
 	struct komerce *k;
 
 	/* trailing slash: the client must not produce "//api" */
@@ -1209,7 +1209,7 @@ START_TEST(test_client_connect_refused)
 {
 	struct sockaddr_in sa;
 	socklen_t len = sizeof(sa);
-	struct komerce_opts o;
+	struct komerce_opts o = {0};
 	struct komerce_result r;
 	struct komerce *k;
 	char base[128];
@@ -1284,9 +1284,44 @@ START_TEST(test_client_reply_too_big)
 }
 END_TEST
 
+START_TEST(test_client_stop_aborts)
+{
+	struct komerce_opts o = {0};
+	struct komerce_result r;
+	struct komerce *k;
+	struct timespec a, b;
+	char base[128];
+	int stop = 1;
+	long ms;
+
+	snprintf(base, sizeof(base), "http://127.0.0.1:%u/user", srv.port);
+	o.base_url = base;
+	o.api_key = API_KEY;
+	o.connect_timeout_ms = 2000;
+	o.timeout_ms = 5000;
+	o.stop = &stop;
+	k = komerce_new(&o);
+	ck_assert_ptr_nonnull(k);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	ck_assert_int_lt(komerce_payment_status(k, "SLOW", &r), 0);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+	ck_assert_int_eq(r.err, KOMERCE_E_INTERNAL);
+	ck_assert_int_lt(ms, 1000);
+	komerce_result_clear(&r);
+	stop = 0;
+	ck_assert_int_eq(komerce_methods_get(k, &r), 0);
+	komerce_result_clear(&r);
+	komerce_free(k);
+}
+END_TEST
+
 START_TEST(test_client_bad_opts)
 {
-	struct komerce_opts o = {"http://127.0.0.1:1/user", "key\r\nX-Evil: 1", 1000, 1000};
+	struct komerce_opts o = {.base_url = "http://127.0.0.1:1/user",
+				 .api_key = "key\r\nX-Evil: 1",
+				 .connect_timeout_ms = 1000,
+				 .timeout_ms = 1000};
 
 	ck_assert_ptr_null(komerce_new(&o));
 	ck_assert_ptr_null(komerce_new(NULL));
@@ -1348,6 +1383,7 @@ Suite *komerce_suite(void)
 	tcase_add_test(tc, test_client_status_percent_encoded);
 	tcase_add_test(tc, test_client_rate_limited_retry_after);
 	tcase_add_test(tc, test_client_timeout);
+	tcase_add_test(tc, test_client_stop_aborts);
 	tcase_add_test(tc, test_client_connect_refused);
 	tcase_add_test(tc, test_client_cancel_and_create);
 	tcase_add_test(tc, test_client_reply_too_big);
