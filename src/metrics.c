@@ -141,6 +141,14 @@ static void render_store(struct buf *b, struct store *store)
 	    "# HELP hookd_events_stored_total New events committed\n"
 	    "# TYPE hookd_events_stored_total counter\nhookd_events_stored_total %llu\n",
 	    (unsigned long long)st.events);
+	put(b, "# HELP hookd_events_total New events by status and source\n"
+	       "# TYPE hookd_events_total counter\n");
+	for (int stt = PAYMENT_PENDING; stt <= PAYMENT_CANCELED; stt++)
+		for (int src = EVENT_SOURCE_CALLBACK; src <= EVENT_SOURCE_API; src++)
+			put(b, "hookd_events_total{status=\"%s\",source=\"%s\"} %llu\n",
+			    payment_status_name((enum payment_status)stt),
+			    event_source_name((enum event_source)src),
+			    (unsigned long long)st.events_by[stt][src]);
 	put(b,
 	    "# HELP hookd_duplicates_total Deliveries of a fact already stored\n"
 	    "# TYPE hookd_duplicates_total counter\nhookd_duplicates_total %llu\n",

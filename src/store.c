@@ -405,6 +405,9 @@ int store_apply_event(struct store *s, struct store_req *r)
 	s->tx_last_id = id;
 	memcpy(s->tx_last_hash, hash, STORE_HASH_LEN);
 	s->tx_new_events++;
+	if (ev->status >= PAYMENT_PENDING && ev->status <= PAYMENT_CANCELED &&
+	    ev->source <= EVENT_SOURCE_API)
+		s->tx_events_by[ev->status][ev->source]++;
 	r->event_id = id;
 	r->duplicate = false;
 	return 0;
@@ -449,6 +452,7 @@ static void run_batch(struct store *s, struct store_req *batch, size_t n)
 	s->tx_last_id = s->last_id;
 	memcpy(s->tx_last_hash, s->last_hash, STORE_HASH_LEN);
 	s->tx_new_events = 0;
+	memset(s->tx_events_by, 0, sizeof(s->tx_events_by));
 
 	err = run_stmt(s, ST_BEGIN);
 	for (struct store_req *r = batch; r != NULL && err == 0; r = r->next) {
@@ -491,6 +495,12 @@ static void run_batch(struct store *s, struct store_req *batch, size_t n)
 		}
 		__atomic_fetch_add(&s->stats.commits, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->stats.events, s->tx_new_events, __ATOMIC_RELAXED);
+		for (size_t st = 0; st < 4; st++)
+			for (size_t so = 0; so < 3; so++)
+				if (s->tx_events_by[st][so] != 0)
+					__atomic_fetch_add(&s->stats.events_by[st][so],
+							   s->tx_events_by[st][so],
+							   __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->stats.duplicates, dups, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->stats.conflicts, conflicts, __ATOMIC_RELAXED);
 	}

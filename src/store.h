@@ -86,6 +86,7 @@ struct store_stats {
 	uint64_t commit_us_bucket[12]; /* latency histogram: <=0.5,1,2,5,10,25,50,100,250,500,1000
 					  ms, +Inf */
 	uint64_t batch_bucket[10];     /* batch size <=1,2,4,8,16,32,64,128,256,+Inf */
+	uint64_t events_by[4][3];      /* new events by enum payment_status x enum event_source */
 	long queue_len;
 };
 void store_get_stats(struct store *s, struct store_stats *ret);

@@ -38,6 +38,7 @@ struct store {
 	int64_t last_id, tx_last_id;
 	uint8_t last_hash[STORE_HASH_LEN], tx_last_hash[STORE_HASH_LEN];
 	size_t tx_new_events;
+	uint64_t tx_events_by[4][3];
 
 	/* writer queue */
 	pthread_mutex_t mu;

@@ -3,6 +3,7 @@
  * concurrency, and "a 200 means durable" across SIGTERM and kill -9. */
 #include <check.h>
 #include <pthread.h>
+#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,9 +129,9 @@ START_TEST(malformed_json_is_400)
 	ck_assert_ptr_nonnull(strstr(r.body, "malformed JSON"));
 	ck_assert_int_eq(hk_post_callback(&d, "{\"status\":\"PAID\"}", HK_CALLBACK_KEY, &r), 400);
 	ck_assert_ptr_nonnull(strstr(r.body, "payment_id"));
-	ck_assert_int_eq(
-		hk_post_callback(&d, "{\"payment_id\":\"X\",\"status\":\"WAT\"}", HK_CALLBACK_KEY, &r),
-		400);
+	ck_assert_int_eq(hk_post_callback(&d, "{\"payment_id\":\"X\",\"status\":\"WAT\"}",
+					  HK_CALLBACK_KEY, &r),
+			 400);
 	ck_assert_ptr_nonnull(strstr(r.body, "status"));
 	ck_assert_int_eq(hk_count(&d, "events"), 0);
 	ck_assert_int_eq(hk_count(&d, "receipts"), 0);
@@ -430,6 +431,129 @@ START_TEST(secrets_never_logged)
 }
 END_TEST
 
+/* ---- /metrics is valid Prometheus text format ---- */
+
+struct family {
+	char name[96];
+	char type[16];
+};
+
+/* Parses the exposition format strictly enough to catch what a Prometheus server rejects:
+ * every sample belongs to a family declared once with # TYPE before it, names and labels are
+ * well-formed, values are numbers, histogram buckets are cumulative and end at _count.
+ * Returns the value of `want` (a full sample name with labels), or -1 when absent. */
+static double parse_metrics(char *text, const char *want)
+{
+	struct family fam[128];
+	size_t nfam = 0;
+	regex_t sample;
+	double found = -1, last_bucket = -1;
+	char *save = NULL;
+
+	ck_assert_int_eq(regcomp(&sample,
+				 "^([a-zA-Z_:][a-zA-Z0-9_:]*)"
+				 "(\\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"["
+				 "^\"]*\")*\\})?"
+				 " ([-+0-9.eE]+|\\+Inf|NaN)$",
+				 REG_EXTENDED),
+			 0);
+	for (char *line = strtok_r(text, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		regmatch_t m[5];
+		char name[96], *end;
+		size_t len, i;
+
+		if (strncmp(line, "# HELP ", 7) == 0)
+			continue;
+		if (strncmp(line, "# TYPE ", 7) == 0) {
+			char type[16];
+
+			ck_assert_int_eq(sscanf(line + 7, "%95s %15s", name, type), 2);
+			ck_assert_msg(strcmp(type, "counter") == 0 || strcmp(type, "gauge") == 0 ||
+					      strcmp(type, "histogram") == 0,
+				      "type %s", type);
+			for (i = 0; i < nfam; i++)
+				ck_assert_msg(strcmp(fam[i].name, name) != 0, "TYPE twice: %s",
+					      name);
+			ck_assert_uint_lt(nfam, 128);
+			snprintf(fam[nfam].name, sizeof(fam[nfam].name), "%s", name);
+			snprintf(fam[nfam].type, sizeof(fam[nfam].type), "%s", type);
+			nfam++;
+			continue;
+		}
+		ck_assert_msg(line[0] != '#', "unknown comment: %s", line);
+		ck_assert_msg(regexec(&sample, line, 5, m, 0) == 0, "bad sample line: %s", line);
+		len = (size_t)(m[1].rm_eo - m[1].rm_so);
+		ck_assert_uint_lt(len, sizeof(name));
+		memcpy(name, line, len);
+		name[len] = '\0';
+		for (i = 0; i < nfam; i++) {
+			size_t fl = strlen(fam[i].name);
+
+			if (strcmp(fam[i].name, name) == 0)
+				break;
+			if (strcmp(fam[i].type, "histogram") == 0 &&
+			    strncmp(name, fam[i].name, fl) == 0 &&
+			    (strcmp(name + fl, "_bucket") == 0 || strcmp(name + fl, "_sum") == 0 ||
+			     strcmp(name + fl, "_count") == 0))
+				break;
+		}
+		ck_assert_msg(i < nfam, "sample before its # TYPE: %s", line);
+		if (strstr(name, "_bucket") != NULL) {
+			double v = strtod(line + m[4].rm_so, &end);
+
+			if (strstr(line, "le=\"0.0005\"") != NULL ||
+			    strstr(line, "le=\"1\"}") != NULL)
+				last_bucket = -1; /* first bucket of a histogram */
+			ck_assert_msg(v >= last_bucket, "buckets not cumulative: %s", line);
+			last_bucket = v;
+		}
+		if (strncmp(line, want, strlen(want)) == 0 && line[strlen(want)] == ' ')
+			found = strtod(line + strlen(want) + 1, &end);
+	}
+	regfree(&sample);
+	return found;
+}
+
+static double metric(const char *body, const char *want)
+{
+	char *copy = strdup(body);
+	double v;
+
+	ck_assert_ptr_nonnull(copy);
+	v = parse_metrics(copy, want);
+	free(copy);
+	return v;
+}
+
+START_TEST(metrics_are_valid_prometheus_text)
+{
+	static const char again[] = "{\"payment_id\":\"KOMPAY-1699012345-A1B2C3\","
+				    "\"status\":\"PENDING\"}";
+	struct hk_reply *r = malloc(sizeof(*r));
+	char url[128];
+
+	ck_assert_int_eq(hk_post_callback(&d, paid_body, HK_CALLBACK_KEY, r), 200);
+	ck_assert_int_eq(hk_post_callback(&d, paid_body, HK_CALLBACK_KEY, r), 200);
+	ck_assert_int_eq(hk_post_callback(&d, again, HK_CALLBACK_KEY, r), 200);
+	ck_assert_int_eq(hk_post_callback(&d, paid_body, "wrong-key-00000000", r), 401);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", d.admin_port);
+	ck_assert_int_eq(hk_request("GET", url, NULL, NULL, 0, 5000, r), 200);
+	ck_assert_ptr_nonnull(strstr(r->headers, "text/plain; version=0.0.4"));
+	ck_assert_double_eq(
+		metric(r->body, "hookd_events_total{status=\"PAID\",source=\"callback\"}"), 1);
+	ck_assert_double_eq(metric(r->body, "hookd_duplicates_total"), 1);
+	ck_assert_double_eq(metric(r->body, "hookd_conflicts_total"), 1);
+	ck_assert_double_eq(metric(r->body, "hookd_callback_auth_failures_total"), 1);
+	ck_assert_double_eq(
+		metric(r->body, "hookd_http_requests_total{endpoint=\"callback\",code=\"200\"}"),
+		3);
+	ck_assert_double_eq(metric(r->body, "hookd_commit_seconds_count"),
+			    metric(r->body, "hookd_commit_seconds_bucket{le=\"+Inf\"}"));
+	free(r);
+}
+END_TEST
+
 static Suite *ingest_suite(void)
 {
 	Suite *s = suite_create("ingest");
@@ -444,6 +568,7 @@ static Suite *ingest_suite(void)
 	tcase_add_test(core, rotated_keys_both_accepted);
 	tcase_add_test(core, concurrent_duplicates_make_one_event);
 	tcase_add_test(core, health_and_ready);
+	tcase_add_test(core, metrics_are_valid_prometheus_text);
 	suite_add_tcase(s, core);
 
 	tcase_add_checked_fixture(errors, setup, teardown);
