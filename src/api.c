@@ -133,15 +133,25 @@ static bool authorized(struct api *a, struct http_request *req)
 	return false;
 }
 
+/* {"status":"error","error":msg}, for the caller to add to and reply with (NULL when out of
+ * memory; reply_cjson answers 500 then). */
+static cJSON *error_object(const char *msg)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "status", "error");
+	cJSON_AddStringToObject(o, "error", msg);
+	return o;
+}
+
 /* 400 naming the field and the rule it broke. */
 static void reply_invalid(struct http_request *req, const char *field, const char *rule)
 {
 	char msg[512];
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o;
 
 	snprintf(msg, sizeof(msg), "%s: %s", field, rule);
-	cJSON_AddStringToObject(o, "status", "error");
-	cJSON_AddStringToObject(o, "error", msg);
+	o = error_object(msg);
 	cJSON_AddStringToObject(o, "field", field);
 	cJSON_AddStringToObject(o, "rule", rule);
 	reply_cjson(req, 400, o, NULL);
@@ -209,10 +219,8 @@ static int api_path_id(const char *url, const char *suffix, char *out, size_t n)
 
 static void reply_not_found(struct http_request *req, const char *payment_id)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = error_object("payment not found");
 
-	cJSON_AddStringToObject(o, "status", "error");
-	cJSON_AddStringToObject(o, "error", "payment not found");
 	if (payment_id != NULL)
 		cJSON_AddStringToObject(o, "payment_id", payment_id);
 	reply_cjson(req, 404, o, NULL);
@@ -283,6 +291,27 @@ static int open_reader(struct api *a, struct store **ret)
 	if (r < 0)
 		log_err("admin api: %s", err);
 	return r;
+}
+
+/* An event the admin API stores (source api), with only the status and payment id set. */
+static void api_event_init(struct event *ev, enum payment_status status, const char *payment_id)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->source = EVENT_SOURCE_API;
+	ev->status = status;
+	snprintf(ev->payment_id, sizeof(ev->payment_id), "%s", payment_id);
+}
+
+/* Stores ev with raw (Komerce's reply, borrowed until this returns) and the caller's address,
+ * waiting for the writer: store_submit_wait's result, sr telling what became of the event. */
+static int record_event(struct api *a, struct http_request *req, struct event *ev, const char *raw,
+			struct store_req *sr)
+{
+	ev->raw = raw;
+	ev->raw_len = strlen(raw);
+	snprintf(ev->remote_addr, sizeof(ev->remote_addr), "%s", http_remote(req));
+	store_req_event(sr, ev);
+	return store_submit_wait(a->writer, sr);
 }
 
 /* ---- Komerce calls ------------------------------------------------------------------------ */
@@ -381,12 +410,11 @@ static void reply_upstream(struct http_request *req, enum api_op op,
 			   const struct komerce_result *res)
 {
 	char msg[320], hdr[48] = "";
-	cJSON *o = cJSON_CreateObject(), *u = cJSON_CreateObject();
+	cJSON *o, *u = cJSON_CreateObject();
 
 	snprintf(msg, sizeof(msg), "komerce %s failed: %s", op_name(op),
 		 res->message[0] != '\0' ? res->message : komerce_err_name(res->err));
-	cJSON_AddStringToObject(o, "status", "error");
-	cJSON_AddStringToObject(o, "error", msg);
+	o = error_object(msg);
 	cJSON_AddStringToObject(u, "error", komerce_err_name(res->err));
 	if (res->http_status > 0)
 		cJSON_AddNumberToObject(u, "http_status", (double)res->http_status);
@@ -601,10 +629,7 @@ static void create_handler(struct http_request *req, void *ctx)
 		goto out;
 	}
 
-	memset(&ev, 0, sizeof(ev));
-	ev.source = EVENT_SOURCE_API;
-	ev.status = PAYMENT_PENDING;
-	snprintf(ev.payment_id, sizeof(ev.payment_id), "%s", p.payment_id);
+	api_event_init(&ev, PAYMENT_PENDING, p.payment_id);
 	snprintf(ev.order_id, sizeof(ev.order_id), "%s",
 		 p.order_id[0] != '\0' ? p.order_id : json_str(body, "order_id"));
 	snprintf(ev.payment_type, sizeof(ev.payment_type), "%s",
@@ -619,22 +644,13 @@ static void create_handler(struct http_request *req, void *ctx)
 		if (cJSON_IsNumber(v))
 			ev.expires_at = util_now_ms() / 1000 + (int64_t)v->valuedouble;
 	}
-	ev.raw = raw;
-	ev.raw_len = strlen(raw);
-	snprintf(ev.remote_addr, sizeof(ev.remote_addr), "%s", http_remote(req));
-
-	store_req_event(&sr, &ev);
-	r = store_submit_wait(a->writer, &sr);
+	r = record_event(a, req, &ev, raw, &sr);
 	if (r < 0) {
 		log_err("admin api: payment created at komerce but not recorded payment_id=\"%s\" "
 			"error=%d",
 			log_quote(ev.payment_id, id, sizeof(id)), r);
-		o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "status", "error");
-		cJSON_AddStringToObject(o, "error",
-					"payment created at Komerce but not recorded "
-					"locally (store unavailable); track it with "
-					"POST /v1/payments/track");
+		o = error_object("payment created at Komerce but not recorded locally (store "
+				 "unavailable); track it with POST /v1/payments/track");
 		cJSON_AddItemToObject(o, "data", data);
 		data = NULL;
 		reply_cjson(req, 503, o, NULL);
@@ -757,9 +773,7 @@ static void cancel_handler(struct http_request *req, void *ctx)
 	if (payment_status_terminal(p.status)) {
 		snprintf(msg, sizeof(msg), "payment is %s and cannot be canceled",
 			 payment_status_name(p.status));
-		o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "status", "error");
-		cJSON_AddStringToObject(o, "error", msg);
+		o = error_object(msg);
 		cJSON_AddItemToObject(o, "payment", payment_json(&p));
 		reply_cjson(req, 409, o, NULL);
 		return;
@@ -783,10 +797,7 @@ static void cancel_handler(struct http_request *req, void *ctx)
 		return;
 	}
 
-	memset(&ev, 0, sizeof(ev));
-	ev.source = EVENT_SOURCE_API;
-	ev.status = PAYMENT_CANCELED;
-	snprintf(ev.payment_id, sizeof(ev.payment_id), "%s", id);
+	api_event_init(&ev, PAYMENT_CANCELED, id);
 	ev.amount = p.amount;
 	snprintf(ev.order_id, sizeof(ev.order_id), "%s", p.order_id);
 	if (komerce_payment_from_json(data, &kp) == 0) {
@@ -795,22 +806,14 @@ static void cancel_handler(struct http_request *req, void *ctx)
 		if (kp.order_id[0] != '\0')
 			snprintf(ev.order_id, sizeof(ev.order_id), "%s", kp.order_id);
 	}
-	ev.raw = raw;
-	ev.raw_len = strlen(raw);
-	snprintf(ev.remote_addr, sizeof(ev.remote_addr), "%s", http_remote(req));
-	store_req_event(&sr, &ev);
-	r = store_submit_wait(a->writer, &sr);
+	r = record_event(a, req, &ev, raw, &sr);
 	cJSON_free(raw);
 	if (r < 0) {
 		log_err("admin api: payment canceled at komerce but not recorded payment_id=\"%s\" "
 			"error=%d",
 			log_quote(id, q, sizeof(q)), r);
-		o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "status", "error");
-		cJSON_AddStringToObject(o, "error",
-					"payment canceled at Komerce but not recorded "
-					"locally (store unavailable); its callback "
-					"or the reconciler will record it");
+		o = error_object("payment canceled at Komerce but not recorded locally (store "
+				 "unavailable); its callback or the reconciler will record it");
 		cJSON_AddItemToObject(o, "data", data);
 		reply_cjson(req, 503, o, NULL);
 		return;
@@ -870,9 +873,7 @@ static int api_track_parse(const cJSON *body, struct event *ev, char *field, siz
 	const cJSON *v;
 	int64_t ms;
 
-	memset(ev, 0, sizeof(*ev));
-	ev->source = EVENT_SOURCE_API;
-	ev->status = PAYMENT_PENDING;
+	api_event_init(ev, PAYMENT_PENDING, "");
 	if (track_string(body, "payment_id", true, EVENT_ID_MAX - 1, ev->payment_id,
 			 sizeof(ev->payment_id), field, field_len, rule, rule_len) < 0 ||
 	    track_string(body, "order_id", true, EVENT_ID_MAX - 1, ev->order_id,
@@ -943,9 +944,7 @@ static void track_handler(struct http_request *req, void *ctx)
 	sr.received_at = util_now_ms();
 	r = store_submit_wait(a->writer, &sr);
 	if (r == -EEXIST) {
-		o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "status", "error");
-		cJSON_AddStringToObject(o, "error", "payment_id: is already known");
+		o = error_object("payment_id: is already known");
 		cJSON_AddStringToObject(o, "payment_id", ev.payment_id);
 		reply_cjson(req, 409, o, NULL);
 		return;

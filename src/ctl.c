@@ -465,6 +465,69 @@ static int parse_long(const struct ctl *c, const char *opt, const char *v, long 
 	return 0;
 }
 
+/* --format V: 0, or CTL_USAGE with the error printed. */
+static int format_opt(const struct ctl *c, const char *v, bool allow_rows, enum fmt *ret)
+{
+	if (fmt_parse(v, allow_rows, ret) == 0)
+		return 0;
+	fail_line(c, "--format: must be %s",
+		  allow_rows ? "table, json, jsonl or csv" : "table or json");
+	return CTL_USAGE;
+}
+
+/* After the options: 0 when no argument is left, else CTL_USAGE with the error printed. */
+static int no_operands(const struct ctl *c, int argc, char **argv)
+{
+	if (optind < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
+		return CTL_USAGE;
+	}
+	return 0;
+}
+
+/* After the options: 0 when exactly one argument (named what in the error) is left. */
+static int one_operand(const struct ctl *c, int argc, char **argv, const char *what)
+{
+	if (optind >= argc) {
+		fail_line(c, "missing %s (see --help)", what);
+		return CTL_USAGE;
+	}
+	if (optind + 1 < argc) {
+		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind + 1]);
+		return CTL_USAGE;
+	}
+	return 0;
+}
+
+/* ---- listings ---- */
+
+/* Checks that no argument is left, opens the store read-only and starts the output: 0, or the
+ * exit status with the error printed. */
+static int list_begin(struct ctl *c, int argc, char **argv, struct out *o, enum fmt fmt,
+		      const struct column *cols, size_t n_cols)
+{
+	int r = no_operands(c, argc, argv);
+
+	if (r == 0)
+		r = open_ro(c);
+	if (r != 0)
+		return r;
+	out_begin(o, fmt, cols, n_cols);
+	return 0;
+}
+
+/* Ends the output of a listing whose query returned r; the exit status. */
+static int list_end(struct ctl *c, struct out *o, int r)
+{
+	out_end(o);
+	if (r < 0) {
+		fail_line(c, "query failed: %s",
+			  r == -ENOMEM ? "out of memory" : store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	return CTL_OK;
+}
+
 /* ---- events ---- */
 
 static const char events_usage[] =
@@ -537,10 +600,8 @@ static int cmd_events(struct ctl *c, int argc, char **argv)
 			continue;
 		}
 		if (opt == OPT_FORMAT) {
-			if (fmt_parse(optarg, true, &fmt) < 0) {
-				fail_line(c, "--format: must be table, json, jsonl or csv");
+			if (format_opt(c, optarg, true, &fmt) != 0)
 				return CTL_USAGE;
-			}
 			continue;
 		}
 		if (store_audit_filter_set(&f, names[opt - OPT_PAYMENT_ID], optarg, why,
@@ -549,22 +610,11 @@ static int cmd_events(struct ctl *c, int argc, char **argv)
 			return CTL_USAGE;
 		}
 	}
-	if (optind < argc) {
-		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
-		return CTL_USAGE;
-	}
-	r = open_ro(c);
+	r = list_begin(c, argc, argv, &o, fmt, event_cols,
+		       sizeof(event_cols) / sizeof(event_cols[0]));
 	if (r != 0)
 		return r;
-	out_begin(&o, fmt, event_cols, sizeof(event_cols) / sizeof(event_cols[0]));
-	r = store_events_query(c->store, &f, print_event, &o);
-	out_end(&o);
-	if (r < 0) {
-		fail_line(c, "query failed: %s",
-			  r == -ENOMEM ? "out of memory" : store_errmsg(c->store));
-		return CTL_FAIL;
-	}
-	return CTL_OK;
+	return list_end(c, &o, store_events_query(c->store, &f, print_event, &o));
 }
 
 /* ---- payments ---- */
@@ -664,29 +714,16 @@ static int cmd_payments(struct ctl *c, int argc, char **argv)
 			f.limit = (long)n;
 			break;
 		case OPT_FORMAT:
-			if (fmt_parse(optarg, true, &fmt) < 0) {
-				fail_line(c, "--format: must be table, json, jsonl or csv");
+			if (format_opt(c, optarg, true, &fmt) != 0)
 				return CTL_USAGE;
-			}
 			break;
 		}
 	}
-	if (optind < argc) {
-		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
-		return CTL_USAGE;
-	}
-	r = open_ro(c);
+	r = list_begin(c, argc, argv, &o, fmt, payment_cols,
+		       sizeof(payment_cols) / sizeof(payment_cols[0]));
 	if (r != 0)
 		return r;
-	out_begin(&o, fmt, payment_cols, sizeof(payment_cols) / sizeof(payment_cols[0]));
-	r = store_audit_payments(c->store, &f, print_payment, &o);
-	out_end(&o);
-	if (r < 0) {
-		fail_line(c, "query failed: %s",
-			  r == -ENOMEM ? "out of memory" : store_errmsg(c->store));
-		return CTL_FAIL;
-	}
-	return CTL_OK;
+	return list_end(c, &o, store_audit_payments(c->store, &f, print_payment, &o));
 }
 
 /* ---- outbox ---- */
@@ -768,27 +805,15 @@ static int cmd_outbox(struct ctl *c, int argc, char **argv)
 			if (parse_long(c, "--limit", optarg, 1, &limit) != 0)
 				return CTL_USAGE;
 			f.limit = (long)limit;
-		} else if (opt == OPT_FORMAT && fmt_parse(optarg, true, &fmt) < 0) {
-			fail_line(c, "--format: must be table, json, jsonl or csv");
+		} else if (opt == OPT_FORMAT && format_opt(c, optarg, true, &fmt) != 0) {
 			return CTL_USAGE;
 		}
 	}
-	if (optind < argc) {
-		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
-		return CTL_USAGE;
-	}
-	r = open_ro(c);
+	r = list_begin(c, argc, argv, &o, fmt, outbox_cols,
+		       sizeof(outbox_cols) / sizeof(outbox_cols[0]));
 	if (r != 0)
 		return r;
-	out_begin(&o, fmt, outbox_cols, sizeof(outbox_cols) / sizeof(outbox_cols[0]));
-	r = store_outbox_list(c->store, &f, print_outbox, &o);
-	out_end(&o);
-	if (r < 0) {
-		fail_line(c, "query failed: %s",
-			  r == -ENOMEM ? "out of memory" : store_errmsg(c->store));
-		return CTL_FAIL;
-	}
-	return CTL_OK;
+	return list_end(c, &o, store_outbox_list(c->store, &f, print_outbox, &o));
 }
 
 /* ---- stats ---- */
@@ -916,16 +941,12 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 		r = common_opt(c, opt, argv, &handled);
 		if (r != 0)
 			return r;
-		if (!handled && fmt_parse(optarg, false, &fmt) < 0) {
-			fail_line(c, "--format: must be table or json");
+		if (!handled && format_opt(c, optarg, false, &fmt) != 0)
 			return CTL_USAGE;
-		}
 	}
-	if (optind < argc) {
-		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
-		return CTL_USAGE;
-	}
-	r = open_ro(c);
+	r = no_operands(c, argc, argv);
+	if (r == 0)
+		r = open_ro(c);
 	if (r != 0)
 		return r;
 	r = store_audit_stats(c->store, util_now_ms(), &t);
@@ -976,11 +997,9 @@ static int cmd_verify(struct ctl *c, int argc, char **argv)
 		if (r != 0)
 			return r;
 	}
-	if (optind < argc) {
-		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind]);
-		return CTL_USAGE;
-	}
-	r = open_ro(c);
+	r = no_operands(c, argc, argv);
+	if (r == 0)
+		r = open_ro(c);
 	if (r != 0)
 		return r;
 	t0 = util_mono_ms();
@@ -1035,14 +1054,8 @@ static int cmd_replay(struct ctl *c, int argc, char **argv)
 		if (!handled)
 			sink = optarg;
 	}
-	if (optind >= argc) {
-		fail_line(c, "missing EVENT_ID (see --help)");
+	if (one_operand(c, argc, argv, "EVENT_ID") != 0)
 		return CTL_USAGE;
-	}
-	if (optind + 1 < argc) {
-		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind + 1]);
-		return CTL_USAGE;
-	}
 	if (parse_long(c, "EVENT_ID", argv[optind], 1, &event_id) != 0)
 		return CTL_USAGE;
 	r = open_ro(c); /* checks that this is a komerce-hookd database */
@@ -1101,14 +1114,8 @@ static int cmd_backup(struct ctl *c, int argc, char **argv)
 		if (r != 0)
 			return r;
 	}
-	if (optind >= argc) {
-		fail_line(c, "missing PATH (see --help)");
+	if (one_operand(c, argc, argv, "PATH") != 0)
 		return CTL_USAGE;
-	}
-	if (optind + 1 < argc) {
-		fail_line(c, "unexpected argument '%s' (see --help)", argv[optind + 1]);
-		return CTL_USAGE;
-	}
 	r = open_ro(c);
 	if (r != 0)
 		return r;

@@ -21,29 +21,6 @@
 
 #include "util.h"
 
-static void copy_col(sqlite3_stmt *st, int col, char *out, size_t n)
-{
-	const unsigned char *v = sqlite3_column_text(st, col);
-
-	snprintf(out, n, "%s", v != NULL ? (const char *)v : "");
-}
-
-static int64_t col_i64(sqlite3_stmt *st, int col, int64_t absent)
-{
-	return sqlite3_column_type(st, col) == SQLITE_NULL ? absent : sqlite3_column_int64(st, col);
-}
-
-static int prepare(struct store *s, const char *sql, sqlite3_stmt **ret, const char *what)
-{
-	int rc = sqlite3_prepare_v2(s->db, sql, -1, ret, NULL);
-
-	if (rc != SQLITE_OK) {
-		store_set_err(s, what);
-		return store_errno(rc) < 0 ? store_errno(rc) : -EIO;
-	}
-	return 0;
-}
-
 /* ---- events filter ---- */
 
 /* A decimal integer in [min, LLONG_MAX], nothing else (no sign, no spaces). */
@@ -191,7 +168,7 @@ int store_audit_events_plan(struct store *s, const struct store_event_filter *f,
 		return -EIO;
 	}
 	snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", c.sql);
-	r = prepare(s, sql, &st, "plan");
+	r = store_prepare(s, sql, &st, "plan");
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -353,10 +330,7 @@ int store_audit_payments(struct store *s, const struct store_payment_filter *f,
 	int rc, r;
 
 	o = (size_t)snprintf(sql, sizeof(sql),
-			     "SELECT payment_id, order_id, payment_type, channel_code, amount, "
-			     "status, expires_at, created_at, updated_at, callback_seen_at, "
-			     "last_polled_at, next_poll_at, poll_attempts, origin FROM payments "
-			     "WHERE 1");
+			     "SELECT " STORE_PAYMENT_COLUMNS " FROM payments WHERE 1");
 	if (f->status != PAYMENT_UNKNOWN)
 		o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND status = ?1");
 	if (f->stale)
@@ -366,7 +340,7 @@ int store_audit_payments(struct store *s, const struct store_payment_filter *f,
 	o += (size_t)snprintf(sql + o, sizeof(sql) - o, " ORDER BY created_at, payment_id");
 	if (f->limit > 0)
 		snprintf(sql + o, sizeof(sql) - o, " LIMIT ?3");
-	r = prepare(s, sql, &st, "payments");
+	r = store_prepare(s, sql, &st, "payments");
 	if (r < 0)
 		return r;
 	if (f->status != PAYMENT_UNKNOWN)
@@ -378,31 +352,14 @@ int store_audit_payments(struct store *s, const struct store_payment_filter *f,
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_payment p;
 
-		memset(&p, 0, sizeof(p));
-		copy_col(st, 0, p.payment_id, sizeof(p.payment_id));
-		copy_col(st, 1, p.order_id, sizeof(p.order_id));
-		copy_col(st, 2, p.payment_type, sizeof(p.payment_type));
-		copy_col(st, 3, p.channel_code, sizeof(p.channel_code));
-		p.amount = col_i64(st, 4, -1);
-		p.status = payment_status_parse((const char *)sqlite3_column_text(st, 5));
-		p.expires_at = col_i64(st, 6, 0);
-		p.created_at = col_i64(st, 7, 0);
-		p.updated_at = col_i64(st, 8, 0);
-		p.callback_seen_at = col_i64(st, 9, 0);
-		p.last_polled_at = col_i64(st, 10, 0);
-		p.next_poll_at = col_i64(st, 11, 0);
-		p.poll_attempts = (long)col_i64(st, 12, 0);
-		copy_col(st, 13, p.origin, sizeof(p.origin));
+		store_payment_read(st, &p);
 		r = fn(arg, &p);
-		if (r != 0)
-			break;
+		if (r != 0) {
+			sqlite3_finalize(st);
+			return r;
+		}
 	}
-	if (r == 0 && rc != SQLITE_DONE) {
-		store_set_err(s, "payments");
-		r = store_errno(rc) < 0 ? store_errno(rc) : -EIO;
-	}
-	sqlite3_finalize(st);
-	return r;
+	return store_finish(s, st, rc, "payments");
 }
 
 /* ---- statistics ---- */
@@ -415,19 +372,14 @@ static int each_row(struct store *s, const char *sql, int64_t bind_i64,
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = prepare(s, sql, &st, "stats");
+	r = store_prepare(s, sql, &st, "stats");
 	if (r < 0)
 		return r;
 	if (bind_i64 != 0)
 		sqlite3_bind_int64(st, 1, bind_i64);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		row(st, ret);
-	if (rc != SQLITE_DONE) {
-		store_set_err(s, "stats");
-		r = store_errno(rc) < 0 ? store_errno(rc) : -EIO;
-	}
-	sqlite3_finalize(st);
-	return r;
+	return store_finish(s, st, rc, "stats");
 }
 
 static int source_index(const char *v)
@@ -476,7 +428,7 @@ static void row_receipts(sqlite3_stmt *st, struct store_audit_stats *t)
 static void row_reconciled(sqlite3_stmt *st, struct store_audit_stats *t)
 {
 	t->reconciled = sqlite3_column_int64(st, 0);
-	t->reconciled_late_cb = col_i64(st, 1, 0);
+	t->reconciled_late_cb = store_col_i64(st, 1, 0);
 }
 
 static int add_sink(void *arg, const struct store_outbox_summary *sum)
@@ -551,7 +503,7 @@ int store_audit_orphans(struct store *s, int64_t *ret_bad_id, char *why, size_t 
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = prepare(s, sql, &st, "orphans");
+	r = store_prepare(s, sql, &st, "orphans");
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(st);
@@ -562,7 +514,7 @@ int store_audit_orphans(struct store *s, int64_t *ret_bad_id, char *why, size_t 
 		r = -EBADMSG;
 	} else if (rc != SQLITE_ROW) {
 		store_set_err(s, "orphans");
-		r = store_errno(rc) < 0 ? store_errno(rc) : -EIO;
+		r = store_errno_or_eio(rc);
 	}
 	sqlite3_finalize(st);
 	return r;
@@ -574,11 +526,6 @@ static int replay_fail(sqlite3 *db, int r, char *err, size_t err_len, const char
 {
 	snprintf(err, err_len, "%s: %s", what, db != NULL ? sqlite3_errmsg(db) : "?");
 	return r;
-}
-
-static int step_rc(int rc)
-{
-	return store_errno(rc) < 0 ? store_errno(rc) : -EIO;
 }
 
 /* Inserts the rows inside one IMMEDIATE transaction (it waits for the daemon's writer through
@@ -606,27 +553,27 @@ static int replay_tx(sqlite3 *db, int64_t event_id, const char *const *sinks, si
 	sqlite3_bind_int64(st, 1, event_id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		copy_col(st, 0, payment_id, sizeof(payment_id));
+		store_col_copy(st, 0, payment_id, sizeof(payment_id));
 	sqlite3_finalize(st);
 	if (rc == SQLITE_DONE) {
 		snprintf(err, err_len, "no event %lld", (long long)event_id);
 		return -ENOENT;
 	}
 	if (rc != SQLITE_ROW)
-		return replay_fail(db, step_rc(rc), err, err_len, "event lookup");
+		return replay_fail(db, store_errno_or_eio(rc), err, err_len, "event lookup");
 
 	if (n_sinks == 0) {
 		if (sqlite3_prepare_v2(db, q_sinks, -1, &st, NULL) != SQLITE_OK)
 			return replay_fail(db, -EIO, err, err_len, "sink lookup");
 		sqlite3_bind_int64(st, 1, event_id);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n_use < STORE_AUDIT_MAX_SINKS) {
-			copy_col(st, 0, found[n_use], sizeof(found[n_use]));
+			store_col_copy(st, 0, found[n_use], sizeof(found[n_use]));
 			use[n_use] = found[n_use];
 			n_use++;
 		}
 		sqlite3_finalize(st);
 		if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-			return replay_fail(db, step_rc(rc), err, err_len, "sink lookup");
+			return replay_fail(db, store_errno_or_eio(rc), err, err_len, "sink lookup");
 	} else {
 		for (size_t i = 0; i < n_sinks && n_use < STORE_AUDIT_MAX_SINKS; i++)
 			use[n_use++] = sinks[i];
@@ -648,7 +595,8 @@ static int replay_tx(sqlite3 *db, int64_t event_id, const char *const *sinks, si
 		if (rc == SQLITE_ROW)
 			continue; /* already waiting for delivery */
 		if (rc != SQLITE_DONE)
-			return replay_fail(db, step_rc(rc), err, err_len, "pending lookup");
+			return replay_fail(db, store_errno_or_eio(rc), err, err_len,
+					   "pending lookup");
 		if (sqlite3_prepare_v2(db, q_insert, -1, &st, NULL) != SQLITE_OK)
 			return replay_fail(db, -EIO, err, err_len, "insert");
 		sqlite3_bind_int64(st, 1, event_id);
@@ -658,7 +606,7 @@ static int replay_tx(sqlite3 *db, int64_t event_id, const char *const *sinks, si
 		rc = sqlite3_step(st);
 		sqlite3_finalize(st);
 		if (rc != SQLITE_DONE)
-			return replay_fail(db, step_rc(rc), err, err_len, "insert");
+			return replay_fail(db, store_errno_or_eio(rc), err, err_len, "insert");
 		queued++;
 	}
 	return queued;
@@ -673,15 +621,14 @@ int store_audit_replay(const char *path, int64_t event_id, const char *const *si
 	err[0] = '\0';
 	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		r = replay_fail(db, store_errno(rc) < 0 ? store_errno(rc) : -EIO, err, err_len,
-				path);
+		r = replay_fail(db, store_errno_or_eio(rc), err, err_len, path);
 		sqlite3_close(db);
 		return r;
 	}
 	sqlite3_busy_timeout(db, (int)busy_timeout_ms);
 	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
-		r = replay_fail(db, step_rc(rc), err, err_len, "begin");
+		r = replay_fail(db, store_errno_or_eio(rc), err, err_len, "begin");
 		sqlite3_close(db);
 		return r;
 	}
@@ -689,7 +636,7 @@ int store_audit_replay(const char *path, int64_t event_id, const char *const *si
 	if (r >= 0) {
 		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 		if (rc != SQLITE_OK)
-			r = replay_fail(db, step_rc(rc), err, err_len, "commit");
+			r = replay_fail(db, store_errno_or_eio(rc), err, err_len, "commit");
 	}
 	if (!sqlite3_get_autocommit(db))
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -752,11 +699,13 @@ static int backup_copy(struct store *s, sqlite3 *dst, char *err, size_t err_len)
 	}
 	sqlite3_backup_finish(b);
 	if (rc != SQLITE_DONE)
-		return backup_fail(step_rc(rc), err, err_len, "copy", sqlite3_errstr(rc));
+		return backup_fail(store_errno_or_eio(rc), err, err_len, "copy",
+				   sqlite3_errstr(rc));
 	/* The copy carries the source's WAL flag: make it one self-contained file. */
 	rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
-		return backup_fail(step_rc(rc), err, err_len, "journal mode", sqlite3_errmsg(dst));
+		return backup_fail(store_errno_or_eio(rc), err, err_len, "journal mode",
+				   sqlite3_errmsg(dst));
 	return 0;
 }
 
@@ -791,7 +740,7 @@ int store_audit_backup(struct store *s, const char *dest, int64_t *ret_bytes, ch
 	rc = sqlite3_open_v2(
 		tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		r = backup_fail(store_errno(rc) < 0 ? store_errno(rc) : -EIO, err, err_len, tmp,
+		r = backup_fail(store_errno_or_eio(rc), err, err_len, tmp,
 				dst != NULL ? sqlite3_errmsg(dst) : "out of memory");
 		sqlite3_close(dst);
 		return r;

@@ -78,3 +78,19 @@ static inline const struct store_opts *store_options(const struct store *s)
 	return &s->opts;
 }
 void store_set_err(struct store *s, const char *what);
+
+/* store_util.c: for statements prepared per call (finalized, not cached). */
+/* store_errno(rc), but -EIO where rc is a success code: for a step that should not have ended
+ * there. */
+int store_errno_or_eio(int rc);
+/* Prepares sql into *ret: 0, or -errno with *ret NULL and "what: <sqlite message>" recorded. */
+int store_prepare(struct store *s, const char *sql, sqlite3_stmt **ret, const char *what);
+/* Finalizes st; a last step result rc other than ROW or DONE becomes -errno (recorded). */
+int store_finish(struct store *s, sqlite3_stmt *st, int rc, const char *what);
+/* The columns store_payment_read() expects, in its order. */
+#define STORE_PAYMENT_COLUMNS                                                            \
+	"payment_id, order_id, payment_type, channel_code, amount, status, expires_at, " \
+	"created_at, updated_at, callback_seen_at, last_polled_at, next_poll_at, "       \
+	"poll_attempts, origin"
+/* Fills p from a row that starts with STORE_PAYMENT_COLUMNS. */
+void store_payment_read(sqlite3_stmt *st, struct store_payment *p);

@@ -64,33 +64,6 @@ static void read_row(sqlite3_stmt *st, struct store_outbox_row *r)
 	r->received_at = sqlite3_column_int64(st, 15);
 }
 
-/* Ends a statement: finalize, and map a step result other than DONE to -errno. */
-static int finish(struct store *s, sqlite3_stmt *st, int rc, const char *what)
-{
-	int r = 0;
-
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		store_set_err(s, what);
-		r = store_errno(rc);
-		if (r == 0)
-			r = -EIO;
-	}
-	sqlite3_finalize(st);
-	return r;
-}
-
-static int prepare(struct store *s, const char *sql, sqlite3_stmt **ret, const char *what)
-{
-	int rc = sqlite3_prepare_v2(s->db, sql, -1, ret, NULL);
-
-	if (rc != SQLITE_OK) {
-		store_set_err(s, what);
-		*ret = NULL;
-		return store_errno(rc) != 0 ? store_errno(rc) : -EIO;
-	}
-	return 0;
-}
-
 void store_outbox_rows_free(struct store_outbox_row *rows, size_t n)
 {
 	if (rows == NULL)
@@ -123,7 +96,7 @@ int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long li
 	rows = calloc((size_t)limit, sizeof(*rows));
 	if (rows == NULL)
 		return -ENOMEM;
-	r = prepare(s, sql, &st, "outbox next");
+	r = store_prepare(s, sql, &st, "outbox next");
 	if (r < 0) {
 		free(rows);
 		return r;
@@ -150,7 +123,7 @@ int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long li
 		row->raw_len = len;
 		n++;
 	}
-	r = finish(s, st, rc, "outbox next");
+	r = store_finish(s, st, rc, "outbox next");
 	if (r < 0) {
 		store_outbox_rows_free(rows, n);
 		return r;
@@ -173,7 +146,7 @@ int store_outbox_count(struct store *s, const char *sink, enum store_outbox_stat
 		 state != STORE_OUTBOX_ANY ? "AND state = '" : "",
 		 state != STORE_OUTBOX_ANY ? store_outbox_state_name(state) : "",
 		 state != STORE_OUTBOX_ANY ? "'" : "");
-	r = prepare(s, sql, &st, "outbox count");
+	r = store_prepare(s, sql, &st, "outbox count");
 	if (r < 0)
 		return r;
 	if (sink != NULL)
@@ -183,7 +156,7 @@ int store_outbox_count(struct store *s, const char *sink, enum store_outbox_stat
 		*ret = sqlite3_column_int64(st, 0);
 	else if (rc == SQLITE_DONE)
 		rc = SQLITE_ERROR;
-	return finish(s, st, rc, "outbox count");
+	return store_finish(s, st, rc, "outbox count");
 }
 
 int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
@@ -207,7 +180,7 @@ int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
 	o += (size_t)snprintf(sql + o, sizeof(sql) - o, " ORDER BY o.id");
 	if (f->limit > 0)
 		snprintf(sql + o, sizeof(sql) - o, " LIMIT ?4");
-	r = prepare(s, sql, &st, "outbox list");
+	r = store_prepare(s, sql, &st, "outbox list");
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, f->after_id);
@@ -229,7 +202,7 @@ int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
 			return r;
 		}
 	}
-	return finish(s, st, rc, "outbox list");
+	return store_finish(s, st, rc, "outbox list");
 }
 
 int store_outbox_summaries(struct store *s,
@@ -242,7 +215,7 @@ int store_outbox_summaries(struct store *s,
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = prepare(s, sql, &st, "outbox summary");
+	r = store_prepare(s, sql, &st, "outbox summary");
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -260,7 +233,7 @@ int store_outbox_summaries(struct store *s,
 			return r;
 		}
 	}
-	return finish(s, st, rc, "outbox summary");
+	return store_finish(s, st, rc, "outbox summary");
 }
 
 /* ---- write requests ---- */
@@ -310,7 +283,7 @@ static int apply_outcomes(struct store *s, struct store_req *req)
 			break;
 		}
 		if (st[v] == NULL) {
-			err = prepare(s, sql[v], &st[v], "outbox outcome");
+			err = store_prepare(s, sql[v], &st[v], "outbox outcome");
 			if (err < 0)
 				break;
 		}
@@ -323,7 +296,7 @@ static int apply_outcomes(struct store *s, struct store_req *req)
 		rc = sqlite3_step(st[v]);
 		if (rc != SQLITE_DONE) {
 			store_set_err(s, "outbox outcome");
-			err = store_errno(rc) != 0 ? store_errno(rc) : -EIO;
+			err = store_errno_or_eio(rc);
 			break;
 		}
 		r->changed += (size_t)sqlite3_changes(s->db);
@@ -386,7 +359,7 @@ static int replay_one(struct store *s, int64_t event_id, const char *payment_id,
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = prepare(s, sql, &st, "outbox replay");
+	r = store_prepare(s, sql, &st, "outbox replay");
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, event_id);
@@ -396,7 +369,7 @@ static int replay_one(struct store *s, int64_t event_id, const char *payment_id,
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE)
 		*changed += (size_t)sqlite3_changes(s->db);
-	return finish(s, st, rc, "outbox replay");
+	return store_finish(s, st, rc, "outbox replay");
 }
 
 static int apply_replay(struct store *s, struct store_req *req)
@@ -410,14 +383,14 @@ static int apply_replay(struct store *s, struct store_req *req)
 	int rc, err;
 
 	r->changed = 0;
-	err = prepare(s, "SELECT payment_id FROM events WHERE id = ?1", &st, "replay lookup");
+	err = store_prepare(s, "SELECT payment_id FROM events WHERE id = ?1", &st, "replay lookup");
 	if (err < 0)
 		return err;
 	sqlite3_bind_int64(st, 1, r->event_id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		store_col_copy(st, 0, payment_id, sizeof(payment_id));
-	err = finish(s, st, rc, "replay lookup");
+	err = store_finish(s, st, rc, "replay lookup");
 	if (err < 0)
 		return err;
 	if (rc == SQLITE_DONE)
@@ -439,8 +412,8 @@ static int apply_replay(struct store *s, struct store_req *req)
 	}
 
 	/* A handle opened without the sink list: the sinks the event was first sent to. */
-	err = prepare(s, "SELECT DISTINCT sink FROM outbox WHERE event_id = ?1 ORDER BY sink", &st,
-		      "replay sinks");
+	err = store_prepare(s, "SELECT DISTINCT sink FROM outbox WHERE event_id = ?1 ORDER BY sink",
+			    &st, "replay sinks");
 	if (err < 0)
 		return err;
 	sqlite3_bind_int64(st, 1, r->event_id);
@@ -451,7 +424,7 @@ static int apply_replay(struct store *s, struct store_req *req)
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n_found < STORE_MAX_SINKS)
 		store_col_copy(st, 0, found[n_found++], sizeof(found[0]));
-	err = finish(s, st, rc, "replay sinks");
+	err = store_finish(s, st, rc, "replay sinks");
 	for (size_t i = 0; i < n_found && err == 0; i++)
 		err = replay_one(s, r->event_id, payment_id, found[i], now, &r->changed);
 	free(found);

@@ -9,22 +9,6 @@
 #include "store_int.h"
 #include "util.h"
 
-static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
-{
-	if (v != NULL && v[0] != '\0')
-		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, i);
-}
-
-static void bind_int_or_null(sqlite3_stmt *st, int i, long long v, long long absent)
-{
-	if (v != absent)
-		sqlite3_bind_int64(st, i, v);
-	else
-		sqlite3_bind_null(st, i);
-}
-
 /* A plain prepare per request: tracking is rare, and the statement cache in store_int.h belongs
  * to the ingest path. */
 static int apply_track(struct store *s, struct store_req *r)
@@ -42,17 +26,15 @@ static int apply_track(struct store *s, struct store_req *r)
 
 	if (ev->payment_id[0] == '\0')
 		return -EINVAL;
-	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-	if (rc != SQLITE_OK) {
-		store_set_err(s, "payment track");
-		return store_errno(rc) < 0 ? store_errno(rc) : -EIO;
-	}
+	err = store_prepare(s, sql, &st, "payment track");
+	if (err < 0)
+		return err;
 	sqlite3_bind_text(st, 1, ev->payment_id, -1, SQLITE_STATIC);
-	bind_text_or_null(st, 2, ev->order_id);
-	bind_text_or_null(st, 3, ev->payment_type);
-	bind_text_or_null(st, 4, ev->channel_code);
-	bind_int_or_null(st, 5, ev->amount, -1);
-	bind_int_or_null(st, 6, ev->expires_at, 0);
+	store_bind_text_or_null(st, 2, ev->order_id);
+	store_bind_text_or_null(st, 3, ev->payment_type);
+	store_bind_text_or_null(st, 4, ev->channel_code);
+	store_bind_int_or_null(st, 5, ev->amount, -1);
+	store_bind_int_or_null(st, 6, ev->expires_at, 0);
 	sqlite3_bind_int64(st, 7, now);
 	if (o->reconcile)
 		sqlite3_bind_int64(st, 8, now + (int64_t)o->grace_seconds * 1000);
@@ -63,7 +45,7 @@ static int apply_track(struct store *s, struct store_req *r)
 		err = sqlite3_changes(s->db) == 0 ? -EEXIST : 0;
 	} else {
 		store_set_err(s, "payment track");
-		err = store_errno(rc) < 0 ? store_errno(rc) : -EIO;
+		err = store_errno_or_eio(rc);
 		/* A CHECK failure maps to -EEXIST in store_errno; it is bad input here. */
 		if ((rc & 0xff) == SQLITE_CONSTRAINT)
 			err = -EINVAL;

@@ -11,9 +11,7 @@
 int store_payment_get(struct store *s, const char *payment_id, struct store_payment *ret)
 {
 	static const char sql[] =
-		"SELECT payment_id, order_id, payment_type, channel_code, amount, status, "
-		"expires_at, created_at, updated_at, callback_seen_at, last_polled_at, "
-		"next_poll_at, poll_attempts, origin FROM payments WHERE payment_id = ?1";
+		"SELECT " STORE_PAYMENT_COLUMNS " FROM payments WHERE payment_id = ?1";
 	sqlite3_stmt *st;
 	int rc, r = -ENOENT;
 
@@ -26,21 +24,7 @@ int store_payment_get(struct store *s, const char *payment_id, struct store_paym
 	if (rc == SQLITE_ROW) {
 		struct store_payment p;
 
-		memset(&p, 0, sizeof(p));
-		store_col_copy(st, 0, p.payment_id, sizeof(p.payment_id));
-		store_col_copy(st, 1, p.order_id, sizeof(p.order_id));
-		store_col_copy(st, 2, p.payment_type, sizeof(p.payment_type));
-		store_col_copy(st, 3, p.channel_code, sizeof(p.channel_code));
-		p.amount = store_col_i64(st, 4, -1);
-		p.status = payment_status_parse((const char *)sqlite3_column_text(st, 5));
-		p.expires_at = store_col_i64(st, 6, 0);
-		p.created_at = store_col_i64(st, 7, 0);
-		p.updated_at = store_col_i64(st, 8, 0);
-		p.callback_seen_at = store_col_i64(st, 9, 0);
-		p.last_polled_at = store_col_i64(st, 10, 0);
-		p.next_poll_at = store_col_i64(st, 11, 0);
-		p.poll_attempts = (long)store_col_i64(st, 12, 0);
-		store_col_copy(st, 13, p.origin, sizeof(p.origin));
+		store_payment_read(st, &p);
 		*ret = p;
 		r = 0;
 	} else if (rc != SQLITE_DONE) {
@@ -155,7 +139,7 @@ int store_count(struct store *s, const char *table, int64_t *ret)
 	if (rc == SQLITE_ROW)
 		*ret = sqlite3_column_int64(st, 0);
 	else
-		r = store_errno(rc) ? store_errno(rc) : -EIO;
+		r = store_errno_or_eio(rc);
 	sqlite3_finalize(st);
 	return r;
 }

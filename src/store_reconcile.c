@@ -10,36 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int prepare(struct store *s, const char *sql, sqlite3_stmt **ret, const char *what)
-{
-	int rc = sqlite3_prepare_v2(s->db, sql, -1, ret, NULL);
-
-	if (rc != SQLITE_OK) {
-		store_set_err(s, what);
-		*ret = NULL;
-		return store_errno(rc) != 0 ? store_errno(rc) : -EIO;
-	}
-	return 0;
-}
-
-/* Finalizes st; maps a last step result other than ROW/DONE to -errno. */
-static int finish(struct store *s, sqlite3_stmt *st, int rc, const char *what)
-{
-	int r = 0;
-
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		store_set_err(s, what);
-		r = store_errno(rc) != 0 ? store_errno(rc) : -EIO;
-	}
-	sqlite3_finalize(st);
-	return r;
-}
-
-static int64_t col_i64(sqlite3_stmt *st, int col, int64_t absent)
-{
-	return sqlite3_column_type(st, col) == SQLITE_NULL ? absent : sqlite3_column_int64(st, col);
-}
-
 int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
 			struct store_reconcile_row *rows, size_t *ret_n)
 {
@@ -56,30 +26,28 @@ int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
 
 	if (max == 0 || rows == NULL)
 		return -EINVAL;
-	r = prepare(s, sql, &st, "reconcile due");
+	r = store_prepare(s, sql, &st, "reconcile due");
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, now_ms);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
 	for (rc = sqlite3_step(st); rc == SQLITE_ROW && n < max; rc = sqlite3_step(st)) {
 		struct store_reconcile_row *row = &rows[n];
-		const unsigned char *id = sqlite3_column_text(st, 0);
 
 		memset(row, 0, sizeof(*row));
-		snprintf(row->payment_id, sizeof(row->payment_id), "%s",
-			 id != NULL ? (const char *)id : "");
+		store_col_copy(st, 0, row->payment_id, sizeof(row->payment_id));
 		row->status = payment_status_parse((const char *)sqlite3_column_text(st, 1));
-		row->amount = col_i64(st, 2, -1);
-		row->expires_at = col_i64(st, 3, 0);
-		row->created_at = col_i64(st, 4, 0);
-		row->last_polled_at = col_i64(st, 5, 0);
-		row->next_poll_at = col_i64(st, 6, 0);
-		row->poll_attempts = (long)col_i64(st, 7, 0);
+		row->amount = store_col_i64(st, 2, -1);
+		row->expires_at = store_col_i64(st, 3, 0);
+		row->created_at = store_col_i64(st, 4, 0);
+		row->last_polled_at = store_col_i64(st, 5, 0);
+		row->next_poll_at = store_col_i64(st, 6, 0);
+		row->poll_attempts = (long)store_col_i64(st, 7, 0);
 		n++;
 	}
 	if (rc == SQLITE_ROW)
 		rc = SQLITE_DONE; /* LIMIT makes this the end anyway */
-	r = finish(s, st, rc, "reconcile due");
+	r = store_finish(s, st, rc, "reconcile due");
 	if (r < 0)
 		return r;
 	*ret_n = n;
@@ -94,13 +62,13 @@ int store_reconcile_next_due(struct store *s, int64_t *ret_ms)
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = prepare(s, sql, &st, "reconcile next due");
+	r = store_prepare(s, sql, &st, "reconcile next due");
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*ret_ms = sqlite3_column_int64(st, 0);
-	r = finish(s, st, rc, "reconcile next due");
+	r = store_finish(s, st, rc, "reconcile next due");
 	if (r == 0 && rc == SQLITE_DONE)
 		r = -ENOENT;
 	return r;
@@ -113,7 +81,7 @@ int store_reconcile_watched(struct store *s, int64_t *ret)
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = prepare(s, sql, &st, "reconcile watched");
+	r = store_prepare(s, sql, &st, "reconcile watched");
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(st);
@@ -121,7 +89,7 @@ int store_reconcile_watched(struct store *s, int64_t *ret)
 		*ret = sqlite3_column_int64(st, 0);
 	else if (rc == SQLITE_DONE)
 		rc = SQLITE_ERROR;
-	return finish(s, st, rc, "reconcile watched");
+	return store_finish(s, st, rc, "reconcile watched");
 }
 
 /* ---- write request ---- */
@@ -165,8 +133,7 @@ static int apply_one(struct store *s, sqlite3_stmt *st, struct store_reconcile_u
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE) {
 		store_set_err(s, "reconcile update");
-		err = store_errno(rc);
-		return err != 0 ? err : -EIO;
+		return store_errno_or_eio(rc);
 	}
 	u->matched = sqlite3_changes(s->db) > 0;
 	return 0;
@@ -190,7 +157,7 @@ static int apply_updates(struct store *s, struct store_req *req)
 	sqlite3_stmt *st;
 	int err;
 
-	err = prepare(s, sql, &st, "reconcile update");
+	err = store_prepare(s, sql, &st, "reconcile update");
 	if (err < 0)
 		return err;
 	for (size_t i = 0; i < r->n && err == 0; i++)

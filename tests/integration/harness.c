@@ -187,9 +187,9 @@ void hk_daemon_cleanup(struct hk_daemon *d)
 	}
 }
 
-bool hk_log_contains(const struct hk_daemon *d, const char *needle)
+bool hk_file_contains(const char *path, const char *needle)
 {
-	FILE *f = fopen(d->log, "r");
+	FILE *f = fopen(path, "r");
 	char line[4096];
 	bool found = false;
 
@@ -199,6 +199,11 @@ bool hk_log_contains(const struct hk_daemon *d, const char *needle)
 		found = strstr(line, needle) != NULL;
 	fclose(f);
 	return found;
+}
+
+bool hk_log_contains(const struct hk_daemon *d, const char *needle)
+{
+	return hk_file_contains(d->log, needle);
 }
 
 void hk_sign(const char *key, const char *body, size_t len, char out[65])

@@ -16,7 +16,7 @@
 struct hk_daemon {
 	pid_t pid;
 	unsigned port, admin_port;
-	char dir[256];	  /* temporary directory, removed by hk_daemon_cleanup */
+	char dir[256]; /* temporary directory, removed by hk_daemon_cleanup */
 	char conf[300];
 	char db[300];
 	char log[300];	  /* the daemon's stderr */
@@ -41,6 +41,8 @@ int hk_daemon_start(struct hk_daemon *d);
 int hk_daemon_stop(struct hk_daemon *d, int sig);
 /* Stops (SIGKILL) if still running and removes the temporary directory. */
 void hk_daemon_cleanup(struct hk_daemon *d);
+/* True when a line of the file at path contains needle (false when it cannot be read). */
+bool hk_file_contains(const char *path, const char *needle);
 /* True when the daemon's log contains needle. */
 bool hk_log_contains(const struct hk_daemon *d, const char *needle);
 

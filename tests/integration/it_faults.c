@@ -250,20 +250,6 @@ static int run_to_exit(const char *conf, const char *log)
 	return WEXITSTATUS(status);
 }
 
-static bool file_contains(const char *path, const char *needle)
-{
-	FILE *f = fopen(path, "r");
-	char line[4096];
-	bool found = false;
-
-	if (f == NULL)
-		return false;
-	while (!found && fgets(line, sizeof(line), f) != NULL)
-		found = strstr(line, needle) != NULL;
-	fclose(f);
-	return found;
-}
-
 static void print_file(const char *what, const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -295,7 +281,7 @@ START_TEST(database_in_use_is_refused)
 	code = run_to_exit(conf, log);
 	print_file("second daemon", log);
 	ck_assert_msg(code != 0, "a second daemon on the same database exited 0");
-	ck_assert_msg(file_contains(log, "in use"), "no \"in use\" line in %s", log);
+	ck_assert_msg(hk_file_contains(log, "in use"), "no \"in use\" line in %s", log);
 
 	/* The first one is untouched and still stores. */
 	ck_assert(daemon_alive(&d));
@@ -338,7 +324,7 @@ static void assert_refused(const unsigned char *file, size_t len, const char *ne
 	code = run_to_exit(conf, log);
 	print_file("daemon", log);
 	ck_assert_msg(code != 0, "the daemon started on a corrupted database");
-	ck_assert_msg(file_contains(log, d.db) && file_contains(log, needle),
+	ck_assert_msg(hk_file_contains(log, d.db) && hk_file_contains(log, needle),
 		      "no line naming %s and saying \"%s\" in %s", d.db, needle, log);
 	read_all(d.db, after, sizeof(after), &after_len);
 	ck_assert_msg(after_len == len && memcmp(after, file, len) == 0,
