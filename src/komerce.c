@@ -1,4 +1,5 @@
-/* Komerce Payment API client: one libcurl easy handle per struct komerce (connection reuse),
+/* Komerce Payment API client: one libcurl easy handle per struct komerce (connection reuse
+ * for the methods list only; see request()),
  * the {meta,data} reply envelope, error classification, and the pure helpers that read a
  * payment out of a reply and validate a create request before it is sent.
  * Called by the reconciler thread and the admin API handlers, each with its own struct komerce.
@@ -1044,8 +1045,11 @@ static enum komerce_err err_from_curl(CURLcode rc)
 }
 
 /* One request, synchronous, bounded by timeout_ms. curl_easy_reset keeps the connection
- * cache, so consecutive calls reuse the TLS connection to Komerce. */
-static int request(struct komerce *k, const char *path, const char *post_body,
+ * cache, so consecutive calls may reuse the TLS connection to Komerce — but only when fresh
+ * is false: libcurl silently sends a request again on a new connection when a reused one
+ * turns out dead, which would be a second status poll within 3 s or a second create. So
+ * status, create and cancel always take a connection of their own. */
+static int request(struct komerce *k, const char *path, const char *post_body, bool fresh,
 		   struct komerce_result *ret)
 {
 	char url[KOMERCE_MAX_URL];
@@ -1080,6 +1084,8 @@ static int request(struct komerce *k, const char *path, const char *post_body,
 	}
 	curl_easy_setopt(k->curl, CURLOPT_CONNECTTIMEOUT_MS, k->connect_timeout_ms);
 	curl_easy_setopt(k->curl, CURLOPT_TIMEOUT_MS, k->timeout_ms);
+	curl_easy_setopt(k->curl, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+	curl_easy_setopt(k->curl, CURLOPT_FORBID_REUSE, fresh ? 1L : 0L);
 	curl_easy_setopt(k->curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(k->curl, CURLOPT_WRITEDATA, k);
 	curl_easy_setopt(k->curl, CURLOPT_HEADERFUNCTION, on_header);
@@ -1153,7 +1159,7 @@ static int bad_id(const char *payment_id, struct komerce_result *ret)
 
 int komerce_methods_get(struct komerce *k, struct komerce_result *ret)
 {
-	return request(k, "/api/v1/user/methods", NULL, ret);
+	return request(k, "/api/v1/user/methods", NULL, false, ret);
 }
 
 int komerce_payment_create(struct komerce *k, const cJSON *req, struct komerce_result *ret)
@@ -1168,7 +1174,7 @@ int komerce_payment_create(struct komerce *k, const cJSON *req, struct komerce_r
 		set_message(ret, "cannot serialise the request");
 		return -ENOMEM;
 	}
-	r = request(k, "/api/v1/user/payment/create", body, ret);
+	r = request(k, "/api/v1/user/payment/create", body, true, ret);
 	cJSON_free(body);
 	return r;
 }
@@ -1192,7 +1198,7 @@ int komerce_payment_status(struct komerce *k, const char *payment_id, struct kom
 	curl_free(esc);
 	if (n < 0 || (size_t)n >= sizeof(path))
 		return bad_id(payment_id, ret);
-	return request(k, path, NULL, ret);
+	return request(k, path, NULL, true, ret);
 }
 
 int komerce_payment_cancel(struct komerce *k, const char *payment_id, struct komerce_result *ret)
@@ -1219,7 +1225,7 @@ int komerce_payment_cancel(struct komerce *k, const char *payment_id, struct kom
 		set_message(ret, "cannot serialise the request");
 		return -ENOMEM;
 	}
-	r = request(k, "/api/v1/user/payment/cancel", body, ret);
+	r = request(k, "/api/v1/user/payment/cancel", body, true, ret);
 	cJSON_free(body);
 	return r;
 }

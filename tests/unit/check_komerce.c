@@ -1117,6 +1117,17 @@ START_TEST(test_client_methods_headers_and_reuse)
 	ck_assert_int_eq(srv.requests, 2);
 	ck_assert_int_eq(srv.connections, 1); /* the second request reused the connection */
 	pthread_mutex_unlock(&srv.lock);
+
+	/* A status poll never rides a kept-alive connection: libcurl would silently send it
+	 * again if that connection turned out dead (two polls within 3 s). */
+	komerce_payment_status(k, "KPAY-1", &r);
+	komerce_result_clear(&r);
+	komerce_payment_status(k, "KPAY-1", &r);
+	komerce_result_clear(&r);
+	pthread_mutex_lock(&srv.lock);
+	ck_assert_int_eq(srv.requests, 4);
+	ck_assert_int_eq(srv.connections, 3);
+	pthread_mutex_unlock(&srv.lock);
 	komerce_free(k);
 	komerce_free(NULL);
 }
