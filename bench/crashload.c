@@ -4,7 +4,12 @@
  * "payment_id:STATUS,event_id" before anything else happens, so the list survives the daemon
  * being killed mid-request. Stops on SIGTERM/SIGINT and prints "sent=N acked=N failed=N".
  *
- *   crashload URL KEY ACKED_FILE PREFIX [THREADS]
+ *   crashload [-r RATE] [-s STATUSES] URL KEY ACKED_FILE PREFIX [THREADS]
+ *
+ * -r caps the total request rate (requests per second over all threads; default: as fast as
+ * the daemon answers). -s is the comma-separated list of statuses new facts are drawn from
+ * (default PENDING,PAID,EXPIRED; bench/soak uses PAID,EXPIRED so that the reconciler is not
+ * sent after payments its upstream never heard of).
  *
  * Built by bench/crash with: cc -O2 crashload.c $(pkg-config --cflags --libs libcurl
  * libcrypto) -lpthread */
@@ -22,9 +27,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#define MAX_THREADS 32
-#define MAX_OLD	    200000
-#define ID_LEN	    64
+#define MAX_THREADS  32
+#define MAX_OLD	     200000
+#define ID_LEN	     64
+#define MAX_STATUSES 8
 
 static const char *url, *key, *prefix;
 static int acked_fd;
@@ -36,7 +42,9 @@ static long long n_sent, n_acked, n_failed;
 static char (*old)[ID_LEN];
 static size_t n_old;
 
-static const char *const statuses[] = {"PENDING", "PAID", "EXPIRED"};
+static const char *statuses[MAX_STATUSES] = {"PENDING", "PAID", "EXPIRED"};
+static int n_statuses = 3;
+static long long interval_ns; /* per thread, from -r; 0: no pacing */
 
 struct reply {
 	char body[512];
@@ -138,11 +146,13 @@ static void *worker(void *arg)
 	unsigned seed = (unsigned)(uintptr_t)arg * 2654435761u ^ (unsigned)time(NULL);
 	int t = (int)(uintptr_t)arg;
 	char(*mine)[ID_LEN] = calloc(4096, ID_LEN);
-	size_t n_mine = 0;
+	size_t n_mine = 0, n_new = 0; /* n_new names new payments: it never stops growing */
 	CURL *c = curl_easy_init();
+	struct timespec due;
 
 	if (c == NULL || mine == NULL)
 		return NULL;
+	clock_gettime(CLOCK_MONOTONIC, &due);
 	while (!stopping) {
 		char pid[ID_LEN], fact[ID_LEN];
 		const char *status;
@@ -157,8 +167,9 @@ static void *worker(void *arg)
 			/* a fact acknowledged before an earlier crash */
 			snprintf(fact, sizeof(fact), "%s", old[(size_t)rand_r(&seed) % n_old]);
 		} else {
-			snprintf(pid, sizeof(pid), "%s-%d-%zu", prefix, t, n_mine);
-			snprintf(fact, sizeof(fact), "%s:%s", pid, statuses[rand_r(&seed) % 3]);
+			snprintf(pid, sizeof(pid), "%s-%d-%zu", prefix, t, n_new++);
+			snprintf(fact, sizeof(fact), "%s:%s", pid,
+				 statuses[rand_r(&seed) % (unsigned)n_statuses]);
 			if (n_mine < 4096)
 				snprintf(mine[n_mine++], ID_LEN, "%s", fact);
 		}
@@ -187,6 +198,17 @@ static void *worker(void *arg)
 
 			nanosleep(&ts, NULL); /* daemon gone or refusing: do not spin */
 		}
+		if (interval_ns > 0) {
+			long long ns = due.tv_nsec + interval_ns;
+			struct timespec now;
+
+			due.tv_sec += ns / 1000000000;
+			due.tv_nsec = ns % 1000000000;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec > due.tv_sec + 1)
+				due = now; /* far behind (daemon stalled): no catch-up burst */
+			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+		}
 	}
 	curl_easy_cleanup(c);
 	free(mine);
@@ -197,19 +219,41 @@ int main(int argc, char **argv)
 {
 	pthread_t th[MAX_THREADS];
 	struct sigaction sa = {.sa_handler = on_signal};
-	int threads = argc > 5 ? atoi(argv[5]) : 8;
+	double rate = 0;
+	int threads, opt;
 
-	if (argc < 5 || threads < 1 || threads > MAX_THREADS) {
-		fprintf(stderr, "usage: crashload URL KEY ACKED_FILE PREFIX [THREADS]\n");
+	while ((opt = getopt(argc, argv, "r:s:")) != -1) {
+		if (opt == 'r') {
+			rate = atof(optarg);
+		} else if (opt == 's') {
+			char *list = strdup(optarg), *save = NULL;
+
+			n_statuses = 0;
+			for (char *t = strtok_r(list, ",", &save); t && n_statuses < MAX_STATUSES;
+			     t = strtok_r(NULL, ",", &save))
+				statuses[n_statuses++] = t;
+		} else {
+			n_statuses = 0;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	threads = argc > 4 ? atoi(argv[4]) : 8;
+	if (argc < 4 || threads < 1 || threads > MAX_THREADS || n_statuses == 0 || rate < 0) {
+		fprintf(stderr,
+			"usage: crashload [-r RATE] [-s STATUSES] URL KEY ACKED_FILE PREFIX "
+			"[THREADS]\n");
 		return 2;
 	}
-	url = argv[1];
-	key = argv[2];
-	prefix = argv[4];
-	load_old(argv[3]);
-	acked_fd = open(argv[3], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (rate > 0)
+		interval_ns = (long long)(1e9 * threads / rate);
+	url = argv[0];
+	key = argv[1];
+	prefix = argv[3];
+	load_old(argv[2]);
+	acked_fd = open(argv[2], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (acked_fd < 0) {
-		fprintf(stderr, "crashload: %s: %m\n", argv[3]);
+		fprintf(stderr, "crashload: %s: %m\n", argv[2]);
 		return 1;
 	}
 	sigaction(SIGTERM, &sa, NULL);
