@@ -516,16 +516,16 @@ static int validate(struct load_ctx *x)
 			    "config: komerce.callback_url: must start with http:// or https://");
 	if (split_keys(x) < 0)
 		return x->error;
-	if (c->n_keys == 0)
+	if (c->n_keys == 0 && !c->secrets_optional)
 		return fail(
 			x, -EINVAL,
 			"config: komerce.callback_keys: missing (set it in the file, "
 			"KOMERCE_HOOKD_KOMERCE_CALLBACK_KEYS or credential komerce.callback_keys)");
-	if (strlen(c->admin_token) < 16)
+	if (strlen(c->admin_token) < 16 && !(c->secrets_optional && c->admin_token[0] == '\0'))
 		return fail(x, -EINVAL,
 			    "config: admin.token: missing or shorter than 16 characters (set it in "
 			    "the file, KOMERCE_HOOKD_ADMIN_TOKEN or credential admin.token)");
-	if (c->api_key[0] == '\0')
+	if (c->api_key[0] == '\0' && !c->secrets_optional)
 		return fail(x, -EINVAL,
 			    "config: komerce.api_key: missing (set it in the file, "
 			    "KOMERCE_HOOKD_KOMERCE_API_KEY or credential komerce.api_key)");
@@ -540,7 +540,8 @@ static int validate(struct load_ctx *x)
 					x, -EINVAL,
 					"config: sink.%s.url: must start with http:// or https://",
 					s->name);
-			if (strlen(s->secret) < 16)
+			if (strlen(s->secret) < 16 &&
+			    !(c->secrets_optional && s->secret[0] == '\0'))
 				return fail(x, -EINVAL,
 					    "config: sink.%s.secret: missing or shorter than 16 "
 					    "characters",

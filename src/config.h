@@ -56,6 +56,10 @@ struct config {
 	/* [log] */
 	int log_level;
 
+	/* Set before loading by komerce-hookctl: the daemon's secrets (which on an installed
+	 * system exist only as systemd credentials) are not required, only checked if given. */
+	bool secrets_optional;
+
 	/* derived */
 	char *keys[CONFIG_MAX_KEYS]; /* callback_keys split, pointers into keys_buf */
 	size_t key_lens[CONFIG_MAX_KEYS];

@@ -335,16 +335,18 @@ static void add_str_or_null(cJSON *o, const char *key, const char *v)
 static int load_config(struct ctl *c)
 {
 	char err[CONFIG_ERR_LEN];
-	struct stat sb;
 	int r;
 
-	if (c->db_path != NULL && !c->config_explicit && stat(c->config_path, &sb) < 0)
-		return 0; /* --db and no config: fine */
+	/* --db without -c: the database was named, so the default config (which may describe
+	 * another database) is not read at all. */
+	if (c->db_path != NULL && !c->config_explicit)
+		return 0;
 	c->cfg = config_new();
 	if (c->cfg == NULL) {
 		fail_line(c, "out of memory");
 		return -ENOMEM;
 	}
+	c->cfg->secrets_optional = true; /* ctl needs the store path and sinks only */
 	r = config_load_file(c->cfg, c->config_path, environ, err, sizeof(err));
 	if (r < 0) {
 		config_free(c->cfg);

@@ -87,6 +87,7 @@ static int wait_for_signal(void)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	for (;;) {
 		struct timespec ts = {1, 0};
 		int sig;
@@ -100,6 +101,10 @@ static int wait_for_signal(void)
 		sig = sigtimedwait(&set, NULL, &ts);
 		if (sig == SIGTERM || sig == SIGINT)
 			return sig;
+		if (sig == SIGHUP)
+			log_notice("SIGHUP ignored: komerce-hookd has no reload; restart it to "
+				   "apply a "
+				   "new configuration");
 		if (watchdog)
 			sd_notify(0, "WATCHDOG=1");
 	}
@@ -183,6 +188,7 @@ int main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -238,12 +244,12 @@ int main(int argc, char **argv)
 		{"GET", "/healthz", false, false, false, METRICS_EP_HEALTH, health_handler, NULL},
 		{"GET", "/readyz", false, false, false, METRICS_EP_HEALTH, ready_handler, NULL},
 	};
-	admin_routes[n_admin++] = (struct http_route){"GET", "/healthz", false, false, false,
-						      METRICS_EP_HEALTH, health_handler, NULL};
-	admin_routes[n_admin++] = (struct http_route){"GET", "/readyz", false, false, false,
-						      METRICS_EP_HEALTH, ready_handler, NULL};
-	admin_routes[n_admin++] = (struct http_route){"GET", "/metrics", false, false, false,
-						      METRICS_EP_METRICS, metrics_handler, store};
+	admin_routes[n_admin++] = (struct http_route){
+		"GET", "/healthz", false, false, false, METRICS_EP_HEALTH, health_handler, NULL};
+	admin_routes[n_admin++] = (struct http_route){
+		"GET", "/readyz", false, false, false, METRICS_EP_HEALTH, ready_handler, NULL};
+	admin_routes[n_admin++] = (struct http_route){
+		"GET", "/metrics", false, false, false, METRICS_EP_METRICS, metrics_handler, store};
 #ifdef HAVE_API
 #ifdef HAVE_RECONCILE
 	r = api_new(cfg, store, rec, &api, err, sizeof(err));
