@@ -52,3 +52,23 @@ security:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# ---- Debian package (issue 9) ----
+DEB_DIR ?= build-deb
+DEB_PACKAGES = debhelper scdoc dpkg-dev fakeroot man-db bash-completion
+.PHONY: deb-deps deb deb-check
+
+# Packaging tools on top of `make deps` (needs root).
+deb-deps:
+	@if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+
+# dpkg-buildpackage -us -uc -b on a copy of the tree: $(DEB_DIR)/komerce-hookd_*.deb.
+# DEB_BUILD_OPTIONS=nocheck skips the test suite inside the package build.
+deb:
+	tests/package/build.sh $(DEB_DIR)
+
+# Builds, installs with dpkg -i (root) and checks the installed package, daemon included.
+deb-check: deb
+	tests/package/check-installed.sh $$(ls $(DEB_DIR)/komerce-hookd_*.deb)

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 
 #include "payment.h"
+#include "store_audit.h"
 #include "util.h"
 
 extern const char *const store_migrations[];
@@ -663,28 +664,107 @@ void store_get_stats(struct store *s, struct store_stats *ret)
 
 /* ---- open / migrate ---- */
 
-static int migrate(struct store *s, char *err, size_t err_len)
+/* Reads PRAGMA user_version into *ret_version: 0, or -errno with a line in err. Reading does
+ * not write to the file. */
+static int schema_version(struct store *s, int *ret_version, char *err, size_t err_len)
 {
-	sqlite3_stmt *st;
-	int version = 0, r;
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL);
 
-	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_ROW) {
-		int rc = sqlite3_errcode(s->db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		int r = store_errno(rc);
 
 		snprintf(err, err_len, "store: cannot read schema version of %s: %s", s->path,
 			 sqlite3_errmsg(s->db));
 		sqlite3_finalize(st);
-		return store_errno(rc) ? store_errno(rc) : -EIO;
+		return r < 0 ? r : -EIO;
 	}
-	version = sqlite3_column_int(st, 0);
+	*ret_version = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
-	if (version > (int)store_migrations_count) {
+	return 0;
+}
+
+/* A database written by a newer komerce-hookd is refused before anything writes to it (not
+ * even the journal mode), so that the newer binary can still use it. */
+static int refuse_newer(struct store *s, int version, char *err, size_t err_len)
+{
+	if (version <= (int)store_migrations_count)
+		return 0;
+	snprintf(err, err_len,
+		 "store: %s has schema version %d, newer than this binary knows (%zu); "
+		 "refusing to touch it",
+		 s->path, version, store_migrations_count);
+	return -EPROTO;
+}
+
+static int fsync_dir(const char *path)
+{
+	char dir[4096];
+	char *slash;
+	int fd, r = 0;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* Before a migration changes an existing database, copies it to <path>.v<version>.bak with
+ * SQLite's online backup API (store_audit_backup: one snapshot, fsynced, a single file
+ * without -wal) and keeps it. Written as <bak>.new and renamed, so that a backup left by an
+ * earlier attempt at the same upgrade is replaced only by a complete newer copy of the same
+ * schema version. Costs one full read and write of the database, once per upgrade. No
+ * backup, no migration: the caller refuses to start with the reason. */
+static int backup_before_migrate(struct store *s, int version, char *err, size_t err_len)
+{
+	char dest[4096], tmp[4096 + 8], why[512];
+	int64_t bytes = 0;
+	int r;
+
+	if ((size_t)snprintf(dest, sizeof(dest), "%s.v%d.bak", s->path, version) >= sizeof(dest))
+		return -ENAMETOOLONG;
+	snprintf(tmp, sizeof(tmp), "%s.new", dest);
+	unlink(tmp); /* left over from an interrupted attempt */
+	r = store_audit_backup(s, tmp, &bytes, why, sizeof(why));
+	if (r == 0 && rename(tmp, dest) < 0) {
+		r = -errno;
+		snprintf(why, sizeof(why), "cannot rename %s to %s", tmp, dest);
+		unlink(tmp);
+	}
+	if (r == 0)
+		r = fsync_dir(dest);
+	if (r < 0)
 		snprintf(err, err_len,
-			 "store: %s has schema version %d, newer than this binary knows (%zu); "
-			 "refusing to touch it",
-			 s->path, version, store_migrations_count);
-		return -EPROTO;
+			 "store: cannot back up %s (schema version %d) before migrating it, "
+			 "nothing was changed: %s",
+			 s->path, version, why);
+	return r;
+}
+
+/* Brings a database at schema version `version` (already checked not to be newer) up to
+ * date: an existing database is backed up first, then each migration runs in its own
+ * transaction together with the version bump, so a failure leaves the last good version. */
+static int migrate(struct store *s, int version, char *err, size_t err_len)
+{
+	int r;
+
+	if (version >= 1 && version < (int)store_migrations_count) {
+		r = backup_before_migrate(s, version, err, err_len);
+		if (r < 0)
+			return r;
 	}
 	for (size_t v = (size_t)version; v < store_migrations_count; v++) {
 		char pragma[64];
@@ -806,6 +886,13 @@ int store_open(const struct store_opts *o, struct store **ret, char *err, size_t
 	sqlite3_busy_timeout(s->db, (int)o->busy_timeout_ms);
 
 	if (!o->readonly) {
+		int version = 0;
+
+		r = schema_version(s, &version, err, err_len);
+		if (r == 0)
+			r = refuse_newer(s, version, err, err_len);
+		if (r < 0)
+			goto fail;
 		r = store_exec_sql(s, "PRAGMA journal_mode = WAL");
 		if (r == 0) {
 			snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s",
@@ -816,7 +903,7 @@ int store_open(const struct store_opts *o, struct store **ret, char *err, size_t
 			snprintf(err, err_len, "store: cannot use %s: %s", o->path, s->err);
 			goto fail;
 		}
-		r = migrate(s, err, err_len);
+		r = migrate(s, version, err, err_len);
 		if (r < 0)
 			goto fail;
 		r = load_chain_head(s);
