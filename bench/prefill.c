@@ -38,7 +38,8 @@ int main(int argc, char **argv)
 		for (long i = 0; i < k; i++) {
 			struct event ev = {.status = PAYMENT_PAID, .source = EVENT_SOURCE_CALLBACK};
 
-			snprintf(ev.payment_id, sizeof(ev.payment_id), "KOMPAY-PREFILL-%09ld", base + i);
+			snprintf(ev.payment_id, sizeof(ev.payment_id), "KOMPAY-PREFILL-%09ld",
+				 base + i);
 			snprintf(ev.order_id, sizeof(ev.order_id), "ORDER-PREFILL-%09ld", base + i);
 			ev.amount = 100000;
 			snprintf(bodies[i], sizeof(bodies[i]),

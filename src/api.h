@@ -13,8 +13,8 @@ struct api;
 
 /* writer: the daemon's read-write store (writes go through store_submit_wait); reads open
  * their own read-only handles. rec may be NULL. */
-int api_new(const struct config *cfg, struct store *writer, struct reconcile *rec,
-	    struct api **ret, char *err, size_t err_len) __attribute__((warn_unused_result));
+int api_new(const struct config *cfg, struct store *writer, struct reconcile *rec, struct api **ret,
+	    char *err, size_t err_len) __attribute__((warn_unused_result));
 /* Writes the API's routes into out (at most max); returns how many. */
 size_t api_routes(struct api *a, struct http_route *out, size_t max);
 void api_free(struct api *a);

@@ -699,29 +699,6 @@ static int refuse_newer(struct store *s, int version, char *err, size_t err_len)
 	return -EPROTO;
 }
 
-static int fsync_dir(const char *path)
-{
-	char dir[4096];
-	char *slash;
-	int fd, r = 0;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash == NULL)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == dir)
-		dir[1] = '\0';
-	else
-		*slash = '\0';
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 /* Before a migration changes an existing database, copies it to <path>.v<version>.bak with
  * SQLite's online backup API (store_audit_backup: one snapshot, fsynced, a single file
  * without -wal) and keeps it. Written as <bak>.new and renamed, so that a backup left by an
@@ -745,7 +722,7 @@ static int backup_before_migrate(struct store *s, int version, char *err, size_t
 		unlink(tmp);
 	}
 	if (r == 0)
-		r = fsync_dir(dest);
+		r = util_fsync_dir(dest);
 	if (r < 0)
 		snprintf(err, err_len,
 			 "store: cannot back up %s (schema version %d) before migrating it, "

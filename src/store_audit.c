@@ -659,29 +659,6 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-static int fsync_dir_of(const char *path)
-{
-	char dir[4096];
-	char *slash;
-	int fd, r = 0;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash == NULL)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == dir)
-		dir[1] = '\0';
-	else
-		*slash = '\0';
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 /* Copies every page in one backup step so that the copy is one snapshot. Stepping page by page
  * would let the daemon's commits in between restart the copy, forever under steady load. */
 static int backup_copy(struct store *s, sqlite3 *dst, char *err, size_t err_len)
@@ -756,7 +733,7 @@ int store_audit_backup(struct store *s, const char *dest, int64_t *ret_bytes, ch
 			backup_fail(r, err, err_len, dest, "cannot rename the copy into place");
 	}
 	if (r == 0)
-		r = fsync_dir_of(dest);
+		r = util_fsync_dir(dest);
 	if (r < 0) {
 		if (err[0] == '\0')
 			backup_fail(r, err, err_len, dest, "cannot sync its directory");

@@ -27,6 +27,9 @@ void util_iso8601_ms(int64_t ms, char *out, size_t n);
  * into unix milliseconds. Returns 0 or -EINVAL. */
 int util_parse_time_ms(const char *s, int64_t *ret_ms);
 
+/* fsyncs the directory holding path (after a rename into it). Returns 0 or -errno. */
+int util_fsync_dir(const char *path);
+
 /* Reads a whole small file (limit bytes at most) into a NUL-terminated heap string, trailing
  * newlines removed. Caller frees. Returns 0 or -errno (-EFBIG when over limit). */
 int util_read_file(const char *path, size_t limit, char **ret);
