@@ -1,6 +1,7 @@
 # Thin wrapper around meson/ninja. `make deps` installs the Debian packages (needs root).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 DEBIAN_PACKAGES = meson ninja-build pkg-config gcc libc6-dev python3 \
 	libmicrohttpd-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev \
 	libinih-dev libsystemd-dev libhiredis-dev check \
@@ -8,7 +9,7 @@ DEBIAN_PACKAGES = meson ninja-build pkg-config gcc libc6-dev python3 \
 	clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps run test test-asan check fuzz crash security clean
+.PHONY: all deps run test test-asan test-tsan check fuzz crash security clean
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -38,6 +39,15 @@ test-asan:
 
 check: test test-asan
 
+# The whole suite again under ThreadSanitizer (CI runs it; data races between the HTTP
+# threads, the writer, the forwarder and the reconciler). Any report fails the test that
+# started the daemon (tests/integration/harness.c reads every daemon log).
+test-tsan:
+	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false
+	ninja -C $(TSAN_BUILD)
+	TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1 \
+		meson test -C $(TSAN_BUILD) --print-errorlogs
+
 # libFuzzer targets (clang), each run FUZZ_SECONDS seconds from the seeded corpus.
 fuzz:
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
@@ -51,7 +61,7 @@ security:
 	systemd-analyze security --offline=true --threshold=20 systemd/komerce-hookd.service
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
 
 # ---- Debian package (issue 9) ----
 DEB_DIR ?= build-deb

@@ -6,6 +6,8 @@
 #include "api.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -555,6 +557,21 @@ static void strip_secrets(cJSON *data)
 	cJSON_DeleteItemFromObjectCaseSensitive(data, "callback_API_KEY");
 }
 
+/* True when v is a JSON number holding an integer in [min, max] (checked before any cast: a
+ * double out of long long's range must never be converted), stored in *ret. */
+static bool json_integer(const cJSON *v, long long min, long long max, long long *ret)
+{
+	double d;
+
+	if (!cJSON_IsNumber(v))
+		return false;
+	d = v->valuedouble;
+	if (!(d >= (double)min && d <= (double)max) || d != floor(d))
+		return false;
+	*ret = (long long)d;
+	return *ret >= min && *ret <= max;
+}
+
 static const char *json_str(const cJSON *o, const char *name)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -571,7 +588,6 @@ static void create_handler(struct http_request *req, void *ctx)
 	struct event ev;
 	char field[64], rule[160], *methods_text = NULL, *raw = NULL, id[160];
 	cJSON *body, *methods = NULL, *data = NULL, *o;
-	const cJSON *v;
 	int64_t fetched_wall;
 	bool stale;
 	int r;
@@ -636,13 +652,17 @@ static void create_handler(struct http_request *req, void *ctx)
 		 p.payment_type[0] != '\0' ? p.payment_type : json_str(body, "payment_type"));
 	snprintf(ev.channel_code, sizeof(ev.channel_code), "%s",
 		 p.channel_code[0] != '\0' ? p.channel_code : json_str(body, "channel_code"));
-	v = cJSON_GetObjectItemCaseSensitive(body, "amount");
-	ev.amount = p.amount >= 0 ? p.amount : (long long)v->valuedouble;
+	ev.amount = p.amount;
+	if (ev.amount < 0 && !json_integer(cJSON_GetObjectItemCaseSensitive(body, "amount"), 0,
+					   LLONG_MAX, &ev.amount))
+		ev.amount = -1;
 	ev.expires_at = p.expires_at;
 	if (ev.expires_at == 0) {
-		v = cJSON_GetObjectItemCaseSensitive(body, "expiry_duration");
-		if (cJSON_IsNumber(v))
-			ev.expires_at = util_now_ms() / 1000 + (int64_t)v->valuedouble;
+		long long secs;
+
+		if (json_integer(cJSON_GetObjectItemCaseSensitive(body, "expiry_duration"), 1,
+				 100LL * 365 * 86400, &secs))
+			ev.expires_at = util_now_ms() / 1000 + secs;
 	}
 	r = record_event(a, req, &ev, raw, &sr);
 	if (r < 0) {
@@ -871,6 +891,7 @@ static int api_track_parse(const cJSON *body, struct event *ev, char *field, siz
 			   char *rule, size_t rule_len)
 {
 	const cJSON *v;
+	long long n;
 	int64_t ms;
 
 	api_event_init(ev, PAYMENT_PENDING, "");
@@ -892,12 +913,10 @@ static int api_track_parse(const cJSON *body, struct event *ev, char *field, siz
 		snprintf(rule, rule_len, "is required");
 		return -EINVAL;
 	}
-	if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble ||
-	    v->valuedouble < 1 || v->valuedouble > 1e15) {
+	if (!json_integer(v, 1, 1000000000000000LL, &ev->amount)) {
 		snprintf(rule, rule_len, "must be a positive integer");
 		return -EINVAL;
 	}
-	ev->amount = (long long)v->valuedouble;
 
 	snprintf(field, field_len, "expires_at");
 	v = cJSON_GetObjectItemCaseSensitive(body, "expires_at");
@@ -905,9 +924,8 @@ static int api_track_parse(const cJSON *body, struct event *ev, char *field, siz
 		snprintf(rule, rule_len, "is required");
 		return -EINVAL;
 	}
-	if (cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble &&
-	    v->valuedouble >= 1 && v->valuedouble < 1e11) {
-		ev->expires_at = (int64_t)v->valuedouble;
+	if (json_integer(v, 1, 99999999999LL, &n)) {
+		ev->expires_at = n;
 	} else if (cJSON_IsString(v) && util_parse_time_ms(v->valuestring, &ms) == 0 && ms > 0) {
 		ev->expires_at = ms / 1000;
 	} else {

@@ -50,6 +50,8 @@ static const struct key_def key_table[] = {
 	{"server", "max_connections", KEY_INT, C(max_connections), "1024", 1, 65536},
 	{"server", "connection_timeout", KEY_INT, C(connection_timeout), "10", 1, 3600},
 	{"server", "threads", KEY_INT, C(threads), "0", 0, 64},
+	{"server", "trusted_proxies", KEY_STR, C(trusted_proxies), "", 0, 0},
+	{"server", "drain_timeout", KEY_INT, C(drain_timeout), "10", 0, 300},
 	{"admin", "listen", KEY_STR, C(admin_listen), "127.0.0.1:8081", 0, 0},
 	{"admin", "token", KEY_SECRET, C(admin_token), "", 0, 0},
 	{"komerce", "base_url", KEY_STR, C(base_url),
@@ -83,6 +85,7 @@ static const struct key_def sink_table[] = {
 	{"sink", "maxlen", KEY_INT, S(maxlen), "0", 0, 1000000000},
 	{"sink", "timeout_ms", KEY_INT, S(timeout_ms), "5000", 100, 120000},
 	{"sink", "backlog_warn", KEY_INT, S(backlog_warn), "10000", 1, 1000000000},
+	{"sink", "conflicts", KEY_BOOL, S(conflicts), "false", 0, 0},
 };
 #undef S
 
@@ -505,6 +508,12 @@ static int validate(struct load_ctx *x)
 	if (check_listen(x, "server.listen", c->listen) < 0 ||
 	    check_listen(x, "admin.listen", c->admin_listen) < 0)
 		return x->error;
+	{
+		char why[128];
+
+		if (netaddr_list_parse(c->trusted_proxies, &c->proxies, why, sizeof(why)) < 0)
+			return fail(x, -EINVAL, "config: server.trusted_proxies: %s", why);
+	}
 	if (c->callback_path[0] != '/' || strpbrk(c->callback_path, " ?#") != NULL)
 		return fail(x, -EINVAL,
 			    "config: server.callback_path: must start with / and have no query");

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "netaddr.h"
+
 #define CONFIG_MAX_KEYS	 8
 #define CONFIG_MAX_SINKS 8
 #define CONFIG_ERR_LEN	 256
@@ -22,6 +24,7 @@ struct config_sink {
 	long maxlen; /* redis: approximate MAXLEN, 0 = unbounded */
 	long timeout_ms;
 	long backlog_warn; /* warn when pending rows for this sink pass this */
+	bool conflicts;	   /* also forward events flagged conflict */
 };
 
 struct config {
@@ -31,7 +34,9 @@ struct config {
 	long max_body;
 	long max_connections;
 	long connection_timeout;
-	long threads; /* MHD worker threads, 0 = one per core */
+	long threads;	       /* MHD worker threads, 0 = one per core */
+	char *trusted_proxies; /* IPs / CIDRs whose X-Forwarded-For is believed */
+	long drain_timeout;    /* s: at stop, wait this long for callbacks being stored */
 	/* [admin] */
 	char *admin_listen;
 	char *admin_token;
@@ -67,6 +72,7 @@ struct config {
 	char *keys_buf;
 	struct config_sink sinks[CONFIG_MAX_SINKS];
 	size_t n_sinks;
+	struct netaddr_list proxies; /* trusted_proxies parsed */
 };
 
 /* Allocates a config holding the built-in defaults. NULL on allocation failure. */

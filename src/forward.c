@@ -100,7 +100,7 @@ static void update_gauge(struct worker *w, bool force)
 static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows, size_t n,
 			   int64_t *next_due, size_t *ret_failed)
 {
-	int64_t now = util_now_ms();
+	int64_t now = util_now_ms(), postpone_to = INT64_MAX;
 	size_t k = 0, failed = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -114,7 +114,11 @@ static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows
 			continue;
 		o->outbox_id = row->id;
 		o->error = res->error;
-		if (res->verdict == SINK_DELIVERED) {
+		if (res->verdict == SINK_NOT_SENT) {
+			/* Its time is set below, once the batch's earliest retry is known. */
+			o->verdict = STORE_OUTBOX_MARK_POSTPONE;
+			o->at = 0;
+		} else if (res->verdict == SINK_DELIVERED) {
 			o->verdict = STORE_OUTBOX_MARK_DELIVERED;
 			o->at = now;
 			log_debug("forward delivered sink=%s event_id=%lld attempts=%ld",
@@ -139,6 +143,8 @@ static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows
 			o->at = now + delay;
 			if (o->at < *next_due)
 				*next_due = o->at;
+			if (o->at < postpone_to)
+				postpone_to = o->at;
 			failed++;
 			if (log_rl_allow(&w->fail_rl, 10000, &sup))
 				log_warn(
@@ -150,6 +156,14 @@ static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows
 		}
 		k++;
 	}
+	/* Rows that were not sent wait as long as the row whose failure stopped the round. */
+	if (postpone_to == INT64_MAX)
+		postpone_to = now + 1000;
+	for (size_t i = 0; i < k; i++)
+		if (w->outcomes[i].verdict == STORE_OUTBOX_MARK_POSTPONE)
+			w->outcomes[i].at = postpone_to;
+	if (postpone_to < *next_due)
+		*next_due = postpone_to;
 	*ret_failed = failed;
 	return k;
 }
@@ -200,7 +214,8 @@ static int round_once(struct worker *w, int64_t *next_due)
 			return r;
 		}
 		for (size_t i = 0; i < k; i++)
-			metrics_inc(counter_for(w->outcomes[i].verdict), 1);
+			if (w->outcomes[i].verdict != STORE_OUTBOX_MARK_POSTPONE)
+				metrics_inc(counter_for(w->outcomes[i].verdict), 1);
 	}
 	if (failed == 0 && k > 0 && w->failing) {
 		log_info("forward sink delivering again sink=%s", w->cfg->name);

@@ -22,6 +22,7 @@
 #include "callback.h"
 #include "config.h"
 #include "log.h"
+#include "netaddr.h"
 #include "ratelimit.h"
 #include "util.h"
 
@@ -31,24 +32,34 @@ struct http_server {
 	char name[16];
 	pthread_mutex_t mu;
 	bool stopping; /* under mu: no more suspensions (MHD must not stop with any) */
-	long waiting;  /* under mu: requests suspended for a commit and not yet answered */
+	long waiting;  /* under mu: suspended requests not yet completed by MHD */
+	struct http_request *parked; /* under mu: suspended requests whose owner has not replied */
+	int resuming;		     /* atomic: MHD_resume_connection calls under way */
 	bool suspend_ok;
 };
 
 enum req_state { REQ_READING, REQ_WAITING, REQ_READY };
 
+/* A request's memory is shared by MHD (until on_completed) and, while it is suspended, by
+ * the owner that will reply (until http_reply). refs counts both; the last one frees it, so
+ * an owner may still read the body after the server answered the request itself at stop. */
 struct http_request {
 	struct http_server *srv;
 	struct MHD_Connection *conn;
 	const struct http_route *route;
 	const char *url, *method;
-	char remote[INET6_ADDRSTRLEN];
+	char peer[INET6_ADDRSTRLEN];   /* TCP peer */
+	char remote[INET6_ADDRSTRLEN]; /* client: the peer, or whom a trusted proxy names */
 	char *body;
 	size_t body_len, body_cap, discarded;
 	bool too_large;
-	enum req_state state;
-	bool suspended;
-	bool waiting; /* counted in srv->waiting */
+	int state;	/* enum req_state; atomic: the owner's thread publishes READY */
+	bool suspended; /* went through http_suspend: the owner replies, then MHD resumes */
+	bool waiting;	/* counted in srv->waiting */
+	bool abandoned; /* under srv->mu: answered by http_stop; the owner's reply is dropped */
+	int suspending; /* atomic: between parking and MHD_suspend_connection's return */
+	int refs;	/* under srv->mu */
+	struct http_request *park_prev, *park_next; /* under srv->mu */
 	unsigned status;
 	char *reply;
 	size_t reply_len;
@@ -56,6 +67,39 @@ struct http_request {
 	char extra_header[128];
 	struct store_req sreq; /* the callback route's write request */
 };
+
+static void req_free(struct http_request *req)
+{
+	free(req->body);
+	free(req->reply);
+	free(req);
+}
+
+/* Drops one reference (srv->mu held); returns true when the caller must free req. */
+static bool req_unref_locked(struct http_request *req)
+{
+	return --req->refs == 0;
+}
+
+static void park_locked(struct http_server *srv, struct http_request *req)
+{
+	req->park_prev = NULL;
+	req->park_next = srv->parked;
+	if (srv->parked != NULL)
+		srv->parked->park_prev = req;
+	srv->parked = req;
+}
+
+static void unpark_locked(struct http_server *srv, struct http_request *req)
+{
+	if (req->park_prev != NULL)
+		req->park_prev->park_next = req->park_next;
+	else
+		srv->parked = req->park_next;
+	if (req->park_next != NULL)
+		req->park_next->park_prev = req->park_prev;
+	req->park_prev = req->park_next = NULL;
+}
 
 /* ---- accessors ---- */
 
@@ -82,6 +126,11 @@ const char *http_query(struct http_request *req, const char *name)
 const char *http_remote(struct http_request *req)
 {
 	return req->remote;
+}
+
+const char *http_peer(struct http_request *req)
+{
+	return req->peer;
 }
 
 const char *http_body(struct http_request *req, size_t *ret_len)
@@ -125,8 +174,9 @@ int http_json_escape(const char *s, char *out, size_t n)
 
 /* ---- replies ---- */
 
-void http_reply(struct http_request *req, unsigned status, const char *content_type,
-		const char *body, size_t len, const char *extra_header)
+/* Stores the reply in req (body copied); a failed copy becomes an empty 500. */
+static void set_reply(struct http_request *req, unsigned status, const char *content_type,
+		      const char *body, size_t len, const char *extra_header)
 {
 	char *copy = malloc(len + 1);
 
@@ -144,11 +194,42 @@ void http_reply(struct http_request *req, unsigned status, const char *content_t
 	req->content_type = content_type;
 	snprintf(req->extra_header, sizeof(req->extra_header), "%s",
 		 extra_header != NULL ? extra_header : "");
-	req->state = REQ_READY;
-	if (req->suspended) {
-		req->suspended = false;
-		MHD_resume_connection(req->conn);
+}
+
+static void resume(struct http_server *srv, struct http_request *req)
+{
+	MHD_resume_connection(req->conn);
+	__atomic_fetch_sub(&srv->resuming, 1, __ATOMIC_RELEASE);
+}
+
+void http_reply(struct http_request *req, unsigned status, const char *content_type,
+		const char *body, size_t len, const char *extra_header)
+{
+	struct http_server *srv = req->srv;
+	bool drop;
+
+	if (!req->suspended) {
+		/* Still inside the handler, on the MHD thread: it queues the reply. */
+		set_reply(req, status, content_type, body, len, extra_header);
+		__atomic_store_n(&req->state, REQ_READY, __ATOMIC_RELAXED);
+		return;
 	}
+	pthread_mutex_lock(&srv->mu);
+	if (req->abandoned) {
+		/* http_stop answered it already (503); this reply is dropped. */
+		drop = req_unref_locked(req);
+		pthread_mutex_unlock(&srv->mu);
+		if (drop)
+			req_free(req);
+		return;
+	}
+	unpark_locked(srv, req);
+	set_reply(req, status, content_type, body, len, extra_header);
+	__atomic_store_n(&req->state, REQ_READY, __ATOMIC_RELEASE);
+	__atomic_fetch_add(&srv->resuming, 1, __ATOMIC_ACQUIRE);
+	(void)req_unref_locked(req); /* MHD still holds its reference: never the last */
+	pthread_mutex_unlock(&srv->mu);
+	resume(srv, req);
 }
 
 void http_reply_json(struct http_request *req, unsigned status, const char *json)
@@ -167,16 +248,6 @@ void http_reply_error(struct http_request *req, unsigned status, const char *msg
 	http_reply(req, status, "application/json", body, (size_t)n, NULL);
 }
 
-static void unwait(struct http_request *req)
-{
-	if (req->waiting) {
-		req->waiting = false;
-		pthread_mutex_lock(&req->srv->mu);
-		req->srv->waiting--;
-		pthread_mutex_unlock(&req->srv->mu);
-	}
-}
-
 bool http_suspend(struct http_request *req)
 {
 	struct http_server *srv = req->srv;
@@ -187,11 +258,16 @@ bool http_suspend(struct http_request *req)
 		return false;
 	}
 	srv->waiting++;
-	pthread_mutex_unlock(&srv->mu);
-	req->state = REQ_WAITING;
 	req->waiting = true;
+	req->refs++; /* the owner's, dropped by its http_reply */
 	req->suspended = true;
+	__atomic_store_n(&req->state, REQ_WAITING, __ATOMIC_RELAXED);
+	__atomic_store_n(&req->suspending, 1, __ATOMIC_RELAXED);
+	park_locked(srv, req);
+	pthread_mutex_unlock(&srv->mu);
 	MHD_suspend_connection(req->conn);
+	/* abandon_parked() must not resume before this suspension is done. */
+	__atomic_store_n(&req->suspending, 0, __ATOMIC_RELEASE);
 	return true;
 }
 
@@ -204,6 +280,40 @@ static long waiting_count(struct http_server *srv, bool stop)
 		srv->stopping = true;
 	n = srv->waiting;
 	pthread_mutex_unlock(&srv->mu);
+	return n;
+}
+
+/* At stop, after the drain: every request still waiting for its owner is answered 503 (its
+ * owner did not reply, so nothing was acknowledged) and resumed, so that MHD can be stopped
+ * (it aborts when stopped with a suspended connection). Returns how many. */
+static size_t abandon_parked(struct http_server *srv)
+{
+	static const char msg[] =
+		"{\"status\":\"error\",\"error\":\"shutting down before the event was stored, "
+		"retry later\"}";
+	struct http_request *list, *next;
+	size_t n = 0;
+
+	pthread_mutex_lock(&srv->mu);
+	srv->stopping = true;
+	list = srv->parked;
+	srv->parked = NULL;
+	for (struct http_request *req = list; req != NULL; req = req->park_next) {
+		req->abandoned = true;
+		set_reply(req, 503, "application/json", msg, strlen(msg), "Retry-After: 5");
+		__atomic_store_n(&req->state, REQ_READY, __ATOMIC_RELEASE);
+		__atomic_fetch_add(&srv->resuming, 1, __ATOMIC_ACQUIRE);
+		n++;
+	}
+	pthread_mutex_unlock(&srv->mu);
+	/* A suspended connection is not processed, so none of these can complete (and be freed
+	 * by MHD) before it is resumed here; the owner's reference keeps it alive too. */
+	for (struct http_request *req = list; req != NULL; req = next) {
+		next = req->park_next;
+		while (__atomic_load_n(&req->suspending, __ATOMIC_ACQUIRE))
+			util_sleep_ms(1);
+		resume(srv, req);
+	}
 	return n;
 }
 
@@ -333,12 +443,47 @@ static bool is_json_type(const char *ct)
 static enum MHD_Result run_handler(struct http_request *req)
 {
 	req->route->fn(req, req->route->ctx);
-	if (req->state == REQ_READY)
-		return queue_reply(req);
-	if (req->state == REQ_WAITING)
+	/* A suspended request is answered from another thread, which may already have set its
+	 * reply: it is queued when MHD calls on_request again after the resume, never here. */
+	if (req->suspended)
 		return MHD_YES;
+	if (__atomic_load_n(&req->state, __ATOMIC_RELAXED) == REQ_READY)
+		return queue_reply(req);
 	http_reply_error(req, 500, "handler gave no reply");
 	return queue_reply(req);
+}
+
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+					    const char *value)
+{
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		(*(int *)cls)++;
+	return MHD_YES;
+}
+
+/* Answers 400 and closes for framing a proxy could read differently than we do (RFC 9112
+ * 6.1, 6.3): Content-Length with Transfer-Encoding, or Content-Length twice. Returns true when
+ * it replied. */
+static bool refuse_ambiguous_framing(struct http_request *req)
+{
+	int n_cl = 0;
+	const char *why = NULL;
+	char body[128];
+	int n;
+
+	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_content_length, &n_cl);
+	if (n_cl > 0 && MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+						    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+		why = "both Content-Length and Transfer-Encoding";
+	else if (n_cl > 1)
+		why = "more than one Content-Length";
+	if (why == NULL)
+		return false;
+	n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"error\":\"%s\"}", why);
+	http_reply(req, 400, "application/json", body, (size_t)n, "Connection: close");
+	return true;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -360,7 +505,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		req->conn = conn;
 		req->url = url;
 		req->method = method;
-		client_address(conn, req->remote, sizeof(req->remote));
+		req->refs = 1; /* MHD's, dropped by on_completed */
+		client_address(conn, req->peer, sizeof(req->peer));
+		netaddr_client(
+			srv->opts.trusted_proxies, req->peer,
+			MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For"),
+			MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Forwarded"),
+			req->remote, sizeof(req->remote));
 		*con_cls = req;
 
 		req->route = find_route(srv, method, url, &path_known);
@@ -379,19 +530,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			}
 			return queue_reply(req);
 		}
-		/* Both framings at once is how requests are smuggled past proxies (RFC 9112
-		 * 6.1): refuse, and close the connection so the rest is never read. */
-		if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL &&
-		    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						MHD_HTTP_HEADER_CONTENT_LENGTH) != NULL) {
-			static const char msg[] = "{\"status\":\"error\",\"error\":\"both "
-						  "Content-Length and Transfer-Encoding\"}";
-
-			http_reply(req, 400, "application/json", msg, strlen(msg),
-				   "Connection: close");
+		/* Ambiguous framing is how requests are smuggled past proxies: refuse, and close
+		 * the connection so the rest is never read. */
+		if (refuse_ambiguous_framing(req))
 			return queue_reply(req);
-		}
 		/* Routes without a body are run on the next call: answering on the first one
 		 * makes MHD close the connection (it cannot know no body follows). */
 		if (!req->route->has_body)
@@ -424,12 +566,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return MHD_YES;
 		return append_body(req, upload_data, len) ? MHD_YES : MHD_NO;
 	}
-	switch (req->state) {
+	/* Acquire: a reply set on another thread (http_reply of a suspended request) is read
+	 * only after its READY was published. */
+	switch (__atomic_load_n(&req->state, __ATOMIC_ACQUIRE)) {
 	case REQ_READY:
 		return queue_reply(req);
 	case REQ_WAITING:
 		return MHD_YES;
-	case REQ_READING:
+	default:
 		break;
 	}
 	if (req->too_large) {
@@ -443,16 +587,21 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
 	struct http_request *req = *con_cls;
+	bool drop;
 
 	(void)cls;
 	(void)conn;
 	(void)toe;
 	if (req == NULL)
 		return;
-	unwait(req);
-	free(req->body);
-	free(req->reply);
-	free(req);
+	pthread_mutex_lock(&req->srv->mu);
+	if (req->waiting)
+		req->srv->waiting--;
+	req->waiting = false;
+	drop = req_unref_locked(req);
+	pthread_mutex_unlock(&req->srv->mu);
+	if (drop)
+		req_free(req);
 	*con_cls = NULL;
 }
 
@@ -543,6 +692,7 @@ void http_stop(struct http_server *srv, long drain_ms)
 {
 	MHD_socket fd;
 	int64_t deadline;
+	size_t abandoned;
 
 	if (srv == NULL)
 		return;
@@ -554,15 +704,30 @@ void http_stop(struct http_server *srv, long drain_ms)
 	 * still sending its body is cut off and will retry. MHD must not be stopped with a
 	 * connection still suspended. */
 	deadline = util_mono_ms() + drain_ms;
-	while (waiting_count(srv, true) > 0 && util_mono_ms() < deadline) {
-		struct timespec ts = {0, 2 * 1000 * 1000};
-
-		nanosleep(&ts, NULL);
-	}
-	if (waiting_count(srv, true) > 0)
-		log_warn("http %s: stopping with replies still owed count=%ld", srv->name,
-			 waiting_count(srv, true));
+	while (waiting_count(srv, true) > 0 && util_mono_ms() < deadline)
+		util_sleep_ms(2);
+	abandoned = abandon_parked(srv);
+	if (abandoned > 0)
+		log_warn(
+			"http %s: answered 503 to requests still waiting after the drain count=%zu",
+			srv->name, abandoned);
+	/* Give the 503s (and replies resumed just before) a moment to be sent; MHD must not be
+	 * stopped while a resume call is still under way. */
+	deadline = util_mono_ms() + 2000;
+	while (waiting_count(srv, true) > 0 && util_mono_ms() < deadline)
+		util_sleep_ms(2);
+	while (__atomic_load_n(&srv->resuming, __ATOMIC_ACQUIRE) > 0)
+		util_sleep_ms(1);
 	MHD_stop_daemon(srv->d);
+	srv->d = NULL;
+}
+
+void http_free(struct http_server *srv)
+{
+	if (srv == NULL)
+		return;
+	if (srv->d != NULL)
+		MHD_stop_daemon(srv->d);
 	pthread_mutex_destroy(&srv->mu);
 	free(srv);
 }
@@ -571,17 +736,19 @@ void http_stop(struct http_server *srv, long drain_ms)
 
 static struct log_rl rl_auth, rl_bad, rl_store, rl_throttle;
 
-/* Failed signatures are budgeted per source address (AUTH_BURST, then AUTH_RATE a second):
- * past it, a source gets 429 without its body being checked, so guessing keys is slow and
- * cheap for us. A valid callback never spends the budget. The table is small and lossy (a
- * slot is taken over by another address), which can only make throttling forget. */
+/* Failed signatures are budgeted per source address (AUTH_BURST, then AUTH_RATE a second).
+ * The signature is checked first (HMAC is cheap): a correctly signed callback is never refused
+ * because of other requests' failures, which matters behind a reverse proxy where every
+ * callback has the same peer. Past its budget, a source's failures are answered 429 instead of
+ * 401 and their log lines are folded into the throttle line, so guessing keys stays slow and
+ * cheap for us. The table is small and lossy (a slot is taken over by another address), which
+ * can only make throttling forget. */
 #define AUTH_SLOTS 1024
 #define AUTH_BURST 20.0
 #define AUTH_RATE  1.0
 
 static struct {
 	pthread_mutex_t mu;
-	int64_t last_failure_ms; /* atomic: no lookup at all when nobody failed lately */
 	struct {
 		char addr[INET6_ADDRSTRLEN];
 		struct ratelimit_bucket bucket;
@@ -597,34 +764,22 @@ static size_t auth_slot(const char *addr)
 	return (size_t)(h % AUTH_SLOTS);
 }
 
-/* Milliseconds the address must wait, 0 when it may try. */
-static int64_t auth_throttled(const char *addr, int64_t now)
-{
-	size_t i;
-	int64_t wait = 0;
-
-	if (now - __atomic_load_n(&auth_budget.last_failure_ms, __ATOMIC_RELAXED) > 60000)
-		return 0;
-	i = auth_slot(addr);
-	pthread_mutex_lock(&auth_budget.mu);
-	if (strcmp(auth_budget.slot[i].addr, addr) == 0)
-		wait = ratelimit_wait_ms(&auth_budget.slot[i].bucket, now);
-	pthread_mutex_unlock(&auth_budget.mu);
-	return wait;
-}
-
-static void auth_failed(const char *addr, int64_t now)
+/* Spends one failure of addr's budget: 0 when it had one left (answer 401), else the
+ * milliseconds until it has one again (answer 429). */
+static int64_t auth_failure(const char *addr, int64_t now)
 {
 	size_t i = auth_slot(addr);
+	int64_t wait = 0;
 
-	__atomic_store_n(&auth_budget.last_failure_ms, now, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&auth_budget.mu);
 	if (strcmp(auth_budget.slot[i].addr, addr) != 0) {
 		snprintf(auth_budget.slot[i].addr, sizeof(auth_budget.slot[i].addr), "%s", addr);
 		ratelimit_bucket_init(&auth_budget.slot[i].bucket, AUTH_RATE, AUTH_BURST, now);
 	}
-	(void)ratelimit_take(&auth_budget.slot[i].bucket, now);
+	if (ratelimit_take(&auth_budget.slot[i].bucket, now) < 0)
+		wait = ratelimit_wait_ms(&auth_budget.slot[i].bucket, now);
 	pthread_mutex_unlock(&auth_budget.mu);
+	return wait;
 }
 
 /* Runs on the store writer thread once the event's transaction committed or failed. */
@@ -674,27 +829,26 @@ void http_callback_handler(struct http_request *req, void *ctx)
 	unsigned long long sup;
 	int r;
 
-	int64_t now = util_mono_ms(), wait = auth_throttled(req->remote, now);
-
-	if (wait > 0) {
-		char hdr[48];
-
-		metrics_inc(METRICS_AUTH_THROTTLED, 1);
-		if (log_rl_allow(&rl_throttle, 1000, &sup))
-			log_warn("callback throttled reason=too_many_auth_failures remote=%s "
-				 "suppressed=%llu",
-				 req->remote, sup);
-		snprintf(hdr, sizeof(hdr), "Retry-After: %lld", (long long)(wait + 999) / 1000);
-		static const char msg[] =
-			"{\"status\":\"error\",\"error\":\"too many bad signatures\"}";
-
-		http_reply(req, 429, "application/json", msg, strlen(msg), hdr);
-		return;
-	}
 	if (callback_verify(&cb->keys, http_header(req, "X-Callback-Api-Key"), req->body,
 			    req->body_len) < 0) {
-		auth_failed(req->remote, now);
+		int64_t wait = auth_failure(req->remote, util_mono_ms());
+
 		metrics_inc(METRICS_AUTH_FAILURES, 1);
+		if (wait > 0) {
+			static const char msg[] =
+				"{\"status\":\"error\",\"error\":\"too many bad signatures\"}";
+			char hdr[48];
+
+			metrics_inc(METRICS_AUTH_THROTTLED, 1);
+			if (log_rl_allow(&rl_throttle, 1000, &sup))
+				log_warn("callback throttled reason=too_many_auth_failures "
+					 "remote=%s suppressed=%llu",
+					 req->remote, sup);
+			snprintf(hdr, sizeof(hdr), "Retry-After: %lld",
+				 (long long)(wait + 999) / 1000);
+			http_reply(req, 429, "application/json", msg, strlen(msg), hdr);
+			return;
+		}
 		if (log_rl_allow(&rl_auth, 1000, &sup))
 			log_warn("callback rejected reason=%s remote=%s suppressed=%llu",
 				 http_header(req, "X-Callback-Api-Key") ? "bad_signature"

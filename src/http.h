@@ -11,6 +11,7 @@
 
 struct http_server;
 struct http_request;
+struct netaddr_list;
 
 typedef void (*http_handler_fn)(struct http_request *req, void *ctx);
 
@@ -32,6 +33,8 @@ struct http_opts {
 	unsigned max_connections;
 	unsigned connection_timeout_s;
 	size_t max_body;
+	/* Peers whose X-Forwarded-For / Forwarded name the client (NULL or empty: none). */
+	const struct netaddr_list *trusted_proxies;
 	const struct http_route *routes;
 	size_t n_routes;
 };
@@ -39,9 +42,13 @@ struct http_opts {
 /* Starts listening. Returns 0 and *ret, or -errno with a line in err. */
 int http_start(const struct http_opts *o, struct http_server **ret, char *err, size_t err_len)
 	__attribute__((warn_unused_result));
-/* Stops accepting new connections, waits up to drain_ms for requests in flight to be answered,
- * then stops the server and frees it. NULL is fine. */
+/* Stops accepting new connections, waits up to drain_ms for suspended requests to be
+ * answered, answers those still waiting 503 (their owners' later http_reply is dropped), then
+ * stops the server. The struct stays valid for those late replies: free it with http_free()
+ * once no owner can still reply (after the store writer has stopped). NULL is fine. */
 void http_stop(struct http_server *srv, long drain_ms);
+/* Stops the server if still running and frees it. NULL is fine. */
+void http_free(struct http_server *srv);
 /* The port actually bound (useful with port 0). */
 unsigned http_port(struct http_server *srv);
 
@@ -50,7 +57,11 @@ const char *http_method(struct http_request *req);
 const char *http_url(struct http_request *req);
 const char *http_header(struct http_request *req, const char *name);
 const char *http_query(struct http_request *req, const char *name);
+/* The client's address: the TCP peer, or, when the peer is a trusted proxy, the client it
+ * names (netaddr_client). Per-source accounting and receipts use this. */
 const char *http_remote(struct http_request *req);
+/* The TCP peer's address. */
+const char *http_peer(struct http_request *req);
 const char *http_body(struct http_request *req, size_t *ret_len);
 
 /* Sets the reply (body copied). On a request suspended with http_suspend, also resumes it;

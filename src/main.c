@@ -126,6 +126,7 @@ int main(int argc, char **argv)
 	struct store *store = NULL;
 	struct http_server *pub = NULL, *admin = NULL;
 	const char *sinks[CONFIG_MAX_SINKS];
+	bool sink_conflicts[CONFIG_MAX_SINKS];
 	struct http_callback_ctx cb;
 #ifdef HAVE_FORWARD
 	struct forward *fwd = NULL;
@@ -192,8 +193,10 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	for (size_t i = 0; i < cfg->n_sinks; i++)
+	for (size_t i = 0; i < cfg->n_sinks; i++) {
 		sinks[i] = cfg->sinks[i].name;
+		sink_conflicts[i] = cfg->sinks[i].conflicts;
+	}
 	struct store_opts so = {
 		.path = cfg->store_path,
 		.synchronous_full = cfg->synchronous_full,
@@ -202,6 +205,7 @@ int main(int argc, char **argv)
 		.grace_seconds = cfg->grace_seconds,
 		.reconcile = cfg->reconcile_enabled,
 		.sinks = sinks,
+		.sink_conflicts = sink_conflicts,
 		.n_sinks = cfg->n_sinks,
 	};
 	r = store_open(&so, &store, err, sizeof(err));
@@ -272,6 +276,7 @@ int main(int argc, char **argv)
 		.max_connections = (unsigned)cfg->max_connections,
 		.connection_timeout_s = (unsigned)cfg->connection_timeout,
 		.max_body = (size_t)cfg->max_body,
+		.trusted_proxies = &cfg->proxies,
 		.routes = pub_routes,
 		.n_routes = sizeof(pub_routes) / sizeof(pub_routes[0]),
 	};
@@ -312,7 +317,7 @@ int main(int argc, char **argv)
 out:
 	/* Order matters: stop taking callbacks and let those in flight commit, then stop the
 	 * writer (it drains its queue), then close the database. */
-	http_stop(pub, 10000);
+	http_stop(pub, cfg->drain_timeout * 1000);
 	http_stop(admin, 2000);
 #ifdef HAVE_RECONCILE
 	reconcile_stop(rec);
@@ -321,6 +326,9 @@ out:
 	forward_stop(fwd);
 #endif
 	store_close(store);
+	/* Only now: the writer may have answered a callback abandoned by http_stop. */
+	http_free(pub);
+	http_free(admin);
 #ifdef HAVE_API
 	api_free(api);
 #endif

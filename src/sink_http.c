@@ -302,10 +302,11 @@ void sink_http_deliver(struct sink_http *h, const struct store_outbox_row *rows,
 		size_t finished = 0;
 
 		/* Fill the free slots; once the endpoint failed at the transport level, the rows
-		 * not started count as failed too, so a dead consumer costs one timeout per
-		 * round rather than one per row. */
+		 * not started are not sent this round, so a dead consumer costs one timeout per
+		 * round rather than one per row. They were never attempted, so they are
+		 * postponed without spending an attempt (never dead-lettered unseen). */
 		for (; broken != NULL && next < n; next++) {
-			res[next].verdict = SINK_RETRY;
+			res[next].verdict = SINK_NOT_SENT;
 			snprintf(res[next].error, sizeof(res[next].error), "not sent: %s", broken);
 		}
 		for (size_t k = 0; k < h->n_slots && next < n; k++) {

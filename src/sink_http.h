@@ -15,6 +15,7 @@ enum sink_verdict {
 	SINK_RETRY,	/* transient failure: schedule a retry (or dead past max_attempts) */
 	SINK_DEAD,	/* refused for good (HTTP 4xx other than 408/429): dead letter now */
 	SINK_ABANDONED, /* not finished because the forwarder is stopping: leave pending */
+	SINK_NOT_SENT,	/* never sent (the endpoint failed on another row): postpone, no attempt */
 };
 
 struct sink_result {

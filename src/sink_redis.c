@@ -376,6 +376,16 @@ void sink_redis_deliver(struct sink_redis *r, const struct store_outbox_row *row
 		e = connect_redis(r, deadline, stop, err, sizeof(err));
 		if (e == 0)
 			e = handshake(r, deadline, stop, err, sizeof(err));
+		if (e < 0 && e != -ECANCELED) {
+			/* Nothing was sent: the first row carries the attempt, the rest wait. */
+			char not_sent[STORE_OUTBOX_ERR_MAX];
+
+			drop(r);
+			snprintf(not_sent, sizeof(not_sent), "not sent: %s", err);
+			fail_rest(res, 0, 1, SINK_RETRY, err[0] != '\0' ? err : "redis: failed");
+			fail_rest(res, 1, n, SINK_NOT_SENT, not_sent);
+			return;
+		}
 	}
 	for (size_t i = 0; i < n && e == 0; i++) {
 		e = append_xadd(r, &rows[i]);

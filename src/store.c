@@ -202,6 +202,17 @@ void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char
 
 /* ---- event request ---- */
 
+void store_dedupe_key(const char *payment_id, const char *status, bool conflict, long long amount,
+		      char *out, size_t n)
+{
+	if (!conflict)
+		snprintf(out, n, "%s:%s", payment_id, status);
+	else if (amount >= 0)
+		snprintf(out, n, "%s:%s:conflict:%lld", payment_id, status, amount);
+	else
+		snprintf(out, n, "%s:%s:conflict", payment_id, status);
+}
+
 void store_bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
 {
 	if (v != NULL && v[0] != '\0')
@@ -274,7 +285,7 @@ int store_apply_event(struct store *s, struct store_req *r)
 	int64_t now = r->received_at != 0 ? r->received_at : util_now_ms();
 	const char *status = payment_status_name(ev->status);
 	const char *source = event_source_name(ev->source);
-	char key[EVENT_ID_MAX + 16];
+	char key[EVENT_ID_MAX + 48];
 	enum payment_status cur = PAYMENT_UNKNOWN;
 	enum payment_verdict verdict;
 	long long cur_amount = -1;
@@ -282,9 +293,20 @@ int store_apply_event(struct store *s, struct store_req *r)
 	sqlite3_stmt *st;
 	int64_t id;
 	int rc, err;
-	bool known, terminal;
+	bool known, terminal, apply;
 
-	snprintf(key, sizeof(key), "%s:%s", ev->payment_id, status);
+	/* What the fact means for the payment decides its dedupe key: a conflicting fact (a status
+	 * the state machine refuses, or another amount than the one known) never moves the payment
+	 * and gets a key of its own, so that the true fact for the same status, arriving later,
+	 * is still stored rather than absorbed as its duplicate. */
+	err = payment_lookup(s, ev->payment_id, &cur, &cur_amount);
+	if (err < 0 && err != -ENOENT)
+		return err;
+	known = err == 0;
+	verdict = known ? payment_transition(cur, ev->status) : PAYMENT_APPLY;
+	r->conflict = verdict == PAYMENT_CONFLICT ||
+		      (known && cur_amount >= 0 && ev->amount >= 0 && cur_amount != ev->amount);
+	store_dedupe_key(ev->payment_id, status, r->conflict, ev->amount, key, sizeof(key));
 
 	/* The same fact learned again: one event, one more receipt. */
 	st = store_stmt(s, ST_EVENT_BY_KEY);
@@ -314,14 +336,6 @@ int store_apply_event(struct store *s, struct store_req *r)
 		store_set_err(s, "dedupe lookup");
 		return store_errno(rc);
 	}
-
-	err = payment_lookup(s, ev->payment_id, &cur, &cur_amount);
-	if (err < 0 && err != -ENOENT)
-		return err;
-	known = err == 0;
-	verdict = known ? payment_transition(cur, ev->status) : PAYMENT_APPLY;
-	r->conflict = verdict == PAYMENT_CONFLICT ||
-		      (known && cur_amount >= 0 && ev->amount >= 0 && cur_amount != ev->amount);
 
 	id = s->tx_last_id + 1;
 	store_event_hash(s->tx_last_hash, id, ev->payment_id, ev->order_id, status, ev->amount,
@@ -371,16 +385,17 @@ int store_apply_event(struct store *s, struct store_req *r)
 		if (st == NULL)
 			return -EIO;
 		sqlite3_bind_text(st, 1, ev->payment_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2,
-				  payment_status_name(verdict == PAYMENT_APPLY ? ev->status : cur),
-				  -1, SQLITE_STATIC);
+		/* A conflict never moves the payment (status, amount, watch schedule). */
+		apply = verdict == PAYMENT_APPLY && !r->conflict;
+		sqlite3_bind_text(st, 2, payment_status_name(apply ? ev->status : cur), -1,
+				  SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, now);
 		store_bind_text_or_null(st, 4, ev->order_id);
 		store_bind_text_or_null(st, 5, ev->payment_type);
 		store_bind_text_or_null(st, 6, ev->channel_code);
-		store_bind_int_or_null(st, 7, ev->amount, -1);
+		store_bind_int_or_null(st, 7, r->conflict ? -1 : ev->amount, -1);
 		store_bind_int_or_null(st, 8, ev->source == EVENT_SOURCE_CALLBACK ? now : 0, 0);
-		sqlite3_bind_int(st, 9, verdict == PAYMENT_APPLY && terminal);
+		sqlite3_bind_int(st, 9, apply && terminal);
 		store_bind_int_or_null(st, 10, ev->expires_at, 0);
 		err = store_step_done(s, st);
 	}
@@ -388,6 +403,10 @@ int store_apply_event(struct store *s, struct store_req *r)
 		return err;
 
 	for (size_t i = 0; i < s->n_sinks; i++) {
+		/* A conflict goes only to sinks that asked for conflicts (sink.NAME.conflicts): a
+		 * consumer that reads "status" alone must never see a contradicted PAID. */
+		if (r->conflict && !s->sink_conflicts[i])
+			continue;
 		st = store_stmt(s, ST_OUTBOX_INSERT);
 		if (st == NULL)
 			return -EIO;
@@ -818,6 +837,7 @@ int store_open(const struct store_opts *o, struct store **ret, char *err, size_t
 	}
 	for (size_t i = 0; i < o->n_sinks && i < STORE_MAX_SINKS; i++) {
 		s->sinks[i] = strdup(o->sinks[i]);
+		s->sink_conflicts[i] = o->sink_conflicts != NULL && o->sink_conflicts[i];
 		if (s->sinks[i] == NULL) {
 			r = -ENOMEM;
 			snprintf(err, err_len, "store: out of memory");

@@ -22,11 +22,12 @@ struct store_opts {
 	bool readonly;	       /* query handle: no migration, no writer */
 	bool synchronous_full; /* PRAGMA synchronous = FULL (else NORMAL) */
 	long busy_timeout_ms;
-	long batch_max;		  /* most requests per transaction */
-	long queue_max;		  /* most requests waiting; store_submit gives -EAGAIN past it */
-	long grace_seconds;	  /* reconciler: first poll of a new PENDING payment */
-	bool reconcile;		  /* schedule polls for PENDING payments at all */
-	const char *const *sinks; /* outbox: one row per sink per new event */
+	long batch_max;		    /* most requests per transaction */
+	long queue_max;		    /* most requests waiting; store_submit gives -EAGAIN past it */
+	long grace_seconds;	    /* reconciler: first poll of a new PENDING payment */
+	bool reconcile;		    /* schedule polls for PENDING payments at all */
+	const char *const *sinks;   /* outbox: one row per sink per new event */
+	const bool *sink_conflicts; /* per sink: conflicting events too (NULL: none do) */
 	size_t n_sinks;
 };
 
@@ -149,6 +150,12 @@ void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char
 		      const char *order_id, const char *status, long long amount,
 		      const char *source, bool conflict, const char *dedupe_key, const char *raw,
 		      size_t raw_len, int64_t received_at, uint8_t out[STORE_HASH_LEN]);
+
+/* The idempotency key of an event: "<payment_id>:<STATUS>" for a fact that agrees with what
+ * is known, "<payment_id>:<STATUS>:conflict[:<amount>]" for one that contradicts it. Every key
+ * starts with "<payment_id>:", which the payment's event lookups use as a prefix range. */
+void store_dedupe_key(const char *payment_id, const char *status, bool conflict, long long amount,
+		      char *out, size_t n);
 
 /* Last error text of the handle for log lines (never contains secrets). */
 const char *store_errmsg(struct store *s);

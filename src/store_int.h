@@ -29,6 +29,7 @@ struct store {
 	struct store_opts opts;
 	char *path;
 	char *sinks[STORE_MAX_SINKS];
+	bool sink_conflicts[STORE_MAX_SINKS];
 	size_t n_sinks;
 	int lock_fd;
 	sqlite3_stmt *stmts[ST__COUNT];

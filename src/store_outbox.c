@@ -268,9 +268,12 @@ static int apply_outcomes(struct store *s, struct store_req *req)
 			"UPDATE outbox SET state = 'dead', attempts = attempts + "
 			"1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1 "
 			"AND state = 'pending'",
+		[STORE_OUTBOX_MARK_POSTPONE] = "UPDATE outbox SET next_attempt_at = ?2, "
+					       "last_error = ?3 WHERE id = ?1 AND state = "
+					       "'pending'",
 	};
 	struct store_outbox_req *r = OUTBOX_REQ(req);
-	sqlite3_stmt *st[3] = {NULL, NULL, NULL};
+	sqlite3_stmt *st[4] = {NULL, NULL, NULL, NULL};
 	int err = 0;
 
 	r->changed = 0;
@@ -278,7 +281,7 @@ static int apply_outcomes(struct store *s, struct store_req *req)
 		const struct store_outbox_outcome *o = &r->outcomes[i];
 		int v = (int)o->verdict, rc;
 
-		if (v < STORE_OUTBOX_MARK_DELIVERED || v > STORE_OUTBOX_MARK_DEAD) {
+		if (v < STORE_OUTBOX_MARK_DELIVERED || v > STORE_OUTBOX_MARK_POSTPONE) {
 			err = -EINVAL;
 			break;
 		}
@@ -301,7 +304,7 @@ static int apply_outcomes(struct store *s, struct store_req *req)
 		}
 		r->changed += (size_t)sqlite3_changes(s->db);
 	}
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < 4; i++)
 		sqlite3_finalize(st[i]);
 	return err;
 }

@@ -91,6 +91,8 @@ enum store_outbox_verdict {
 	STORE_OUTBOX_MARK_RETRY,     /* attempts + 1, next_attempt_at = at, last_error */
 	STORE_OUTBOX_MARK_DEAD,	     /* state dead, attempts + 1, last_error, next_attempt_at =
 					at (a dead row's next_attempt_at is when it died) */
+	STORE_OUTBOX_MARK_POSTPONE,  /* not attempted: next_attempt_at = at, last_error; attempts
+					unchanged */
 };
 
 struct store_outbox_outcome {

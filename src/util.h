@@ -7,8 +7,9 @@
 
 #define UTIL_SHA256_LEN 32
 
-int64_t util_now_ms(void);  /* wall clock, unix milliseconds */
-int64_t util_mono_ms(void); /* monotonic milliseconds */
+int64_t util_now_ms(void);   /* wall clock, unix milliseconds */
+int64_t util_mono_ms(void);  /* monotonic milliseconds */
+void util_sleep_ms(long ms); /* nanosleep, resumed after signals */
 
 /* Writes 2*len lowercase hex digits and a NUL into out (size >= 2*len+1). */
 void util_hex(const uint8_t *in, size_t len, char *out);

@@ -1,6 +1,8 @@
 /* Integration-test harness (see harness.h). */
 #include "harness.h"
 
+#include <check.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -174,17 +176,42 @@ int hk_daemon_stop(struct hk_daemon *d, int sig)
 	return WEXITSTATUS(status);
 }
 
+/* Sanitizer reports of the daemon (ASan, UBSan, TSan, LSan) go to its log, which tests do
+ * not always read: every cleanup checks it, so that a sanitizer build of the suite fails on
+ * any report. Prints the report's lines. */
+static bool sanitizer_report(const char *log)
+{
+	static const char *const needles[] = {"Sanitizer:", "runtime error:"};
+	FILE *f = fopen(log, "r");
+	char line[4096];
+	bool found = false;
+
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		for (size_t i = 0; i < sizeof(needles) / sizeof(needles[0]); i++)
+			found |= strstr(line, needles[i]) != NULL;
+		if (found)
+			fputs(line, stderr);
+	}
+	fclose(f);
+	return found;
+}
+
 void hk_daemon_cleanup(struct hk_daemon *d)
 {
 	char cmd[400];
+	bool report;
 
 	if (d->pid > 0)
 		hk_daemon_stop(d, SIGKILL);
+	report = d->log[0] != '\0' && sanitizer_report(d->log);
 	if (getenv("HK_KEEP") == NULL && d->dir[0] != '\0') {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
 		if (system(cmd) != 0)
 			fprintf(stderr, "could not remove %s\n", d->dir);
 	}
+	ck_assert_msg(!report, "the daemon's log has a sanitizer report (printed above)");
 }
 
 bool hk_file_contains(const char *path, const char *needle)

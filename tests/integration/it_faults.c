@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <sqlite3.h>
+
 #include "harness.h"
 #include "store.h"
 
@@ -367,6 +370,69 @@ START_TEST(damaged_pages_database_is_refused)
 }
 END_TEST
 
+/* ---- shutdown with a stalled writer (issue 19.4) ---- */
+
+struct poster {
+	pthread_t t;
+	int i;
+	long status;
+	char retry_after[32];
+};
+
+static void *poster_main(void *arg)
+{
+	struct poster *p = arg;
+	struct hk_reply r;
+	char body[160];
+	const char *ra;
+
+	snprintf(body, sizeof(body), "{\"payment_id\":\"KOMPAY-STALL-%d\",\"status\":\"PAID\"}",
+		 p->i);
+	p->status = hk_post_callback(&d, body, HK_CALLBACK_KEY, &r);
+	ra = strcasestr(r.headers, "Retry-After:");
+	if (ra != NULL)
+		snprintf(p->retry_after, sizeof(p->retry_after), "%.*s", (int)strcspn(ra, "\r\n"),
+			 ra);
+	return NULL;
+}
+
+START_TEST(sigterm_with_stalled_writer_answers_503)
+{
+	struct poster p[3];
+	sqlite3 *db;
+	int code;
+
+	/* One callback per transaction, and a writer that waits 2 s for a lock another process
+	 * holds: at SIGTERM three callbacks are still waiting for their commit when the 1 s
+	 * drain ends. */
+	hk_daemon_init(&d, "[store]\nbatch_max = 1\nbusy_timeout_ms = 2000\n"
+			   "[server]\ndrain_timeout = 1\n");
+	ck_assert_msg(hk_daemon_start(&d) == 0, "daemon did not start (log: %s)", d.log);
+	ck_assert_int_eq(sqlite3_open(d.db, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	for (int i = 0; i < 3; i++) {
+		p[i] = (struct poster){.i = i};
+		ck_assert_int_eq(pthread_create(&p[i].t, NULL, poster_main, &p[i]), 0);
+	}
+	sleep_ms(500);
+	code = hk_daemon_stop(&d, SIGTERM);
+	for (int i = 0; i < 3; i++)
+		pthread_join(p[i].t, NULL);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(db);
+	print_file("daemon", d.log);
+	ck_assert_msg(code == 0, "exit status %d after SIGTERM with a stalled writer", code);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_msg(p[i].status == 503, "callback %d answered %ld", i, p[i].status);
+		ck_assert_msg(p[i].retry_after[0] != '\0', "503 without Retry-After");
+	}
+	/* Nothing was acknowledged, and nothing was stored while the lock was held. */
+	ck_assert_int_eq(hk_count(&d, "events"), 0);
+	ck_assert(hk_log_contains(&d, "stopped cleanly"));
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
 	Suite *s = suite_create("faults");
@@ -383,6 +449,12 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, database_in_use_is_refused);
 	tcase_add_test(tc, random_bytes_database_is_refused);
 	tcase_add_test(tc, damaged_pages_database_is_refused);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("shutdown");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, sigterm_with_stalled_writer_answers_503);
 	suite_add_tcase(s, tc);
 	return s;
 }

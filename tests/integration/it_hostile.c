@@ -20,6 +20,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <sqlite3.h>
+
 #include "harness.h"
 
 #define CALLBACK_PATH "/v1/komerce/callback"
@@ -622,6 +624,13 @@ static const struct row rows[] = {
 	     "Content-Length: 2\r\nContent-Length: 40\r\nConnection: close\r\n\r\n"
 	     "{}{\"payment_id\":\"K-CL2\",\"status\":\"PAID\"}"),
 	 .sig_body = "{}"},
+	/* Issue 19.6: a proxy may frame by the other Content-Length: refused even when both
+	 * agree and the body is a valid, signed callback (nothing may be stored). */
+	{"two equal Content-Lengths, valid signed body", 400,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "X-Callback-Api-Key: {SIG}\r\n"
+	     "Content-Length: 56\r\nContent-Length: 56\r\nConnection: close\r\n\r\n"
+	     "{\"payment_id\":\"K-CLDUP\",\"status\":\"PAID\",\"amount\":100000}"),
+	 .sig_body = "{\"payment_id\":\"K-CLDUP\",\"status\":\"PAID\",\"amount\":100000}"},
 	{"Content-Length shorter than the body", 400,
 	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "X-Callback-Api-Key: {SIG}\r\n"
 	     "Content-Length: 14\r\nConnection: close\r\n\r\n"
@@ -919,7 +928,7 @@ static long long log_sum_suppressed(const char *needle, int *ret_lines)
 #define SLOW_SECONDS 15
 
 struct normal_client {
-	volatile bool stop;
+	bool stop; /* atomic */
 	int sent, ok;
 	long long worst_ms;
 	long last_status;
@@ -929,7 +938,7 @@ static void *normal_client_main(void *arg)
 {
 	struct normal_client *nc = arg;
 
-	while (!nc->stop) {
+	while (!__atomic_load_n(&nc->stop, __ATOMIC_ACQUIRE)) {
 		char body[256], pid[64];
 		struct hk_reply r;
 		long long t0 = mono_ms(), took;
@@ -1029,7 +1038,7 @@ START_TEST(slow_clients_do_not_starve_a_normal_one)
 			}
 		}
 	}
-	nc.stop = true;
+	__atomic_store_n(&nc.stop, true, __ATOMIC_RELEASE);
 	pthread_join(th, NULL);
 	for (int i = 0; i < SLOW_CLIENTS; i++) {
 		if (connected[i])
@@ -1108,9 +1117,9 @@ END_TEST
 
 START_TEST(wrong_keys_logged_once_per_interval)
 {
-	/* A source gets 20 failed signatures (then one a second): past that it is answered 429
-	 * without its body being checked, even with a valid signature, until the budget refills.
-	 * The 401s are logged once per interval with the count of lines suppressed. */
+	/* A source gets 20 failed signatures (then one a second): past that its failures are
+	 * answered 429 until the budget refills. The 401s are logged once per interval with the
+	 * count of lines suppressed. */
 	static const char body[] = "{\"payment_id\":\"KOMPAY-BAD-KEY\",\"status\":\"PAID\"}";
 	const int burst = 200, budget = 20;
 	long long t0 = mono_ms(), elapsed, suppressed;
@@ -1131,8 +1140,9 @@ START_TEST(wrong_keys_logged_once_per_interval)
 	ck_assert_msg(unauthorized >= budget && unauthorized <= budget + elapsed / 1000 + 1,
 		      "%d answered 401 in %lld ms", unauthorized, elapsed);
 	ck_assert_int_eq(unauthorized + throttled, burst);
-	/* While throttled, even a valid callback from that address waits. */
-	ck_assert_int_eq(hk_post_callback(&d, body, HK_CALLBACK_KEY, &r), 429);
+	/* Issue 19.1: while its failures are throttled, a valid callback from that address is
+	 * still taken (behind a proxy every callback has the same peer). */
+	ck_assert_int_eq(hk_post_callback(&d, body, HK_CALLBACK_KEY, &r), 200);
 	/* One more after the interval: the budget has a token again and the log line reports
 	 * how many were suppressed. */
 	sleep_ms(1200);
@@ -1152,9 +1162,107 @@ START_TEST(wrong_keys_logged_once_per_interval)
 		      "lines (%d) + suppressed (%lld) should account for all %d 401s", lines,
 		      suppressed, unauthorized);
 	ck_assert(hk_log_contains(&d, "callback throttled"));
-	ck_assert_int_eq(hk_count(&d, "events"), 0);
+	ck_assert_int_eq(hk_count(&d, "events"), 1);
 }
 END_TEST
+
+/* POSTs body signed with key (NULL: no signature) with an X-Forwarded-For header (NULL: none). */
+static long post_xff(const char *body, const char *key, const char *xff, struct hk_reply *r)
+{
+	char url[128], sig[65], h_sig[100], h_xff[160];
+	const char *headers[4] = {"Content-Type: application/json", NULL, NULL, NULL};
+	size_t n = 1;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u" CALLBACK_PATH, d.port);
+	if (key != NULL) {
+		hk_sign(key, body, strlen(body), sig);
+		snprintf(h_sig, sizeof(h_sig), "X-Callback-Api-Key: %s", sig);
+		headers[n++] = h_sig;
+	}
+	if (xff != NULL) {
+		snprintf(h_xff, sizeof(h_xff), "X-Forwarded-For: %s", xff);
+		headers[n++] = h_xff;
+	}
+	return hk_request("POST", url, headers, body, strlen(body), 10000, r);
+}
+
+/* Sends n callbacks with a wrong key; returns how many were answered 429. */
+static int bad_burst(int n, const char *xff)
+{
+	static const char body[] = "{\"payment_id\":\"KOMPAY-BURST\",\"status\":\"PAID\"}";
+	struct hk_reply r;
+	int throttled = 0;
+
+	for (int i = 0; i < n; i++) {
+		long st = post_xff(body, HK_CALLBACK_KEY2, xff, &r);
+
+		ck_assert_msg(st == 401 || st == 429, "status %ld", st);
+		throttled += st == 429;
+	}
+	return throttled;
+}
+
+static int64_t receipts_from(const char *addr)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t n = -1;
+
+	ck_assert_int_eq(sqlite3_open_v2(d.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db,
+					    "SELECT count(*) FROM receipts WHERE remote_addr = ?1",
+					    -1, &st, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+START_TEST(valid_callback_after_bad_ones_same_address)
+{
+	char body[256];
+	struct hk_reply r;
+
+	/* 25 failures from 127.0.0.1: the budget (20) is spent, the last ones are 429 ... */
+	ck_assert_int_ge(bad_burst(25, NULL), 4);
+	/* ... and a correctly signed callback from the same address is still stored. */
+	snprintf(body, sizeof(body), valid_tmpl, "KOMPAY-AFTER-BAD");
+	ck_assert_int_eq(hk_post_callback(&d, body, HK_CALLBACK_KEY, &r), 200);
+	ck_assert_int_eq(hk_count(&d, "events"), 1);
+	/* An X-Forwarded-For from a peer that is not a trusted proxy changes nothing. */
+	ck_assert_int_eq(bad_burst(1, "198.51.100.99"), 1);
+	ck_assert_int_eq(receipts_from("127.0.0.1"), 1);
+}
+END_TEST
+
+START_TEST(trusted_proxy_accounts_per_client)
+{
+	char body[256];
+	struct hk_reply r;
+
+	/* Behind the proxy (127.0.0.1, trusted): one client spends its budget ... */
+	ck_assert_int_ge(bad_burst(25, "198.51.100.7"), 4);
+	/* ... another client behind the same proxy still has its own ... */
+	ck_assert_int_eq(bad_burst(1, "198.51.100.8"), 0);
+	/* ... a proxy chain is read from the right, skipping trusted hops ... */
+	ck_assert_int_eq(bad_burst(1, "198.51.100.9, 127.0.0.5"), 0);
+	ck_assert_int_eq(bad_burst(1, "198.51.100.8, 198.51.100.7"), 1);
+	/* ... and a valid callback from the throttled client is stored, its receipt naming the
+	 * client, not the proxy. */
+	snprintf(body, sizeof(body), valid_tmpl, "KOMPAY-VIA-PROXY");
+	ck_assert_int_eq(post_xff(body, HK_CALLBACK_KEY, "198.51.100.7", &r), 200);
+	ck_assert_int_eq(receipts_from("198.51.100.7"), 1);
+	ck_assert_int_eq(receipts_from("127.0.0.1"), 0);
+}
+END_TEST
+
+static void setup_proxy(void)
+{
+	start_with("[server]\ntrusted_proxies = 127.0.0.0/8, ::1\n");
+}
 
 static void setup_default(void)
 {
@@ -1182,6 +1290,13 @@ static Suite *hostile_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, secrets_never_in_logs);
 	tcase_add_test(tc, wrong_keys_logged_once_per_interval);
+	tcase_add_test(tc, valid_callback_after_bad_ones_same_address);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("proxy");
+	tcase_add_checked_fixture(tc, setup_proxy, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, trusted_proxy_accounts_per_client);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -288,7 +288,7 @@ enum { LOADERS = 8, PER_LOADER = 100000 };
 
 struct loader {
 	int id;
-	volatile int *stop;
+	int *stop;
 	long acked;
 	long sent;
 	int *acked_ids; /* sequence numbers that got a 200 */
@@ -299,15 +299,17 @@ static void *load(void *arg)
 	struct loader *l = arg;
 	struct hk_reply *r = malloc(sizeof(*r));
 
-	for (int i = 0; i < PER_LOADER && !*l->stop; i++) {
+	for (int i = 0; i < PER_LOADER && !__atomic_load_n(l->stop, __ATOMIC_ACQUIRE); i++) {
 		char body[200];
 
 		snprintf(body, sizeof(body),
 			 "{\"payment_id\":\"LOAD-%d-%d\",\"status\":\"PAID\",\"amount\":10000}",
 			 l->id, i);
 		l->sent++;
-		if (hk_post_callback(&d, body, HK_CALLBACK_KEY, r) == 200)
-			l->acked_ids[l->acked++] = i;
+		if (hk_post_callback(&d, body, HK_CALLBACK_KEY, r) == 200) {
+			l->acked_ids[l->acked] = i;
+			__atomic_store_n(&l->acked, l->acked + 1, __ATOMIC_RELEASE);
+		}
 	}
 	free(r);
 	return NULL;
@@ -319,7 +321,7 @@ static bool enough_acked(void *arg)
 	long n = 0;
 
 	for (int i = 0; i < LOADERS; i++)
-		n += __atomic_load_n(&l[i].acked, __ATOMIC_RELAXED);
+		n += __atomic_load_n(&l[i].acked, __ATOMIC_ACQUIRE);
 	return n >= 500;
 }
 
@@ -360,7 +362,7 @@ static void run_load_and_signal(int sig)
 {
 	struct loader l[LOADERS];
 	pthread_t t[LOADERS];
-	volatile int stop = 0;
+	int stop = 0;
 	int code;
 
 	for (int i = 0; i < LOADERS; i++) {
@@ -370,7 +372,7 @@ static void run_load_and_signal(int sig)
 	}
 	ck_assert(hk_wait_until(enough_acked, l, 30000));
 	code = hk_daemon_stop(&d, sig);
-	stop = 1;
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < LOADERS; i++)
 		pthread_join(t[i], NULL);
 	if (sig == SIGTERM)

@@ -509,6 +509,7 @@ static const struct int_key int_keys[] = {
 	{"server", "max_connections", 1, 65536},
 	{"server", "connection_timeout", 1, 3600},
 	{"server", "threads", 0, 64},
+	{"server", "drain_timeout", 0, 300},
 	{"komerce", "timeout_ms", 100, 120000},
 	{"komerce", "connect_timeout_ms", 100, 60000},
 	{"store", "busy_timeout_ms", 0, 600000},
@@ -532,6 +533,36 @@ START_TEST(test_int_ranges)
 		snprintf(v, sizeof(v), "%ld", k->max + 1);
 		expect_invalid_value(k->section, k->key, v);
 	}
+}
+END_TEST
+
+START_TEST(test_trusted_proxies)
+{
+	struct config *c = config_new();
+
+	expect_valid_value("server", "trusted_proxies", "127.0.0.1, 10.0.0.0/8 ::1");
+	expect_invalid_value("server", "trusted_proxies", "10.0.0.0/40");
+	expect_invalid_value("server", "trusted_proxies", "proxy.example");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(config_load_string(c, SECRETS "[server]\ntrusted_proxies = 10.0.0.0/8\n",
+					    NULL, err, sizeof(err)),
+			 0);
+	ck_assert_uint_eq(c->proxies.n, 1);
+	ck_assert(netaddr_list_contains(&c->proxies, "10.20.30.40"));
+	config_free(c);
+	/* sink.NAME.conflicts (issue 19.2) is a boolean, off by default. */
+	c = config_new();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(config_load_string(c,
+					    SECRETS "[sink.a]\nurl = http://127.0.0.1:1/\n"
+						    "secret = 0123456789abcdef\n"
+						    "[sink.b]\nurl = http://127.0.0.1:1/\n"
+						    "secret = 0123456789abcdef\nconflicts = yes\n",
+					    NULL, err, sizeof(err)),
+			 0);
+	ck_assert(!c->sinks[0].conflicts);
+	ck_assert(c->sinks[1].conflicts);
+	config_free(c);
 }
 END_TEST
 
@@ -966,6 +997,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, test_first_error_wins);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_secrets_never_in_errors);
+	tcase_add_test(tc, test_trusted_proxies);
 	suite_add_tcase(s, tc);
 	return s;
 }

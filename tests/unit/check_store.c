@@ -25,6 +25,7 @@ static char tmpdir[PATH_MAX];
 static char dbpath[PATH_MAX];
 static struct store *st;
 static const char *const sinks[] = {"shop", "stream"};
+static const bool sink_conflicts[] = {false, true}; /* only "stream" takes conflicts */
 
 static struct store_opts make_opts(bool readonly, bool reconcile)
 {
@@ -36,6 +37,7 @@ static struct store_opts make_opts(bool readonly, bool reconcile)
 		.grace_seconds = 60,
 		.reconcile = reconcile,
 		.sinks = sinks,
+		.sink_conflicts = sink_conflicts,
 		.n_sinks = 2,
 	};
 	return o;
@@ -354,7 +356,7 @@ START_TEST(test_conflict_after_terminal)
 	p = get_payment(st, "KOMPAY-1");
 	ck_assert_int_eq(p.status, PAYMENT_PAID); /* terminal never regresses */
 	ck_assert_int_eq(count(st, "events"), 3);
-	ck_assert_int_eq(count(st, "outbox"), 6);
+	ck_assert_int_eq(count(st, "outbox"), 5); /* the conflict only to "stream" */
 
 	/* The conflicting fact again: a duplicate that keeps its conflict flag. */
 	ck_assert_int_eq(put(&again, "KOMPAY-1", "EXPIRED", 100000), 0);
@@ -386,15 +388,38 @@ END_TEST
 
 START_TEST(test_amount_mismatch)
 {
-	struct store_req r;
+	struct store_req r, again, right;
 	struct store_payment p;
+	struct store_event_filter f = any();
+	struct collected c;
 
 	put_ok("KOMPAY-1", "PENDING", 100000);
-	ck_assert_int_eq(put(&r, "KOMPAY-1", "PAID", 90000), 0);
+	ck_assert_int_eq(put(&r, "KOMPAY-1", "PAID", 1), 0);
 	ck_assert(!r.duplicate);
 	ck_assert(r.conflict);
 	p = get_payment(st, "KOMPAY-1");
 	ck_assert_int_eq(p.amount, 100000); /* the amount created stays */
+	/* Issue 19.2: a conflicting fact never moves the payment, and stays watched. */
+	ck_assert_int_eq(p.status, PAYMENT_PENDING);
+	ck_assert_int_ne(p.next_poll_at, 0);
+	/* The same conflicting fact again is its duplicate ... */
+	ck_assert_int_eq(put(&again, "KOMPAY-1", "PAID", 1), 0);
+	ck_assert(again.duplicate);
+	ck_assert(again.conflict);
+	ck_assert_int_eq(again.event_id, r.event_id);
+	/* ... but the true PAID, arriving later, is a fact of its own that moves the payment. */
+	ck_assert_int_eq(put(&right, "KOMPAY-1", "PAID", 100000), 0);
+	ck_assert(!right.duplicate);
+	ck_assert(!right.conflict);
+	ck_assert_int_gt(right.event_id, r.event_id);
+	p = get_payment(st, "KOMPAY-1");
+	ck_assert_int_eq(p.status, PAYMENT_PAID);
+	ck_assert_int_eq(p.next_poll_at, 0);
+	f.payment_id = "KOMPAY-1";
+	c = query(st, &f);
+	ck_assert_int_eq(c.n, 3);
+	/* Outbox: PENDING and the true PAID to both sinks, the conflict to "stream" only. */
+	ck_assert_int_eq(count(st, "outbox"), 5);
 
 	/* An absent amount contradicts nothing. */
 	ck_assert_int_eq(put(&r, "KOMPAY-2", "PENDING", 100000), 0);
