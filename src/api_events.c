@@ -1,7 +1,7 @@
 /* GET /v1/events (see api_events.h): validates the query parameters into a store events
  * filter, reads one page on a read-only store opened for this request, and replies with JSON.
  * Called on the admin listener's per-connection threads, so a slow query blocks only its own
- * client; the page itself is built by the store module (store_audit_events_page). */
+ * client; the page itself is built by audit.c. */
 #include "api_events.h"
 
 #include <errno.h>
@@ -9,19 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "http.h"
 #include "log.h"
 #include "store.h"
-#include "store_audit.h"
 
 void api_events_handler(struct http_request *req, void *ctx)
 {
 	static const char *const params[] = {"payment_id", "order_id", "status",   "source",
 					     "since",	   "until",    "after_id", "limit"};
-	const char *db_path = ctx;
+	struct store *writer = ctx;
 	struct store_event_filter f = {.status = PAYMENT_UNKNOWN,
 				       .limit = API_EVENTS_LIMIT_DEFAULT};
-	struct store_opts so = {.path = db_path, .readonly = true, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	char why[128], msg[192], err[512];
 	char *body = NULL;
@@ -32,7 +31,7 @@ void api_events_handler(struct http_request *req, void *ctx)
 
 		if (v == NULL || v[0] == '\0')
 			continue;
-		r = store_audit_filter_set(&f, params[i], v, why, sizeof(why));
+		r = audit_filter_set(&f, params[i], v, why, sizeof(why));
 		if (r == 0 && f.limit > API_EVENTS_LIMIT_MAX) {
 			snprintf(why, sizeof(why), "at most %d", API_EVENTS_LIMIT_MAX);
 			r = -EINVAL;
@@ -44,13 +43,13 @@ void api_events_handler(struct http_request *req, void *ctx)
 		}
 	}
 
-	r = store_open(&so, &s, err, sizeof(err));
+	r = store_open_like(writer, STORE_MODE_READER, &s, err, sizeof(err));
 	if (r < 0) {
 		log_err("events api: %s", err);
 		http_reply_error(req, 503, "store unavailable");
 		return;
 	}
-	r = store_audit_events_page(s, &f, API_EVENTS_MAX_BYTES, &body);
+	r = audit_events_page(s, &f, API_EVENTS_MAX_BYTES, &body);
 	if (r < 0) {
 		log_err("events api: query failed: %s", store_errmsg(s));
 		store_close(s);

@@ -15,7 +15,7 @@ struct http_request;
  * object)}], "next_after_id": N | null}; pass next_after_id as after_id for the next page. 400
  * names the parameter with a bad value; 503 when the database cannot be read.
  *
- * ctx is the database path (const char *): each request opens its own read-only store and
- * closes it. The handler does no authentication: the caller (api.c) registers it behind the
- * admin bearer-token check. */
+ * ctx is the daemon's store (struct store *): each request opens its own read-only handle
+ * like it and closes it. The handler does no authentication: the caller (api.c) registers it behind
+ * the admin bearer-token check. */
 void api_events_handler(struct http_request *req, void *ctx);

@@ -15,27 +15,6 @@
 
 #include "util.h"
 
-const char *event_source_name(enum event_source s)
-{
-	switch (s) {
-	case EVENT_SOURCE_CALLBACK:
-		return "callback";
-	case EVENT_SOURCE_RECONCILE:
-		return "reconcile";
-	case EVENT_SOURCE_API:
-		return "api";
-	}
-	return "unknown";
-}
-
-static void sha256(const void *data, size_t len, uint8_t out[UTIL_SHA256_LEN])
-{
-	unsigned int n = UTIL_SHA256_LEN;
-
-	if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1)
-		memset(out, 0, UTIL_SHA256_LEN);
-}
-
 int callback_verify(const struct callback_keys *k, const char *header, const void *body, size_t len)
 {
 	uint8_t want[UTIL_SHA256_LEN], got[UTIL_SHA256_LEN];
@@ -51,9 +30,9 @@ int callback_verify(const struct callback_keys *k, const char *header, const voi
 		hlen--;
 	if (k->plain) {
 		/* Compare digests so the comparison's time does not depend on key length. */
-		sha256(header, hlen, got);
+		util_sha256(header, hlen, got);
 		for (size_t i = 0; i < k->n; i++) {
-			sha256(k->keys[i], k->lens[i], want);
+			util_sha256(k->keys[i], k->lens[i], want);
 			match |= util_ct_equal(want, got, sizeof(want));
 		}
 		return match ? 0 : -EACCES;

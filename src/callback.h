@@ -6,25 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "payment.h"
-
-#define EVENT_ID_MAX 128 /* payment_id / order_id, bytes including NUL */
-
-enum event_source { EVENT_SOURCE_CALLBACK, EVENT_SOURCE_RECONCILE, EVENT_SOURCE_API };
-
-struct event {
-	char payment_id[EVENT_ID_MAX];
-	char order_id[EVENT_ID_MAX]; /* "" when absent */
-	enum payment_status status;
-	long long amount; /* -1 when absent */
-	char payment_type[32];
-	char channel_code[32];
-	int64_t expires_at; /* unix seconds, 0 when unknown */
-	enum event_source source;
-	const char *raw; /* raw JSON stored with the event (borrowed) */
-	size_t raw_len;
-	char remote_addr[64];
-};
+#include "event.h"
 
 struct callback_keys {
 	const char *const *keys; /* configured callback_API_KEYs */
@@ -42,5 +24,3 @@ int callback_verify(const struct callback_keys *k, const char *header, const voi
 /* Parses a callback body. On success fills *ret (raw points into body) and returns 0. On
  * failure returns -EINVAL and writes a short reason naming the field into why. */
 int callback_parse(const char *body, size_t len, struct event *ret, char *why, size_t why_len);
-
-const char *event_source_name(enum event_source s);

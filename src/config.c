@@ -52,8 +52,11 @@ static const struct key_def key_table[] = {
 	{"server", "threads", KEY_INT, C(threads), "0", 0, 64},
 	{"server", "trusted_proxies", KEY_STR, C(trusted_proxies), "", 0, 0},
 	{"server", "drain_timeout", KEY_INT, C(drain_timeout), "10", 0, 300},
+	{"server", "auth_failure_burst", KEY_INT, C(auth_failure_burst), "20", 1, 100000},
+	{"server", "auth_failure_rate", KEY_DOUBLE, C(auth_failure_rate), "1", 0, 10000},
 	{"admin", "listen", KEY_STR, C(admin_listen), "127.0.0.1:8081", 0, 0},
 	{"admin", "token", KEY_SECRET, C(admin_token), "", 0, 0},
+	{"admin", "max_connections", KEY_INT, C(admin_max_connections), "64", 1, 1024},
 	{"komerce", "base_url", KEY_STR, C(base_url),
 	 "https://api-sandbox.collaborator.komerce.id/user", 0, 0},
 	{"komerce", "api_key", KEY_SECRET, C(api_key), "", 0, 0},
@@ -66,6 +69,7 @@ static const struct key_def key_table[] = {
 	{"store", "synchronous", KEY_SYNC, C(synchronous_full), "full", 0, 0},
 	{"store", "busy_timeout_ms", KEY_INT, C(busy_timeout_ms), "5000", 0, 600000},
 	{"store", "batch_max", KEY_INT, C(batch_max), "512", 1, 65536},
+	{"store", "queue_max", KEY_INT, C(queue_max), "65536", 1, 1048576},
 	{"reconcile", "enabled", KEY_BOOL, C(reconcile_enabled), "true", 0, 0},
 	{"reconcile", "grace_seconds", KEY_INT, C(grace_seconds), "60", 0, 86400},
 	{"reconcile", "max_requests_per_second", KEY_DOUBLE, C(max_requests_per_second), "5", 0,
@@ -86,6 +90,8 @@ static const struct key_def sink_table[] = {
 	{"sink", "timeout_ms", KEY_INT, S(timeout_ms), "5000", 100, 120000},
 	{"sink", "backlog_warn", KEY_INT, S(backlog_warn), "10000", 1, 1000000000},
 	{"sink", "conflicts", KEY_BOOL, S(conflicts), "false", 0, 0},
+	{"sink", "batch", KEY_INT, S(batch), "256", 1, 10000},
+	{"sink", "parallel", KEY_INT, S(parallel), "8", 1, 64},
 };
 #undef S
 

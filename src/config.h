@@ -25,6 +25,8 @@ struct config_sink {
 	long timeout_ms;
 	long backlog_warn; /* warn when pending rows for this sink pass this */
 	bool conflicts;	   /* also forward events flagged conflict */
+	long batch;	   /* outbox rows taken per round */
+	long parallel;	   /* http: concurrent deliveries (distinct payments) */
 };
 
 struct config {
@@ -34,12 +36,15 @@ struct config {
 	long max_body;
 	long max_connections;
 	long connection_timeout;
-	long threads;	       /* MHD worker threads, 0 = one per core */
-	char *trusted_proxies; /* IPs / CIDRs whose X-Forwarded-For is believed */
-	long drain_timeout;    /* s: at stop, wait this long for callbacks being stored */
+	long threads;		  /* MHD worker threads, 0 = one per core */
+	char *trusted_proxies;	  /* IPs / CIDRs whose X-Forwarded-For is believed */
+	long drain_timeout;	  /* s: at stop, wait this long for callbacks being stored */
+	long auth_failure_burst;  /* failed signatures a source may send at once ... */
+	double auth_failure_rate; /* ... and then per second before it gets 429 */
 	/* [admin] */
 	char *admin_listen;
 	char *admin_token;
+	long admin_max_connections;
 	/* [komerce] */
 	char *base_url;
 	char *api_key;
@@ -53,6 +58,7 @@ struct config {
 	bool synchronous_full;
 	long busy_timeout_ms;
 	long batch_max;
+	long queue_max; /* requests waiting for the writer; 503 past it */
 	/* [reconcile] */
 	bool reconcile_enabled;
 	long grace_seconds;

@@ -13,17 +13,17 @@
 
 #include <cjson/cJSON.h>
 
+#include "build_config.h"
+#include "audit.h"
 #include "config.h"
 #include "store.h"
-#include "store_audit.h"
-#include "store_outbox.h"
 #include "util.h"
 
 #define CTL_OK	  0
 #define CTL_FAIL  1
 #define CTL_USAGE 2
 
-#define DEFAULT_CONFIG	"/etc/komerce-hookd/komerce-hookd.conf"
+#define DEFAULT_CONFIG	HOOKD_DEFAULT_CONFIG
 #define TABLE_WINDOW	1000 /* rows buffered to size the table's columns */
 #define TABLE_ERROR_MAX 60   /* last_error is cut in tables */
 
@@ -310,26 +310,6 @@ static void out_end(struct out *o)
 
 /* ---- JSON helpers for rows ---- */
 
-static void add_time(cJSON *o, const char *key, int64_t ms)
-{
-	char iso[40];
-
-	if (ms == 0) {
-		cJSON_AddNullToObject(o, key);
-		return;
-	}
-	util_iso8601_ms(ms, iso, sizeof(iso));
-	cJSON_AddStringToObject(o, key, iso);
-}
-
-static void add_str_or_null(cJSON *o, const char *key, const char *v)
-{
-	if (v == NULL || v[0] == '\0')
-		cJSON_AddNullToObject(o, key);
-	else
-		cJSON_AddStringToObject(o, key, v);
-}
-
 /* ---- opening the store ---- */
 
 static int load_config(struct ctl *c)
@@ -377,14 +357,24 @@ static int resolve_db(struct ctl *c)
 	return 0;
 }
 
-static int open_ro(struct ctl *c)
+/* Opens the store in mode (READER, or ADMIN for replay) with the configuration's sinks, or
+ * only sink when given; 0 or CTL_USAGE (message printed). */
+static int open_store(struct ctl *c, enum store_mode mode, const char *sink)
 {
-	struct store_opts so = {.readonly = true};
+	struct store_sink sinks[CONFIG_MAX_SINKS];
+	struct store_opts so = {.mode = mode, .sinks = sinks};
 	char err[512];
 	int r = resolve_db(c);
 
 	if (r != 0)
 		return r;
+	for (size_t i = 0; c->cfg != NULL && i < c->cfg->n_sinks; i++)
+		if (sink == NULL || strcmp(sink, c->cfg->sinks[i].name) == 0)
+			sinks[so.n_sinks++] = (struct store_sink){.name = c->cfg->sinks[i].name};
+	if (c->cfg != NULL && sink != NULL && so.n_sinks == 0) {
+		fail_line(c, "--sink: no [sink.%s] in %s", sink, c->config_path);
+		return CTL_USAGE;
+	}
 	so.path = c->db_path;
 	so.busy_timeout_ms = c->busy_timeout_ms;
 	if (store_open(&so, &c->store, err, sizeof(err)) < 0) {
@@ -392,6 +382,11 @@ static int open_ro(struct ctl *c)
 		return CTL_USAGE;
 	}
 	return 0;
+}
+
+static int open_ro(struct ctl *c)
+{
+	return open_store(c, STORE_MODE_READER, NULL);
 }
 
 /* ---- option parsing ---- */
@@ -556,7 +551,7 @@ static const struct column event_cols[] = {
 
 static int print_event(void *arg, const struct store_event *e)
 {
-	return out_row(arg, store_audit_event_json(e));
+	return out_row(arg, audit_event_json(e));
 }
 
 static int cmd_events(struct ctl *c, int argc, char **argv)
@@ -606,8 +601,8 @@ static int cmd_events(struct ctl *c, int argc, char **argv)
 				return CTL_USAGE;
 			continue;
 		}
-		if (store_audit_filter_set(&f, names[opt - OPT_PAYMENT_ID], optarg, why,
-					   sizeof(why)) < 0) {
+		if (audit_filter_set(&f, names[opt - OPT_PAYMENT_ID], optarg, why, sizeof(why)) <
+		    0) {
 			fail_line(c, "--%s: '%s': %s", longopts[idx].name, optarg, why);
 			return CTL_USAGE;
 		}
@@ -646,27 +641,10 @@ static const struct column payment_cols[] = {
 
 static int print_payment(void *arg, const struct store_payment *p)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = audit_payment_json(p);
 
 	if (o == NULL)
 		return -ENOMEM;
-	cJSON_AddStringToObject(o, "payment_id", p->payment_id);
-	add_str_or_null(o, "order_id", p->order_id);
-	cJSON_AddStringToObject(o, "status", payment_status_name(p->status));
-	if (p->amount >= 0)
-		cJSON_AddNumberToObject(o, "amount", (double)p->amount);
-	else
-		cJSON_AddNullToObject(o, "amount");
-	add_str_or_null(o, "payment_type", p->payment_type);
-	add_str_or_null(o, "channel_code", p->channel_code);
-	cJSON_AddStringToObject(o, "origin", p->origin);
-	add_time(o, "created_at", p->created_at);
-	add_time(o, "updated_at", p->updated_at);
-	add_time(o, "expires_at", p->expires_at * 1000);
-	add_time(o, "callback_seen_at", p->callback_seen_at);
-	add_time(o, "last_polled_at", p->last_polled_at);
-	add_time(o, "next_poll_at", p->next_poll_at);
-	cJSON_AddNumberToObject(o, "poll_attempts", (double)p->poll_attempts);
 	return out_row(arg, o);
 }
 
@@ -725,7 +703,7 @@ static int cmd_payments(struct ctl *c, int argc, char **argv)
 		       sizeof(payment_cols) / sizeof(payment_cols[0]));
 	if (r != 0)
 		return r;
-	return list_end(c, &o, store_audit_payments(c->store, &f, print_payment, &o));
+	return list_end(c, &o, store_payments_list(c->store, &f, print_payment, &o));
 }
 
 /* ---- outbox ---- */
@@ -763,10 +741,10 @@ static int print_outbox(void *arg, const struct store_outbox_row *r)
 	cJSON_AddStringToObject(o, "sink", r->sink);
 	cJSON_AddStringToObject(o, "state", store_outbox_state_name(r->state));
 	cJSON_AddNumberToObject(o, "attempts", (double)r->attempts);
-	add_time(o, "created_at", r->created_at);
-	add_time(o, "next_attempt_at", r->next_attempt_at);
-	add_time(o, "delivered_at", r->delivered_at);
-	add_str_or_null(o, "last_error", r->last_error);
+	audit_json_time(o, "created_at", r->created_at);
+	audit_json_time(o, "next_attempt_at", r->next_attempt_at);
+	audit_json_time(o, "delivered_at", r->delivered_at);
+	audit_json_str_or_null(o, "last_error", r->last_error);
 	return out_row(arg, o);
 }
 
@@ -836,7 +814,7 @@ static cJSON *status_object(const int64_t *by_status)
 	return o;
 }
 
-static cJSON *stats_json(const struct store_audit_stats *t)
+static cJSON *stats_json(const struct store_stats *t)
 {
 	cJSON *root = cJSON_CreateObject(), *ev, *src, *pay, *rec, *ob, *sinks;
 
@@ -875,7 +853,7 @@ static cJSON *stats_json(const struct store_audit_stats *t)
 		cJSON_AddNumberToObject(k, "pending", (double)t->sinks[i].pending);
 		cJSON_AddNumberToObject(k, "dead", (double)t->sinks[i].dead);
 		cJSON_AddNumberToObject(k, "delivered", (double)t->sinks[i].delivered);
-		add_time(k, "oldest_pending", t->sinks[i].oldest_pending_ms);
+		audit_json_time(k, "oldest_pending", t->sinks[i].oldest_pending_ms);
 		cJSON_AddItemToArray(sinks, k);
 	}
 	return root;
@@ -889,7 +867,7 @@ static void print_by_status(const int64_t *by_status)
 	fputc('\n', stdout);
 }
 
-static void stats_table(const struct store_audit_stats *t)
+static void stats_table(const struct store_stats *t)
 {
 	printf("events              %lld\n", (long long)t->events);
 	printf("  by status         ");
@@ -930,7 +908,7 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 		{"format", required_argument, NULL, OPT_FORMAT},
 		COMMON_OPTS,
 	};
-	struct store_audit_stats t;
+	struct store_stats t;
 	enum fmt fmt = FMT_TABLE;
 	bool handled;
 	int opt, r;
@@ -951,7 +929,7 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 		r = open_ro(c);
 	if (r != 0)
 		return r;
-	r = store_audit_stats(c->store, util_now_ms(), &t);
+	r = store_stats(c->store, util_now_ms(), &t);
 	if (r < 0) {
 		fail_line(c, "query failed: %s", store_errmsg(c->store));
 		return CTL_FAIL;
@@ -1008,7 +986,7 @@ static int cmd_verify(struct ctl *c, int argc, char **argv)
 	why[0] = '\0';
 	r = store_verify(c->store, &checked, &bad, why, sizeof(why));
 	if (r == 0)
-		r = store_audit_orphans(c->store, &bad, why, sizeof(why));
+		r = store_orphans(c->store, &bad, why, sizeof(why));
 	if (r == -EBADMSG) {
 		printf("verify: FAILED at event %lld: %s (%lld events before it are intact)\n",
 		       (long long)bad, why, (long long)checked);
@@ -1038,10 +1016,9 @@ static int cmd_replay(struct ctl *c, int argc, char **argv)
 		{"sink", required_argument, NULL, OPT_SINK},
 		COMMON_OPTS,
 	};
-	const char *sink = NULL, *sinks[CONFIG_MAX_SINKS];
-	size_t n_sinks = 0;
+	const char *sink = NULL;
+	struct store_req req;
 	long long event_id;
-	char err[512];
 	bool handled;
 	int opt, r;
 
@@ -1060,34 +1037,32 @@ static int cmd_replay(struct ctl *c, int argc, char **argv)
 		return CTL_USAGE;
 	if (parse_long(c, "EVENT_ID", argv[optind], 1, &event_id) != 0)
 		return CTL_USAGE;
-	r = open_ro(c); /* checks that this is a komerce-hookd database */
+	r = open_store(c, STORE_MODE_ADMIN, sink);
 	if (r != 0)
 		return r;
-	store_close(c->store);
-	c->store = NULL;
-	if (c->cfg != NULL) {
-		for (size_t i = 0; i < c->cfg->n_sinks; i++) {
-			if (sink == NULL || strcmp(sink, c->cfg->sinks[i].name) == 0)
-				sinks[n_sinks++] = c->cfg->sinks[i].name;
-		}
-		if (sink != NULL && n_sinks == 0) {
-			fail_line(c, "--sink: no [sink.%s] in %s", sink, c->config_path);
-			return CTL_USAGE;
-		}
-	} else if (sink != NULL) {
-		sinks[n_sinks++] = sink;
-	}
-	r = store_audit_replay(c->db_path, event_id, sinks, n_sinks, c->busy_timeout_ms, err,
-			       sizeof(err));
-	if (r < 0) {
-		fail_line(c, "%s", err);
+	/* The configuration's sinks were narrowed to --sink already; with --db alone the
+	 * request names it (or the event's earlier sinks are used). */
+	store_req_replay(&req, event_id, c->cfg == NULL ? sink : NULL);
+	r = store_apply_now(c->store, &req);
+	if (r == -ENOENT) {
+		fail_line(c, "no event %lld", event_id);
 		return CTL_FAIL;
 	}
-	if (r == 0)
+	if (r == -ENODATA) {
+		fail_line(c, "event %lld was never queued for a sink; name one with --sink",
+			  event_id);
+		return CTL_FAIL;
+	}
+	if (r < 0) {
+		fail_line(c, "replay: %s", store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	if (req.changed == 0)
 		printf("replay: event %lld is already pending for %s\n", event_id,
 		       sink != NULL ? sink : "every sink");
 	else
-		printf("replay: event %lld queued for %d sink%s\n", event_id, r, r == 1 ? "" : "s");
+		printf("replay: event %lld queued for %zu sink%s\n", event_id, req.changed,
+		       req.changed == 1 ? "" : "s");
 	return CTL_OK;
 }
 
@@ -1122,7 +1097,7 @@ static int cmd_backup(struct ctl *c, int argc, char **argv)
 	if (r != 0)
 		return r;
 	t0 = util_mono_ms();
-	r = store_audit_backup(c->store, argv[optind], &bytes, err, sizeof(err));
+	r = store_backup(c->store, argv[optind], &bytes, err, sizeof(err));
 	if (r < 0) {
 		fail_line(c, "%s", err);
 		return r == -EEXIST ? CTL_USAGE : CTL_FAIL;

@@ -23,11 +23,8 @@
 #include "sink_http.h"
 #include "sink_redis.h"
 #include "store.h"
-#include "store_outbox.h"
 #include "util.h"
 
-#define BATCH		256  /* rows taken per round */
-#define HTTP_PARALLEL	8    /* concurrent POSTs per HTTP sink (distinct payments) */
 #define RESCAN_MS	1000 /* longest sleep: rows from other processes, due retries */
 #define GAUGE_MS	1000
 #define BACKLOG_WARN_MS 60000
@@ -46,8 +43,8 @@ struct worker {
 	bool failing; /* last round had failures: log recovery once */
 	struct log_rl fail_rl, dead_rl, backlog_rl;
 	/* per round, reused */
-	struct store_outbox_outcome outcomes[BATCH];
-	struct sink_result results[BATCH];
+	struct store_outbox_outcome *outcomes; /* sink.NAME.batch of each */
+	struct sink_result *results;
 };
 
 struct forward {
@@ -60,23 +57,6 @@ struct forward {
 	struct worker workers[CONFIG_MAX_SINKS];
 	size_t n_workers;
 };
-
-static uint32_t next_rand(struct worker *w)
-{
-	/* xorshift32: only spreads retries apart, nothing secret depends on it. */
-	uint32_t x = w->rnd;
-
-	x ^= x << 13;
-	x ^= x >> 17;
-	x ^= x << 5;
-	w->rnd = x != 0 ? x : 0x9e3779b9u;
-	return w->rnd;
-}
-
-static bool stopping(struct forward *f)
-{
-	return __atomic_load_n(&f->stop, __ATOMIC_ACQUIRE) != 0;
-}
 
 static void update_gauge(struct worker *w, bool force)
 {
@@ -97,6 +77,18 @@ static void update_gauge(struct worker *w, bool force)
 
 /* Turns the sink's verdicts into outcomes; returns how many to record and the earliest
  * retry time in *next_due. */
+int64_t forward_backoff_ms(long attempts, uint32_t rnd)
+{
+	const int64_t cap = 10 * 60 * 1000;
+	int64_t base = 1000;
+
+	for (long i = 1; i < attempts && base < cap; i++)
+		base *= 2;
+	if (base > cap)
+		base = cap;
+	return base - (int64_t)(rnd % (uint32_t)(base / 4 + 1));
+}
+
 static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows, size_t n,
 			   int64_t *next_due, size_t *ret_failed)
 {
@@ -137,7 +129,7 @@ static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows
 					 res->verdict == SINK_DEAD ? "refused" : "max_attempts",
 					 log_quote(res->error, q2, sizeof(q2)), sup);
 		} else {
-			int64_t delay = store_outbox_backoff_ms(row->attempts + 1, next_rand(w));
+			int64_t delay = forward_backoff_ms(row->attempts + 1, util_rand32(&w->rnd));
 
 			o->verdict = STORE_OUTBOX_MARK_RETRY;
 			o->at = now + delay;
@@ -181,11 +173,11 @@ static enum metrics_counter counter_for(enum store_outbox_verdict v)
 static int round_once(struct worker *w, int64_t *next_due)
 {
 	struct store_outbox_row *rows = NULL;
-	struct store_outbox_req req;
+	struct store_req req;
 	size_t n = 0, k, failed = 0;
 	int r;
 
-	r = store_outbox_next(w->reader, w->cfg->name, util_now_ms(), BATCH, &rows, &n);
+	r = store_outbox_next(w->reader, w->cfg->name, util_now_ms(), w->cfg->batch, &rows, &n);
 	if (r < 0) {
 		unsigned long long sup = 0;
 
@@ -204,8 +196,8 @@ static int round_once(struct worker *w, int64_t *next_due)
 		sink_redis_deliver(w->redis, rows, n, w->results, &w->f->stop);
 	k = outcomes_for(w, rows, n, next_due, &failed);
 	if (k > 0) {
-		store_outbox_req_outcomes(&req, w->outcomes, k);
-		r = store_submit_wait(w->f->writer, &req.req);
+		store_req_outcomes(&req, w->outcomes, k);
+		r = store_submit_wait(w->f->writer, &req);
 		if (r < 0) {
 			/* Not recorded: the rows stay pending and are sent again. */
 			log_err("forward cannot record outcomes sink=%s rows=%zu err=%d",
@@ -235,7 +227,7 @@ static void wait_for_work(struct worker *w, uint64_t *seen, int64_t wake_mono)
 	ts.tv_sec = (time_t)(wake_mono / 1000);
 	ts.tv_nsec = (long)(wake_mono % 1000) * 1000000;
 	pthread_mutex_lock(&f->mu);
-	while (f->gen == *seen && !stopping(f) && util_mono_ms() < wake_mono)
+	while (f->gen == *seen && !util_flag_get(&f->stop) && util_mono_ms() < wake_mono)
 		if (pthread_cond_timedwait(&f->cond, &f->mu, &ts) == ETIMEDOUT)
 			break;
 	*seen = f->gen;
@@ -253,7 +245,7 @@ static void *worker_main(void *arg)
 	seen = f->gen;
 	pthread_mutex_unlock(&f->mu);
 	update_gauge(w, true);
-	while (!stopping(f)) {
+	while (!util_flag_get(&f->stop)) {
 		int n = round_once(w, &next_due);
 		int64_t wake, in;
 
@@ -277,30 +269,33 @@ static void worker_free(struct worker *w)
 	sink_http_free(w->http);
 	sink_redis_free(w->redis);
 	store_close(w->reader);
+	free(w->outcomes);
+	free(w->results);
 	w->http = NULL;
 	w->redis = NULL;
 	w->reader = NULL;
+	w->outcomes = NULL;
+	w->results = NULL;
 }
 
-static int worker_init(struct forward *f, struct worker *w, const struct config *cfg,
-		       const struct config_sink *sc, char *err, size_t err_len)
+static int worker_init(struct forward *f, struct worker *w, const struct config_sink *sc, char *err,
+		       size_t err_len)
 {
-	struct store_opts o = {
-		.path = cfg->store_path,
-		.readonly = true,
-		.busy_timeout_ms = cfg->busy_timeout_ms,
-	};
 	char serr[256];
 	int r;
 
 	w->f = f;
 	w->cfg = sc;
-	w->rnd = (uint32_t)util_mono_ms() ^ ((uint32_t)getpid() << 8) ^ (uint32_t)(uintptr_t)w;
-	if (w->rnd == 0)
-		w->rnd = 1;
+	w->rnd = util_rand_seed(w);
 	snprintf(w->gauge, sizeof(w->gauge), "hookd_outbox_pending{sink=\"%s\"}", sc->name);
+	w->outcomes = calloc((size_t)sc->batch, sizeof(*w->outcomes));
+	w->results = calloc((size_t)sc->batch, sizeof(*w->results));
+	if (w->outcomes == NULL || w->results == NULL) {
+		snprintf(err, err_len, "forward: sink.%s: out of memory", sc->name);
+		return -ENOMEM;
+	}
 	if (sc->type == CONFIG_SINK_HTTP) {
-		w->http = sink_http_new(sc, HTTP_PARALLEL);
+		w->http = sink_http_new(sc, (size_t)sc->parallel);
 		if (w->http == NULL) {
 			snprintf(err, err_len, "forward: sink.%s: out of memory", sc->name);
 			return -ENOMEM;
@@ -314,7 +309,7 @@ static int worker_init(struct forward *f, struct worker *w, const struct config 
 			return r;
 		}
 	}
-	r = store_open(&o, &w->reader, serr, sizeof(serr));
+	r = store_open_like(f->writer, STORE_MODE_READER, &w->reader, serr, sizeof(serr));
 	if (r < 0) {
 		snprintf(err, err_len, "forward: sink.%s: %s", sc->name, serr);
 		return r;
@@ -350,7 +345,7 @@ int forward_start(const struct config *cfg, struct store *writer, struct forward
 			}
 			f->curl_inited = true;
 		}
-		r = worker_init(f, &f->workers[i], cfg, &cfg->sinks[i], err, err_len);
+		r = worker_init(f, &f->workers[i], &cfg->sinks[i], err, err_len);
 		f->n_workers = i + 1;
 		if (r < 0)
 			goto fail;
@@ -389,7 +384,7 @@ void forward_stop(struct forward *f)
 	if (f == NULL)
 		return;
 	pthread_mutex_lock(&f->mu);
-	__atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
+	util_flag_set(&f->stop);
 	pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&f->mu);
 	for (size_t i = 0; i < f->n_workers; i++) {

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,13 +18,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cjson/cJSON.h>
 #include <microhttpd.h>
 
-#include "callback.h"
 #include "config.h"
 #include "log.h"
 #include "netaddr.h"
-#include "ratelimit.h"
 #include "util.h"
 
 struct http_server {
@@ -65,7 +65,7 @@ struct http_request {
 	size_t reply_len;
 	const char *content_type;
 	char extra_header[128];
-	struct store_req sreq; /* the callback route's write request */
+	max_align_t data[]; /* the route's req_data */
 };
 
 static void req_free(struct http_request *req)
@@ -139,37 +139,9 @@ const char *http_body(struct http_request *req, size_t *ret_len)
 	return req->body != NULL ? req->body : "";
 }
 
-int http_json_escape(const char *s, char *out, size_t n)
+void *http_req_data(struct http_request *req)
 {
-	size_t o = 0;
-
-	if (n < 3)
-		return -1;
-	out[o++] = '"';
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		char esc[8];
-		size_t len;
-
-		if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			len = 2;
-		} else if (c < 0x20) {
-			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			len = 6;
-		} else {
-			esc[0] = (char)c;
-			len = 1;
-		}
-		if (o + len + 2 > n)
-			return -1;
-		memcpy(out + o, esc, len);
-		o += len;
-	}
-	out[o++] = '"';
-	out[o] = '\0';
-	return (int)o;
+	return req->data;
 }
 
 /* ---- replies ---- */
@@ -237,15 +209,27 @@ void http_reply_json(struct http_request *req, unsigned status, const char *json
 	http_reply(req, status, "application/json", json, strlen(json), NULL);
 }
 
+void http_reply_error_hdr(struct http_request *req, unsigned status, const char *msg,
+			  const char *extra_header)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *text = NULL;
+
+	if (o != NULL && cJSON_AddStringToObject(o, "status", "error") != NULL &&
+	    cJSON_AddStringToObject(o, "error", msg) != NULL)
+		text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (text == NULL) {
+		http_reply(req, 500, NULL, "", 0, NULL);
+		return;
+	}
+	http_reply(req, status, "application/json", text, strlen(text), extra_header);
+	cJSON_free(text);
+}
+
 void http_reply_error(struct http_request *req, unsigned status, const char *msg)
 {
-	char esc[512], body[600];
-	int n;
-
-	if (http_json_escape(msg, esc, sizeof(esc)) < 0)
-		snprintf(esc, sizeof(esc), "\"error\"");
-	n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"error\":%s}", esc);
-	http_reply(req, status, "application/json", body, (size_t)n, NULL);
+	http_reply_error_hdr(req, status, msg, NULL);
 }
 
 bool http_suspend(struct http_request *req)
@@ -428,7 +412,7 @@ static bool append_body(struct http_request *req, const char *data, size_t len)
 	return true;
 }
 
-static bool is_json_type(const char *ct)
+bool http_is_json_type(const char *ct)
 {
 	size_t n = strlen("application/json");
 
@@ -486,6 +470,78 @@ static bool refuse_ambiguous_framing(struct http_request *req)
 	return true;
 }
 
+/* A new request: its memory (with the route's req_data) and its addresses. NULL when out of
+ * memory. */
+static struct http_request *new_request(struct http_server *srv, struct MHD_Connection *conn,
+					const char *url, const char *method,
+					const struct http_route *route)
+{
+	struct http_request *req = calloc(1, sizeof(*req) + (route != NULL ? route->req_data : 0));
+
+	if (req == NULL)
+		return NULL;
+	req->srv = srv;
+	req->conn = conn;
+	req->url = url;
+	req->method = method;
+	req->route = route;
+	req->refs = 1; /* MHD's, dropped by on_completed */
+	client_address(conn, req->peer, sizeof(req->peer));
+	netaddr_client(srv->opts.trusted_proxies, req->peer,
+		       MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For"),
+		       MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Forwarded"), req->remote,
+		       sizeof(req->remote));
+	return req;
+}
+
+static enum MHD_Result reply_no_route(struct http_request *req, bool path_known)
+{
+	char allow[64], hdr[80];
+
+	if (!path_known) {
+		http_reply_error(req, 404, "not found");
+		return queue_reply(req);
+	}
+	allowed_methods(req->srv, req->url, allow, sizeof(allow));
+	snprintf(hdr, sizeof(hdr), "Allow: %s", allow);
+	http_reply_error_hdr(req, 405, "method not allowed", hdr);
+	return queue_reply(req);
+}
+
+/* The checks a request's headers allow before any body byte is read. */
+static enum MHD_Result on_headers(struct http_request *req)
+{
+	struct MHD_Connection *conn = req->conn;
+	const char *cl;
+
+	/* Ambiguous framing is how requests are smuggled past proxies: refuse, and close the
+	 * connection so the rest is never read. */
+	if (refuse_ambiguous_framing(req))
+		return queue_reply(req);
+	/* Routes without a body are run on the next call: answering on the first one makes MHD
+	 * close the connection (it cannot know no body follows). */
+	if (!req->route->has_body)
+		return MHD_YES;
+	if (req->route->json_body &&
+	    !http_is_json_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							   MHD_HTTP_HEADER_CONTENT_TYPE))) {
+		http_reply_error(req, 415, "Content-Type must be application/json");
+		return queue_reply(req);
+	}
+	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL) {
+		char *end;
+		unsigned long long v = strtoull(cl, &end, 10);
+
+		if (end == cl || *end != '\0' || v > req->srv->opts.max_body) {
+			req->too_large = true;
+			http_reply_error(req, 413, "body too large");
+			return queue_reply(req);
+		}
+	}
+	return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload_data,
 				  size_t *upload_data_size, void **con_cls)
@@ -495,68 +551,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 	(void)version;
 	if (req == NULL) {
-		const char *cl;
 		bool path_known;
+		const struct http_route *route = find_route(srv, method, url, &path_known);
 
-		req = calloc(1, sizeof(*req));
+		req = new_request(srv, conn, url, method, route);
 		if (req == NULL)
 			return MHD_NO;
-		req->srv = srv;
-		req->conn = conn;
-		req->url = url;
-		req->method = method;
-		req->refs = 1; /* MHD's, dropped by on_completed */
-		client_address(conn, req->peer, sizeof(req->peer));
-		netaddr_client(
-			srv->opts.trusted_proxies, req->peer,
-			MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For"),
-			MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Forwarded"),
-			req->remote, sizeof(req->remote));
 		*con_cls = req;
-
-		req->route = find_route(srv, method, url, &path_known);
-		if (req->route == NULL) {
-			if (path_known) {
-				char allow[64], hdr[80];
-
-				allowed_methods(srv, url, allow, sizeof(allow));
-				snprintf(hdr, sizeof(hdr), "Allow: %s", allow);
-				static const char msg[] =
-					"{\"status\":\"error\",\"error\":\"method not allowed\"}";
-
-				http_reply(req, 405, "application/json", msg, strlen(msg), hdr);
-			} else {
-				http_reply_error(req, 404, "not found");
-			}
-			return queue_reply(req);
-		}
-		/* Ambiguous framing is how requests are smuggled past proxies: refuse, and close
-		 * the connection so the rest is never read. */
-		if (refuse_ambiguous_framing(req))
-			return queue_reply(req);
-		/* Routes without a body are run on the next call: answering on the first one
-		 * makes MHD close the connection (it cannot know no body follows). */
-		if (!req->route->has_body)
-			return MHD_YES;
-		if (req->route->json_body &&
-		    !is_json_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-							      MHD_HTTP_HEADER_CONTENT_TYPE))) {
-			http_reply_error(req, 415, "Content-Type must be application/json");
-			return queue_reply(req);
-		}
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						 MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl != NULL) {
-			char *end;
-			unsigned long long v = strtoull(cl, &end, 10);
-
-			if (end == cl || *end != '\0' || v > srv->opts.max_body) {
-				req->too_large = true;
-				http_reply_error(req, 413, "body too large");
-				return queue_reply(req);
-			}
-		}
-		return MHD_YES;
+		return route == NULL ? reply_no_route(req, path_known) : on_headers(req);
 	}
 	if (*upload_data_size != 0) {
 		size_t len = *upload_data_size;
@@ -730,155 +732,4 @@ void http_free(struct http_server *srv)
 		MHD_stop_daemon(srv->d);
 	pthread_mutex_destroy(&srv->mu);
 	free(srv);
-}
-
-/* ---- the callback route ---- */
-
-static struct log_rl rl_auth, rl_bad, rl_store, rl_throttle;
-
-/* Failed signatures are budgeted per source address (AUTH_BURST, then AUTH_RATE a second).
- * The signature is checked first (HMAC is cheap): a correctly signed callback is never refused
- * because of other requests' failures, which matters behind a reverse proxy where every
- * callback has the same peer. Past its budget, a source's failures are answered 429 instead of
- * 401 and their log lines are folded into the throttle line, so guessing keys stays slow and
- * cheap for us. The table is small and lossy (a slot is taken over by another address), which
- * can only make throttling forget. */
-#define AUTH_SLOTS 1024
-#define AUTH_BURST 20.0
-#define AUTH_RATE  1.0
-
-static struct {
-	pthread_mutex_t mu;
-	struct {
-		char addr[INET6_ADDRSTRLEN];
-		struct ratelimit_bucket bucket;
-	} slot[AUTH_SLOTS];
-} auth_budget = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static size_t auth_slot(const char *addr)
-{
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-	for (; *addr != '\0'; addr++)
-		h = (h ^ (unsigned char)*addr) * 1099511628211ULL;
-	return (size_t)(h % AUTH_SLOTS);
-}
-
-/* Spends one failure of addr's budget: 0 when it had one left (answer 401), else the
- * milliseconds until it has one again (answer 429). */
-static int64_t auth_failure(const char *addr, int64_t now)
-{
-	size_t i = auth_slot(addr);
-	int64_t wait = 0;
-
-	pthread_mutex_lock(&auth_budget.mu);
-	if (strcmp(auth_budget.slot[i].addr, addr) != 0) {
-		snprintf(auth_budget.slot[i].addr, sizeof(auth_budget.slot[i].addr), "%s", addr);
-		ratelimit_bucket_init(&auth_budget.slot[i].bucket, AUTH_RATE, AUTH_BURST, now);
-	}
-	if (ratelimit_take(&auth_budget.slot[i].bucket, now) < 0)
-		wait = ratelimit_wait_ms(&auth_budget.slot[i].bucket, now);
-	pthread_mutex_unlock(&auth_budget.mu);
-	return wait;
-}
-
-/* Runs on the store writer thread once the event's transaction committed or failed. */
-static void callback_done(struct store_req *r)
-{
-	struct http_request *req = r->user;
-	char body[160];
-	int n;
-
-	if (r->result == 0) {
-		if (r->conflict && !r->duplicate) {
-			char pid[160];
-
-			log_warn("callback conflicts with known state payment_id=\"%s\" status=%s "
-				 "event_id=%lld",
-				 log_quote(r->ev.payment_id, pid, sizeof(pid)),
-				 payment_status_name(r->ev.status), (long long)r->event_id);
-		}
-		n = snprintf(body, sizeof(body),
-			     "{\"status\":\"ok\",\"event_id\":%lld,\"duplicate\":%s}",
-			     (long long)r->event_id, r->duplicate ? "true" : "false");
-		http_reply(req, 200, "application/json", body, (size_t)n, NULL);
-		return;
-	}
-	unsigned long long sup;
-
-	metrics_inc(METRICS_STORE_UNAVAILABLE, 1);
-	if (log_rl_allow(&rl_store, 1000, &sup))
-		log_err("callback not stored reason=%s remote=%s detail=\"%s\" suppressed=%llu",
-			r->result == -ENOSPC	  ? "disk_full"
-			: r->result == -EAGAIN	  ? "busy"
-			: r->result == -ESHUTDOWN ? "shutting_down"
-						  : "storage_error",
-			req->remote,
-			store_errmsg(((struct http_callback_ctx *)req->route->ctx)->store), sup);
-	static const char msg[] =
-		"{\"status\":\"error\",\"error\":\"event not stored, retry later\"}";
-
-	http_reply(req, 503, "application/json", msg, strlen(msg), "Retry-After: 5");
-}
-
-void http_callback_handler(struct http_request *req, void *ctx)
-{
-	struct http_callback_ctx *cb = ctx;
-	struct event ev;
-	char why[128];
-	unsigned long long sup;
-	int r;
-
-	if (callback_verify(&cb->keys, http_header(req, "X-Callback-Api-Key"), req->body,
-			    req->body_len) < 0) {
-		int64_t wait = auth_failure(req->remote, util_mono_ms());
-
-		metrics_inc(METRICS_AUTH_FAILURES, 1);
-		if (wait > 0) {
-			static const char msg[] =
-				"{\"status\":\"error\",\"error\":\"too many bad signatures\"}";
-			char hdr[48];
-
-			metrics_inc(METRICS_AUTH_THROTTLED, 1);
-			if (log_rl_allow(&rl_throttle, 1000, &sup))
-				log_warn("callback throttled reason=too_many_auth_failures "
-					 "remote=%s suppressed=%llu",
-					 req->remote, sup);
-			snprintf(hdr, sizeof(hdr), "Retry-After: %lld",
-				 (long long)(wait + 999) / 1000);
-			http_reply(req, 429, "application/json", msg, strlen(msg), hdr);
-			return;
-		}
-		if (log_rl_allow(&rl_auth, 1000, &sup))
-			log_warn("callback rejected reason=%s remote=%s suppressed=%llu",
-				 http_header(req, "X-Callback-Api-Key") ? "bad_signature"
-									: "no_signature",
-				 req->remote, sup);
-		http_reply_error(req, 401, "missing or invalid X-Callback-Api-Key signature");
-		return;
-	}
-	if (callback_parse(req->body != NULL ? req->body : "", req->body_len, &ev, why,
-			   sizeof(why)) < 0) {
-		metrics_inc(METRICS_BAD_REQUESTS, 1);
-		if (log_rl_allow(&rl_bad, 1000, &sup))
-			log_warn("callback rejected reason=\"%s\" remote=%s suppressed=%llu", why,
-				 req->remote, sup);
-		http_reply_error(req, 400, why);
-		return;
-	}
-	snprintf(ev.remote_addr, sizeof(ev.remote_addr), "%s", req->remote);
-	store_req_event(&req->sreq, &ev);
-	req->sreq.done = callback_done;
-	req->sreq.user = req;
-	/* Suspend before submitting: the writer may finish before this function returns. */
-	if (!http_suspend(req)) {
-		req->sreq.result = -ESHUTDOWN;
-		callback_done(&req->sreq);
-		return;
-	}
-	r = store_submit(cb->store, &req->sreq);
-	if (r < 0) {
-		req->sreq.result = r;
-		callback_done(&req->sreq);
-	}
 }

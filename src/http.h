@@ -7,7 +7,6 @@
 #include <stddef.h>
 
 #include "metrics.h"
-#include "store.h"
 
 struct http_server;
 struct http_request;
@@ -24,6 +23,7 @@ struct http_route {
 	enum metrics_endpoint ep;
 	http_handler_fn fn;
 	void *ctx;
+	size_t req_data; /* bytes the transport keeps with each request for fn (http_req_data) */
 };
 
 struct http_opts {
@@ -72,19 +72,15 @@ void http_reply(struct http_request *req, unsigned status, const char *content_t
 void http_reply_json(struct http_request *req, unsigned status, const char *json);
 /* {"status":"error","error":"<msg>"} with msg JSON-escaped. */
 void http_reply_error(struct http_request *req, unsigned status, const char *msg);
+void http_reply_error_hdr(struct http_request *req, unsigned status, const char *msg,
+			  const char *extra_header);
+/* The route's req_data bytes, zeroed when the request arrived; they live as long as the
+ * request, also while it is suspended. */
+void *http_req_data(struct http_request *req);
+/* True for "application/json", with parameters (charset) or not, in any case. */
+bool http_is_json_type(const char *content_type);
 /* Marks the request as waiting: the MHD thread goes on with other connections until
  * http_reply() is called. Must be called from the handler, before handing req elsewhere.
  * Returns false (and changes nothing) when the server is stopping or cannot suspend: the
  * handler must then reply at once. */
 bool http_suspend(struct http_request *req);
-
-/* The callback route: ctx is a struct http_callback_ctx. */
-struct http_callback_ctx {
-	struct store *store;
-	struct callback_keys keys;
-};
-void http_callback_handler(struct http_request *req, void *ctx);
-
-/* Appends s as a JSON string literal (with quotes) into out; returns bytes written or -1 when
- * it does not fit. */
-int http_json_escape(const char *s, char *out, size_t n);

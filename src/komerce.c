@@ -34,6 +34,7 @@
  * Not in the docs and therefore our choices: the 30-day expiry maximum, QRIS fixed at 5 minutes,
  * order_id <= 100 characters, items optional, zone-less timestamps read as WIB (UTC+7).
  */
+#include "build_config.h"
 #include "komerce.h"
 
 #include <ctype.h>

@@ -1,6 +1,7 @@
 /* Counters and gauges for /metrics. Counters are plain atomics in fixed arrays indexed by
  * enum; named gauges live in a small table under a mutex (set rarely: reconciler, forwarder).
  * Rendered on the admin listener's thread. */
+#include "build_config.h"
 #include "metrics.h"
 
 #include <pthread.h>
@@ -133,10 +134,10 @@ static void put(struct buf *b, const char *fmt, ...)
 
 static void render_store(struct buf *b, struct store *store)
 {
-	struct store_stats st;
+	struct store_writer_stats st;
 	uint64_t cum = 0;
 
-	store_get_stats(store, &st);
+	store_writer_stats_get(store, &st);
 	put(b,
 	    "# HELP hookd_events_stored_total New events committed\n"
 	    "# TYPE hookd_events_stored_total counter\nhookd_events_stored_total %llu\n",

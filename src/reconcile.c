@@ -23,7 +23,6 @@
 #include "payment.h"
 #include "ratelimit.h"
 #include "store.h"
-#include "store_reconcile.h"
 #include "util.h"
 
 #define BATCH		 64    /* due rows read per query */
@@ -216,23 +215,6 @@ struct reconcile {
 	struct log_rl error_rl, store_rl, odd_rl;
 };
 
-static bool stopping(struct reconcile *r)
-{
-	return __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) != 0;
-}
-
-static uint32_t next_rand(struct reconcile *r)
-{
-	/* xorshift32: spreads retries apart, nothing secret depends on it */
-	uint32_t x = r->rnd;
-
-	x ^= x << 13;
-	x ^= x >> 17;
-	x ^= x << 5;
-	r->rnd = x != 0 ? x : 0x9e3779b9u;
-	return r->rnd;
-}
-
 static uint64_t current_gen(struct reconcile *r)
 {
 	uint64_t g;
@@ -257,7 +239,7 @@ static void sleep_for(struct reconcile *r, int64_t delay_ms, bool wake, uint64_t
 	ts.tv_sec = deadline / 1000;
 	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
 	pthread_mutex_lock(&r->mu);
-	while (!stopping(r) && !(wake && r->gen != gen) && util_mono_ms() < deadline) {
+	while (!util_flag_get(&r->stop) && !(wake && r->gen != gen) && util_mono_ms() < deadline) {
 		if (pthread_cond_timedwait(&r->cond, &r->mu, &ts) == ETIMEDOUT)
 			break;
 	}
@@ -322,14 +304,14 @@ static void report_committed(struct reconcile *r)
  * on failure nothing was written (results are learned again by the next polls). */
 static int write_updates(struct reconcile *r)
 {
-	struct store_reconcile_req req;
+	struct store_req req;
 	unsigned long long sup = 0;
 	int err;
 
 	if (r->n_updates == 0)
 		return 0;
-	store_reconcile_req_init(&req, r->updates, r->n_updates);
-	err = store_submit_wait(r->writer, &req.req);
+	store_req_reconcile(&req, r->updates, r->n_updates);
+	err = store_submit_wait(r->writer, &req);
 	if (err < 0) {
 		if (log_rl_allow(&r->store_rl, 10000, &sup))
 			log_err("reconcile cannot record poll results updates=%zu err=%d "
@@ -489,7 +471,7 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 		next = res->retry_after_s > 0 && res->retry_after_s < 86400
 			       ? res->retry_after_s * 1000
 			       : DEFAULT_RETRY_MS;
-		u->next_poll_at = reconcile_retry_ms(&sched, next, next_rand(r));
+		u->next_poll_at = reconcile_retry_ms(&sched, next, util_rand32(&r->rnd));
 		r->rate_now = r->rate_now * RATE_DOWN > r->rate * RATE_FLOOR
 				      ? r->rate_now * RATE_DOWN
 				      : r->rate * RATE_FLOOR;
@@ -518,8 +500,8 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 		metrics_inc(METRICS_POLLS_ERROR, 1);
 		on_breaker_failure(r, t, res);
 		next = reconcile_error_delay_ms(r->breaker.failures > 0 ? r->breaker.failures : 1,
-						next_rand(r));
-		u->next_poll_at = reconcile_retry_ms(&sched, next, next_rand(r));
+						util_rand32(&r->rnd));
+		u->next_poll_at = reconcile_retry_ms(&sched, next, util_rand32(&r->rnd));
 		if (log_rl_allow(&r->error_rl, 10000, &sup))
 			log_warn("reconcile poll failed payment_id=%s http=%ld error=%s detail=%s "
 				 "retry_in_ms=%lld suppressed=%llu",
@@ -553,7 +535,7 @@ static bool take_token(struct reconcile *r)
 	for (;;) {
 		int64_t now = util_mono_ms(), wait;
 
-		if (stopping(r))
+		if (util_flag_get(&r->stop))
 			return false;
 		if (ratelimit_take(&r->bucket, now) == 0)
 			return true;
@@ -645,14 +627,14 @@ static int64_t round_once(struct reconcile *r)
 				err, store_errmsg(r->reader), sup);
 		return STORE_RETRY_MS;
 	}
-	for (i = 0; i < n && !stopping(r); i++) {
+	for (i = 0; i < n && !util_flag_get(&r->stop); i++) {
 		o = poll_one(r, &r->rows[i]);
 		if (o != POLLED)
 			break;
 	}
 	if (flush(r) < 0 || o == FAILED)
 		return STORE_RETRY_MS;
-	if (stopping(r))
+	if (util_flag_get(&r->stop))
 		return 0;
 	now = util_now_ms();
 	if (o == BLOCKED)
@@ -671,7 +653,7 @@ static void *reconcile_main(void *arg)
 	struct reconcile *r = arg;
 
 	update_gauges(r, true);
-	while (!stopping(r)) {
+	while (!util_flag_get(&r->stop)) {
 		uint64_t gen = current_gen(r);
 		int64_t delay = round_once(r);
 
@@ -710,7 +692,7 @@ void reconcile_stop(struct reconcile *r)
 	if (r == NULL)
 		return;
 	pthread_mutex_lock(&r->mu);
-	__atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
+	util_flag_set(&r->stop);
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->mu);
 	if (r->started)
@@ -721,11 +703,6 @@ void reconcile_stop(struct reconcile *r)
 int reconcile_start(const struct config *cfg, struct store *writer, struct reconcile **ret,
 		    char *err, size_t err_len)
 {
-	struct store_opts so = {
-		.path = cfg->store_path,
-		.readonly = true,
-		.busy_timeout_ms = cfg->busy_timeout_ms,
-	};
 	struct komerce_opts ko = {
 		.base_url = cfg->base_url,
 		.api_key = cfg->api_key,
@@ -754,9 +731,7 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		cfg->connect_timeout_ms < ko.timeout_ms ? cfg->connect_timeout_ms : ko.timeout_ms;
 	r->hold_ms = ko.timeout_ms + r->min_ms + 1000;
 	r->rescan_ms = clamp64(cfg->grace_seconds * 1000, 1000, MAX_RESCAN_MS);
-	r->rnd = (uint32_t)util_now_ms() ^ ((uint32_t)getpid() << 16);
-	if (r->rnd == 0)
-		r->rnd = 1;
+	r->rnd = util_rand_seed(r);
 	reconcile_breaker_init(&r->breaker);
 	/* Burst 1: requests are spread evenly, never bunched after an idle spell. */
 	ratelimit_bucket_init(&r->bucket, r->rate, 1, util_mono_ms());
@@ -769,7 +744,7 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		reconcile_free(r);
 		return -ENOMEM;
 	}
-	e = store_open(&so, &r->reader, err, err_len);
+	e = store_open_like(writer, STORE_MODE_READER, &r->reader, err, err_len);
 	if (e < 0) {
 		reconcile_free(r);
 		return e;

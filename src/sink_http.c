@@ -2,6 +2,7 @@
  * rows with a libcurl multi handle over a small pool of reused easy handles (kept-alive
  * connections). Only the forwarder thread of this sink calls sink_http_deliver(); the pure
  * helpers (document, signature, classify) are also called by sink_redis and the tests. */
+#include "build_config.h"
 #include "sink_http.h"
 
 #include <errno.h>

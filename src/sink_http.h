@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store_outbox.h"
+#include "store.h"
 
 struct config_sink;
 
@@ -20,7 +20,7 @@ enum sink_verdict {
 
 struct sink_result {
 	enum sink_verdict verdict;
-	char error[STORE_OUTBOX_ERR_MAX]; /* for retry/dead: what went wrong, with the reply */
+	char error[STORE_ERR_MAX]; /* for retry/dead: what went wrong, with the reply */
 };
 
 #define SINK_HTTP_SIG_LEN (7 + 64 + 1) /* "sha256=" + hex + NUL */

@@ -362,7 +362,7 @@ void sink_redis_deliver(struct sink_redis *r, const struct store_outbox_row *row
 			struct sink_result *res, const int *stop)
 {
 	int64_t deadline = util_mono_ms() + r->cfg->timeout_ms;
-	char err[STORE_OUTBOX_ERR_MAX] = "";
+	char err[STORE_ERR_MAX] = "";
 	size_t got = 0;
 	int e = 0;
 
@@ -378,7 +378,7 @@ void sink_redis_deliver(struct sink_redis *r, const struct store_outbox_row *row
 			e = handshake(r, deadline, stop, err, sizeof(err));
 		if (e < 0 && e != -ECANCELED) {
 			/* Nothing was sent: the first row carries the attempt, the rest wait. */
-			char not_sent[STORE_OUTBOX_ERR_MAX];
+			char not_sent[STORE_ERR_MAX];
 
 			drop(r);
 			snprintf(not_sent, sizeof(not_sent), "not sent: %s", err);

@@ -1,155 +1,209 @@
-/* The only door to persistence (SQLite). Nothing else includes sqlite3.h.
+/* The store: the only door to persistence. Nothing else includes sqlite3.h or libpq-fe.h.
  *
- * One read-write struct store owns the writer thread: every write is a struct store_req
- * handed to store_submit(); the writer applies whatever is queued in one transaction (group
- * commit) and then calls each request's done() with its result. Other threads (reconciler,
- * forwarder, admin API, komerce-hookctl) open their own read-only struct store for queries. */
+ * A handle is opened in one of three modes. The daemon's WRITER handle owns the writer thread:
+ * every write is a struct store_req handed to store_submit(); the writer applies whatever is
+ * queued in one transaction (group commit), each request in a savepoint, and then calls each
+ * request's done() with its result. Other threads (reconciler, forwarder, admin API) and
+ * komerce-hookctl open READER handles of their own for queries; komerce-hookctl's replay opens
+ * an ADMIN handle and applies one request in its own transaction (store_apply_now).
+ *
+ * The backend (SQLite, the embedded default) sits behind store_backend.h; callers never see
+ * which one runs. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "callback.h"
-
-#define STORE_HASH_LEN	32
-#define STORE_MAX_SINKS 8
+#include "store_types.h"
 
 struct store;
 
+enum store_backend_kind { STORE_BACKEND_SQLITE };
+
+enum store_mode {
+	STORE_MODE_WRITER, /* creates and migrates the schema; one per database; writer thread */
+	STORE_MODE_READER, /* queries only */
+	STORE_MODE_ADMIN,  /* queries and store_apply_now(); no migration (komerce-hookctl) */
+};
+
+struct store_sink {
+	const char *name;
+	bool conflicts; /* also gets events flagged conflict */
+};
+
 struct store_opts {
-	const char *path;
-	bool readonly;	       /* query handle: no migration, no writer */
-	bool synchronous_full; /* PRAGMA synchronous = FULL (else NORMAL) */
+	enum store_backend_kind backend;
+	const char *path; /* SQLite database file */
+	enum store_mode mode;
+	bool synchronous_full; /* SQLite: PRAGMA synchronous = FULL (else NORMAL) */
 	long busy_timeout_ms;
-	long batch_max;		    /* most requests per transaction */
-	long queue_max;		    /* most requests waiting; store_submit gives -EAGAIN past it */
-	long grace_seconds;	    /* reconciler: first poll of a new PENDING payment */
-	bool reconcile;		    /* schedule polls for PENDING payments at all */
-	const char *const *sinks;   /* outbox: one row per sink per new event */
-	const bool *sink_conflicts; /* per sink: conflicting events too (NULL: none do) */
+	long batch_max;	    /* most requests per transaction */
+	long queue_max;	    /* most requests waiting; store_submit gives -EAGAIN past it */
+	long grace_seconds; /* reconciler: first poll of a new PENDING payment */
+	bool reconcile;	    /* schedule polls for PENDING payments at all */
+	const struct store_sink *sinks; /* outbox: one row per sink per new event */
 	size_t n_sinks;
 };
+
+/* Opens (creating and migrating in WRITER mode) the store. On failure returns -errno and
+ * writes one line into err; *ret is set only on success. */
+int store_open(const struct store_opts *o, struct store **ret, char *err, size_t err_len)
+	__attribute__((warn_unused_result));
+/* Another handle on the same store as s (same options), in mode: a READER for a thread's
+ * queries, typically. */
+int store_open_like(struct store *s, enum store_mode mode, struct store **ret, char *err,
+		    size_t err_len) __attribute__((warn_unused_result));
+/* Stops the writer if running (draining its queue first) and closes. NULL is fine. */
+void store_close(struct store *s);
+/* Last error text of the handle for log lines (never contains secrets). */
+const char *store_errmsg(struct store *s);
+/* "sqlite" (for logs and /readyz). */
+const char *store_backend_name(const struct store *s);
+
+/* ---- write requests ---- */
 
 struct store_req;
 typedef void (*store_done_fn)(struct store_req *r);
 
-/* One unit of work for the writer. The submitter owns the memory and must keep it alive until
- * done() has been called (on the writer thread, after commit or rollback). */
+enum store_req_kind {
+	STORE_REQ_EVENT,     /* store ev: dedupe, chain, payment state, outbox, receipt */
+	STORE_REQ_TRACK,     /* register a PENDING payment from ev (no event); -EEXIST if known */
+	STORE_REQ_OUTCOMES,  /* record delivery outcomes of outbox rows still pending */
+	STORE_REQ_REPLAY,    /* queue an event again for delivery */
+	STORE_REQ_RECONCILE, /* poll schedule changes, each optionally with a learned event */
+};
+
+/* One unit of work. The submitter owns the memory (and anything it points to) until done()
+ * has been called (on the writer thread, after commit or rollback). Fill it with one of the
+ * store_req_*() constructors, then set done and user. */
 struct store_req {
-	/* set by the submitter */
-	int (*apply)(struct store *s, struct store_req *r); /* internal: set by store_req_* */
+	enum store_req_kind kind;
 	store_done_fn done;
 	void *user;
-	struct event ev;     /* for event requests */
-	int64_t received_at; /* unix ms, 0 = now */
+	struct event ev;     /* EVENT, TRACK */
+	int64_t received_at; /* EVENT, TRACK: unix ms, 0 = now */
+	union {
+		struct {
+			const struct store_outbox_outcome *list;
+			size_t n;
+			struct store_outbox_outcome one;
+		} outcomes;
+		struct {
+			int64_t event_id;
+			char sink[STORE_SINK_NAME_MAX]; /* "" = the handle's sinks */
+		} replay;
+		struct {
+			struct store_reconcile_update *list;
+			size_t n;
+		} reconcile;
+	} u;
 	/* set by the writer before done() */
-	int result; /* 0, or -ENOSPC / -EAGAIN / -EIO / -EINVAL / -ESHUTDOWN */
-	int64_t event_id;
-	bool duplicate;
-	bool conflict;
+	int result; /* 0, or -ENOSPC / -EAGAIN / -EIO / -EINVAL / -EEXIST / -ENOENT / -ESHUTDOWN */
+	int64_t event_id; /* EVENT */
+	bool duplicate;	  /* EVENT: the fact was already stored (one more receipt) */
+	bool conflict;	  /* EVENT: contradicts what was known (see store_dedupe_key) */
+	size_t changed;	  /* OUTCOMES: rows changed; REPLAY: rows queued */
 	/* internal */
 	struct store_req *next;
 	void *priv;
 };
 
-/* Opens (creating if needed, read-write) and migrates, or opens read-only. On failure returns
- * -errno and writes one line into err. *ret is set only on success. */
-int store_open(const struct store_opts *o, struct store **ret, char *err, size_t err_len)
-	__attribute__((warn_unused_result));
-/* Stops the writer if running (draining its queue first) and closes. NULL is fine. */
-void store_close(struct store *s);
+void store_req_event(struct store_req *r, const struct event *ev);
+void store_req_track(struct store_req *r, const struct event *ev);
+/* Only rows still pending change (a stale outcome for a row that was meanwhile delivered or
+ * dead-lettered is ignored). o is borrowed. */
+void store_req_outcomes(struct store_req *r, const struct store_outbox_outcome *o, size_t n);
+void store_req_outcome(struct store_req *r, int64_t outbox_id, enum store_outbox_verdict v,
+		       int64_t at, const char *error);
+/* One new pending row (due now) per sink of the handle, or for sink only (NULL = all); with a
+ * handle that has no sinks, the sinks the event was queued for before. A sink that already
+ * has a pending row for the event is skipped. result: -ENOENT (no such event), -EINVAL (sink
+ * unknown to the handle), -ENODATA (no sink to replay to), else 0 with the rows in changed. */
+void store_req_replay(struct store_req *r, int64_t event_id, const char *sink);
+/* Updates applied in order in one savepoint (all or nothing): the "mark polled" write that
+ * must commit before a status request is sent (only_if_watched, last_polled_at = now,
+ * next_poll_at = the earliest safe re-poll) and poll results (event + schedule). */
+void store_req_reconcile(struct store_req *r, struct store_reconcile_update *u, size_t n);
 
 int store_writer_start(struct store *s) __attribute__((warn_unused_result));
 /* Refuses new requests, finishes what is queued, joins the writer thread. */
 void store_writer_stop(struct store *s);
-
-/* Prepares r as "store this event" (callback, reconcile or api source). */
-void store_req_event(struct store_req *r, const struct event *ev);
-
 /* Queues r. Returns 0 (done() will be called), -EAGAIN (queue full) or -ESHUTDOWN. */
 int store_submit(struct store *s, struct store_req *r) __attribute__((warn_unused_result));
 /* Queues r and waits for its result (for threads that may block). Returns r->result. */
 int store_submit_wait(struct store *s, struct store_req *r);
-
+/* Applies r in a transaction of its own on the calling thread (an ADMIN handle: waits up to
+ * busy_timeout_ms for the daemon's writer). Returns r->result; done is not called. */
+int store_apply_now(struct store *s, struct store_req *r);
 /* Called on the writer thread after each successful commit that stored new events. */
 void store_set_commit_hook(struct store *s, void (*fn)(void *arg, size_t new_events), void *arg);
+void store_writer_stats_get(struct store *s, struct store_writer_stats *ret);
+extern const double store_commit_bucket_ms[STORE_COMMIT_BUCKETS];
+extern const double store_batch_bucket[STORE_BATCH_BUCKETS];
 
-/* Writer statistics for metrics (approximate, lock-free reads). */
-struct store_stats {
-	uint64_t commits;
-	uint64_t commit_failures;
-	uint64_t events;
-	uint64_t duplicates;
-	uint64_t conflicts;
-	uint64_t batch_total; /* sum of batch sizes, for the average */
-	uint64_t commit_us_total;
-	uint64_t commit_us_bucket[12]; /* latency histogram: <=0.5,1,2,5,10,25,50,100,250,500,1000
-					  ms, +Inf */
-	uint64_t batch_bucket[10];     /* batch size <=1,2,4,8,16,32,64,128,256,+Inf */
-	uint64_t events_by[4][3];      /* new events by enum payment_status x enum event_source */
-	long queue_len;
-};
-void store_get_stats(struct store *s, struct store_stats *ret);
-extern const double store_commit_bucket_ms[11];
-extern const double store_batch_bucket[9];
+/* ---- queries (any handle; READER handles for threads other than the writer) ----
+ * Callback-style queries call fn for each row in order and stop early when fn returns
+ * non-zero (which is then returned); otherwise they return 0 or -errno. */
 
-/* ---- queries (any handle; read-only ones for threads other than the writer) ---- */
-
-struct store_payment {
-	char payment_id[EVENT_ID_MAX];
-	char order_id[EVENT_ID_MAX];
-	char payment_type[32];
-	char channel_code[32];
-	long long amount; /* -1 when unknown */
-	enum payment_status status;
-	int64_t expires_at; /* unix s, 0 when unknown */
-	int64_t created_at, updated_at, callback_seen_at, last_polled_at, next_poll_at; /* ms, 0 */
-	long poll_attempts;
-	char origin[16];
-};
-
-struct store_event {
-	int64_t id;
-	char payment_id[EVENT_ID_MAX];
-	char order_id[EVENT_ID_MAX];
-	enum payment_status status;
-	long long amount;
-	char source[16];
-	bool conflict;
-	int64_t received_at;
-	char *raw_json; /* heap; freed by the query after the callback returns */
-	long receipts;
-	uint8_t hash[STORE_HASH_LEN];
-};
-
-/* Returns 0 and fills *ret, -ENOENT if unknown, -EIO on a storage error. */
+/* 0 and *ret, -ENOENT if unknown, -EIO on a storage error. */
 int store_payment_get(struct store *s, const char *payment_id, struct store_payment *ret);
-
-struct store_event_filter {
-	const char *payment_id, *order_id, *source;
-	enum payment_status status; /* PAYMENT_UNKNOWN = any */
-	int64_t since_ms, until_ms; /* 0 = unbounded; until is exclusive */
-	int64_t after_id;	    /* cursor: id > after_id */
-	long limit;		    /* 0 = no limit */
-};
-/* Calls fn for each matching event in id order; stops early if fn returns non-zero (which is
- * then returned). Returns 0, or -EIO. */
+/* Oldest first. */
+int store_payments_list(struct store *s, const struct store_payment_filter *f,
+			int (*fn)(void *arg, const struct store_payment *p), void *arg);
+/* In id order. */
 int store_events_query(struct store *s, const struct store_event_filter *f,
 		       int (*fn)(void *arg, const struct store_event *e), void *arg);
-
+/* The query plan of the statement store_events_query() runs for f, one row a line: a prepare,
+ * never a scan. -ENOTSUP where the backend cannot tell. */
+int store_events_plan(struct store *s, const struct store_event_filter *f, char *out,
+		      size_t out_len);
+/* Rows of table: events, payments, receipts or outbox (-EINVAL for anything else). */
 int store_count(struct store *s, const char *table, int64_t *ret);
-
-/* Walks the hash chain. Returns 0 with *ret_checked rows when intact; -EBADMSG with
- * *ret_bad_id and a reason in why when not; -EIO on a storage error. */
+/* Walks the hash chain. 0 with *ret_checked rows when intact; -EBADMSG with *ret_bad_id and a
+ * reason in why when not; -EIO on a storage error. */
 int store_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, char *why,
 		 size_t why_len);
+/* Receipts or outbox rows that refer to an event missing from the chain reveal deleted rows,
+ * also at the tail where the chain alone cannot tell. 0 when none, -EBADMSG with the smallest
+ * missing event id and a reason, or -errno. */
+int store_orphans(struct store *s, int64_t *ret_bad_id, char *why, size_t why_len);
+/* Every figure inside one read transaction, so they agree with each other. */
+int store_stats(struct store *s, int64_t now_ms, struct store_stats *ret);
+/* A consistent copy of the live store into dest (which must not exist). Returns 0 and the
+ * bytes written, or -errno with a line in err (-ENOTSUP where the backend has its own tools). */
+int store_backup(struct store *s, const char *dest, int64_t *ret_bytes, char *err, size_t err_len);
 
-/* The chain hash of an event (exported for tests and the verifier). */
-void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
-		      const char *order_id, const char *status, long long amount,
-		      const char *source, bool conflict, const char *dedupe_key, const char *raw,
-		      size_t raw_len, int64_t received_at, uint8_t out[STORE_HASH_LEN]);
+/* The next deliverable rows of sink: pending, due (next_attempt_at <= now_ms), and only the
+ * lowest pending outbox id of each payment, so no second event of a payment is handed out
+ * before the earlier one was delivered or dead-lettered. Longest due first, at most limit
+ * rows. On success *ret_rows is a heap array of *ret_n rows (raw_json heap too; free with
+ * store_outbox_rows_free). */
+int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long limit,
+		      struct store_outbox_row **ret_rows, size_t *ret_n)
+	__attribute__((warn_unused_result));
+void store_outbox_rows_free(struct store_outbox_row *rows, size_t n);
+/* Rows of sink (NULL = every sink) in state (STORE_OUTBOX_ANY = all). */
+int store_outbox_count(struct store *s, const char *sink, enum store_outbox_state state,
+		       int64_t *ret);
+/* In outbox id order; raw_json is valid only during the call. */
+int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
+		      int (*fn)(void *arg, const struct store_outbox_row *r), void *arg);
+int store_outbox_summaries(struct store *s,
+			   int (*fn)(void *arg, const struct store_outbox_summary *sum), void *arg);
+
+/* PENDING watched payments with next_poll_at <= now_ms, oldest due first, at most max rows. */
+int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
+			struct store_reconcile_row *rows, size_t *ret_n);
+/* Earliest next_poll_at of a PENDING watched payment into *ret_ms. -ENOENT when none. */
+int store_reconcile_next_due(struct store *s, int64_t *ret_ms);
+/* Watched payments (next_poll_at set). */
+int store_reconcile_watched(struct store *s, int64_t *ret);
+
+/* ---- pure helpers (store_event.c) ---- */
+
+const char *store_outbox_state_name(enum store_outbox_state st);
+enum store_outbox_state store_outbox_state_parse(const char *name); /* ANY when unknown */
 
 /* The idempotency key of an event: "<payment_id>:<STATUS>" for a fact that agrees with what
  * is known, "<payment_id>:<STATUS>:conflict[:<amount>]" for one that contradicts it. Every key
@@ -157,5 +211,9 @@ void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char
 void store_dedupe_key(const char *payment_id, const char *status, bool conflict, long long amount,
 		      char *out, size_t n);
 
-/* Last error text of the handle for log lines (never contains secrets). */
-const char *store_errmsg(struct store *s);
+/* The chain hash of an event: SHA-256 over a version tag, the previous hash and every stored
+ * field, each length-prefixed (exported for the verifier and the tests). */
+void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
+		      const char *order_id, const char *status, long long amount,
+		      const char *source, bool conflict, const char *dedupe_key, const char *raw,
+		      size_t raw_len, int64_t received_at, uint8_t out[STORE_HASH_LEN]);

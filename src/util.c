@@ -32,12 +32,39 @@ int64_t util_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t util_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void util_sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
+}
+
+uint32_t util_rand32(uint32_t *state)
+{
+	uint32_t x = *state;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	*state = x != 0 ? x : 0x9e3779b9u;
+	return *state;
+}
+
+uint32_t util_rand_seed(const void *salt)
+{
+	uint32_t s =
+		(uint32_t)util_mono_us() ^ ((uint32_t)getpid() << 16) ^ (uint32_t)(uintptr_t)salt;
+
+	return s != 0 ? s : 1;
 }
 
 void util_hex(const uint8_t *in, size_t len, char *out)
@@ -87,6 +114,14 @@ int util_hmac_sha256(const void *key, size_t key_len, const void *data, size_t d
 	if (HMAC(EVP_sha256(), key, (int)key_len, data, data_len, out, &len) == NULL)
 		return -EIO;
 	return 0;
+}
+
+void util_sha256(const void *data, size_t len, uint8_t out[UTIL_SHA256_LEN])
+{
+	unsigned int n = UTIL_SHA256_LEN;
+
+	if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1)
+		memset(out, 0, UTIL_SHA256_LEN);
 }
 
 bool util_ct_equal(const void *a, const void *b, size_t len)

@@ -319,7 +319,7 @@ long hk_post_callback(const struct hk_daemon *d, const char *body, const char *k
 
 long long hk_count(const struct hk_daemon *d, const char *table)
 {
-	struct store_opts o = {.path = d->db, .readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts o = {.path = d->db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s;
 	char err[256];
 	int64_t n = -1;

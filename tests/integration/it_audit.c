@@ -22,8 +22,8 @@
 #include <sqlite3.h>
 
 #include "harness.h"
+#include "audit.h"
 #include "store.h"
-#include "store_audit.h"
 #include "util.h"
 
 #define NO_RECONCILE "[reconcile]\nenabled = false\n"
@@ -210,7 +210,7 @@ static struct store *open_writer(const char *path)
 
 static struct store *open_ro(const char *path)
 {
-	struct store_opts o = {.path = path, .readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts o = {.path = path, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	char err[512];
 
@@ -626,12 +626,12 @@ START_TEST(events_pages_walk_every_event_once)
 	size_t o = 0;
 	int pages = 0;
 
-	ck_assert_int_eq(store_audit_filter_set(&f, "limit", "4", why, sizeof(why)), 0);
+	ck_assert_int_eq(audit_filter_set(&f, "limit", "4", why, sizeof(why)), 0);
 	for (;;) {
 		char *body = NULL;
 		cJSON *j, *e, *next;
 
-		ck_assert_int_eq(store_audit_events_page(s, &f, 1 << 20, &body), 0);
+		ck_assert_int_eq(audit_events_page(s, &f, 1 << 20, &body), 0);
 		j = cJSON_Parse(body);
 		ck_assert_msg(j != NULL, "%s", body);
 		free(body);
@@ -661,7 +661,7 @@ START_TEST(events_pages_walk_every_event_once)
 		char *body = NULL;
 		cJSON *j;
 
-		ck_assert_int_eq(store_audit_events_page(s, &g, 1, &body), 0);
+		ck_assert_int_eq(audit_events_page(s, &g, 1, &body), 0);
 		j = cJSON_Parse(body);
 		ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "events")), 1);
 		ck_assert_int_eq(cJSON_GetObjectItem(j, "next_after_id")->valueint, 1);
@@ -677,18 +677,18 @@ START_TEST(filter_parameters_are_validated)
 	struct store_event_filter f = {.status = PAYMENT_UNKNOWN};
 	char why[128];
 
-	ck_assert_int_eq(store_audit_filter_set(&f, "limit", "0", why, sizeof(why)), -EINVAL);
-	ck_assert_int_eq(store_audit_filter_set(&f, "limit", "-3", why, sizeof(why)), -EINVAL);
-	ck_assert_int_eq(store_audit_filter_set(&f, "after_id", "x1", why, sizeof(why)), -EINVAL);
-	ck_assert_int_eq(store_audit_filter_set(&f, "since", "yesterday", why, sizeof(why)),
+	ck_assert_int_eq(audit_filter_set(&f, "limit", "0", why, sizeof(why)), -EINVAL);
+	ck_assert_int_eq(audit_filter_set(&f, "limit", "-3", why, sizeof(why)), -EINVAL);
+	ck_assert_int_eq(audit_filter_set(&f, "after_id", "x1", why, sizeof(why)), -EINVAL);
+	ck_assert_int_eq(audit_filter_set(&f, "since", "yesterday", why, sizeof(why)),
 			 -EINVAL);
-	ck_assert_int_eq(store_audit_filter_set(&f, "status", "REFUNDED", why, sizeof(why)),
+	ck_assert_int_eq(audit_filter_set(&f, "status", "REFUNDED", why, sizeof(why)),
 			 -EINVAL);
-	ck_assert_int_eq(store_audit_filter_set(&f, "source", "web", why, sizeof(why)), -EINVAL);
-	ck_assert_int_eq(store_audit_filter_set(&f, "colour", "red", why, sizeof(why)), -ENOENT);
-	ck_assert_int_eq(store_audit_filter_set(&f, "source", "Reconcile", why, sizeof(why)), 0);
+	ck_assert_int_eq(audit_filter_set(&f, "source", "web", why, sizeof(why)), -EINVAL);
+	ck_assert_int_eq(audit_filter_set(&f, "colour", "red", why, sizeof(why)), -ENOENT);
+	ck_assert_int_eq(audit_filter_set(&f, "source", "Reconcile", why, sizeof(why)), 0);
 	ck_assert_str_eq(f.source, "reconcile");
-	ck_assert_int_eq(store_audit_filter_set(&f, "until", "2026-08-12T10:15:30.5+07:00", why,
+	ck_assert_int_eq(audit_filter_set(&f, "until", "2026-08-12T10:15:30.5+07:00", why,
 						sizeof(why)),
 			 0);
 	ck_assert_int_eq(f.until_ms, 1786504530500LL);
@@ -705,7 +705,7 @@ static void assert_plan(struct store *s, const struct store_event_filter *f, con
 {
 	char plan[2048];
 
-	ck_assert_int_eq(store_audit_events_plan(s, f, plan, sizeof(plan)), 0);
+	ck_assert_int_eq(store_events_plan(s, f, plan, sizeof(plan)), 0);
 	fprintf(stderr, "EXPLAIN QUERY PLAN (%s):\n%s", needle, plan);
 	ck_assert_msg(strstr(plan, needle) != NULL, "plan does not search by %s:\n%s", needle,
 		      plan);
@@ -1322,10 +1322,10 @@ START_TEST(verify_and_query_100k_events)
 		struct store_event_filter f = {.status = PAYMENT_UNKNOWN,
 					       .payment_id = "KOMPAY-BIG-4242"};
 
-		ck_assert_int_eq(store_audit_events_plan(s, &f, plan, sizeof(plan)), 0);
+		ck_assert_int_eq(store_events_plan(s, &f, plan, sizeof(plan)), 0);
 		f.payment_id = NULL;
 		f.order_id = "ORD-BIG-31337";
-		ck_assert_int_eq(store_audit_events_plan(s, &f, plan2, sizeof(plan2)), 0);
+		ck_assert_int_eq(store_events_plan(s, &f, plan2, sizeof(plan2)), 0);
 	}
 	store_close(s);
 	fprintf(stderr,

@@ -84,7 +84,7 @@ static int count_event(void *arg, const struct store_event *e)
  * hash chain verifies. */
 static void assert_each_once(const char *db, char (*ids)[64], int n)
 {
-	struct store_opts o = {.path = db, .readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts o = {.path = db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	int64_t checked = 0, bad = 0;
 	char err[256], why[256] = "";

@@ -29,7 +29,6 @@
 
 #include "harness.h"
 #include "store.h"
-#include "store_outbox.h"
 
 #define SECRET	     "0123456789abcdef0123"
 #define STREAM	     "hookd-events"
@@ -538,7 +537,7 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 
 static int64_t outbox_count(const struct hk_daemon *d, const char *sink, enum store_outbox_state st)
 {
-	struct store_opts o = {.path = d->db, .readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts o = {.path = d->db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s;
 	char err[256];
 	int64_t n = -1;
@@ -554,7 +553,7 @@ static int64_t outbox_count(const struct hk_daemon *d, const char *sink, enum st
 struct list_acc {
 	long min_attempts_rows; /* rows with attempts >= min */
 	long min;
-	char last_error[STORE_OUTBOX_ERR_MAX];
+	char last_error[STORE_ERR_MAX];
 };
 
 static int acc_row(void *arg, const struct store_outbox_row *r)
@@ -570,7 +569,7 @@ static int acc_row(void *arg, const struct store_outbox_row *r)
 static long outbox_rows_with_attempts(const struct hk_daemon *d, enum store_outbox_state st,
 				      long min, char *last_error, size_t n)
 {
-	struct store_opts o = {.path = d->db, .readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts o = {.path = d->db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store_outbox_filter f = {.state = st};
 	struct list_acc a = {.min = min};
 	struct store *s;
@@ -829,7 +828,7 @@ START_TEST(test_max_attempts_then_dead)
 {
 	struct receiver *rx = rx_start();
 	struct hk_daemon d;
-	char conf[1024], last[STORE_OUTBOX_ERR_MAX];
+	char conf[1024], last[STORE_ERR_MAX];
 
 	rx_set_mode(rx, RX_500);
 	http_sink_conf(conf, sizeof(conf), rx->port, "max_attempts = 2\n");
@@ -887,7 +886,7 @@ START_TEST(test_unsent_rows_spend_no_attempts)
 				      rx_accepted_count(rx, ids[i]));
 	}
 	/* Every dead row is a reset document that was really sent three times. */
-	o = (struct store_opts){.path = d.db, .readonly = true, .busy_timeout_ms = 5000};
+	o = (struct store_opts){.path = d.db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), 0);
 	ck_assert_int_eq(store_outbox_list(s, &f, acc_row, &dead), 0);
 	store_close(s);
@@ -929,7 +928,7 @@ START_TEST(test_4xx_dead_letter_and_replay)
 {
 	struct receiver *rx = rx_start();
 	struct hk_daemon d;
-	char conf[1024], last[STORE_OUTBOX_ERR_MAX], metrics_url[128];
+	char conf[1024], last[STORE_ERR_MAX], metrics_url[128];
 	const char *hookctl = getenv("HOOKCTL_BIN");
 	long long e1, e2;
 	struct hk_reply rep;
@@ -963,20 +962,20 @@ START_TEST(test_4xx_dead_letter_and_replay)
 	/* Through the store API (the writer lock needs the daemon stopped). */
 	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
 	{
-		const char *sinks[] = {"app"};
+		const struct store_sink sinks[] = {{"app", false}};
 		struct store_opts o = {
 			.path = d.db, .busy_timeout_ms = 5000, .sinks = sinks, .n_sinks = 1};
-		struct store_outbox_req req;
+		struct store_req req;
 		struct store *s;
 		char err[256];
 
 		ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
 		ck_assert_int_eq(store_writer_start(s), 0);
-		store_outbox_req_replay(&req, e2, NULL);
-		ck_assert_int_eq(store_submit_wait(s, &req.req), 0);
+		store_req_replay(&req, e2, NULL);
+		ck_assert_int_eq(store_submit_wait(s, &req), 0);
 		ck_assert_uint_eq(req.changed, 1);
-		store_outbox_req_replay(&req, e2 + 1000, NULL);
-		ck_assert_int_eq(store_submit_wait(s, &req.req), -ENOENT);
+		store_req_replay(&req, e2 + 1000, NULL);
+		ck_assert_int_eq(store_submit_wait(s, &req), -ENOENT);
 		store_close(s);
 	}
 	ck_assert_int_eq(hk_daemon_start(&d), 0);

@@ -36,7 +36,7 @@ static const char paid_body[] = "{\"payment_id\":\"KOMPAY-1699012345-A1B2C3\",\"
 
 static struct store *open_ro(void)
 {
-	struct store_opts o = {.path = d.db, .readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts o = {.path = d.db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	char err[256];
 

@@ -141,7 +141,7 @@ static void announce(const char *id)
 
 static struct store *open_ro(void)
 {
-	struct store_opts o = {.path = d.db, .readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts o = {.path = d.db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	char err[256];
 

@@ -1,21 +1,24 @@
-/* Check suite for src/api.c's pure parts: the bearer-token check, payment ids from decoded
- * paths, the upstream-error mapping, the create-request preparation (callback fields belong to
- * the daemon), the track-request reader, and the methods cache (TTL, stale copy on a failed
- * refresh, retry back-off) driven by a fake clock and a fake Komerce.
- *
- * api.c is compiled into this file so that its static functions can be tested without
- * widening api.h; link with src/http.c, src/metrics.c, src/komerce.c, src/api_events.c (not
- * src/api.c).
- */
-#include "api.c"
+/* Check suite for the admin API's rules (src/api_req.c: the bearer-token check, payment ids
+ * from decoded paths, the upstream-error mapping, the create-request preparation, whose
+ * callback fields belong to the daemon, the track-request reader) and its methods cache
+ * (src/api_methods.c: TTL, stale copy on a failed refresh, retry back-off) driven by a fake
+ * clock and a fake Komerce. */
+#include "api_methods.h"
+#include "api_req.h"
 
 #include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
 
 /* ---- token ----------------------------------------------------------------------------- */
 
 static void hash_of(const char *token, uint8_t out[UTIL_SHA256_LEN])
 {
-	sha256(token, strlen(token), out);
+	api_token_hash(token, out);
 }
 
 START_TEST(test_token)
@@ -216,11 +219,11 @@ static const char methods_reply[] =
 static int fake_calls;
 static int fake_mode; /* 0 ok, 1 timeout, 2 data is not an array */
 
-static int fake_fetch(struct api *a, struct komerce_result *ret)
+static int fake_fetch(void *ctx, struct komerce_result *ret)
 {
 	static const char not_array[] = "{\"meta\":{\"code\":200},\"data\":{\"x\":1}}";
 
-	(void)a;
+	(void)ctx;
 	fake_calls++;
 	if (fake_mode == 1) {
 		memset(ret, 0, sizeof(*ret));
@@ -234,23 +237,18 @@ static int fake_fetch(struct api *a, struct komerce_result *ret)
 	return komerce_parse_reply(200, methods_reply, strlen(methods_reply), ret);
 }
 
-static struct api fake;
+static struct api_methods fake;
 
 static void methods_setup(void)
 {
-	memset(&fake, 0, sizeof(fake));
-	pthread_mutex_init(&fake.methods_mu, NULL);
-	pthread_mutex_init(&fake.pool_mu, NULL);
-	fake.fetch_methods = fake_fetch;
+	api_methods_init(&fake, fake_fetch, NULL);
 	fake_calls = 0;
 	fake_mode = 0;
 }
 
 static void methods_teardown(void)
 {
-	cJSON_free(fake.methods.text);
-	pthread_mutex_destroy(&fake.methods_mu);
-	pthread_mutex_destroy(&fake.pool_mu);
+	api_methods_destroy(&fake);
 }
 
 /* One methods_get at monotonic time t (ms); returns its result, *stale and the text. */
@@ -261,7 +259,7 @@ static int get_at(int64_t t, bool *stale, char **text, enum komerce_err *err)
 	int r;
 
 	*stale = false;
-	r = methods_get(&fake, t, 1786529730000LL + t, text, stale, &fetched, &res);
+	r = api_methods_get(&fake, t, 1786529730000LL + t, text, stale, &fetched, &res);
 	*err = res.err;
 	komerce_result_clear(&res);
 	return r;

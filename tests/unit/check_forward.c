@@ -7,7 +7,7 @@
 #include "forward.h"
 #include "sink_http.h"
 #include "sink_redis.h"
-#include "store_outbox.h"
+#include "store.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -184,7 +184,7 @@ START_TEST(test_backoff_bounds)
 
 	for (long a = 1; a <= 40; a++) {
 		for (size_t i = 0; i < sizeof(rnds) / sizeof(rnds[0]); i++) {
-			int64_t d = store_outbox_backoff_ms(a, rnds[i]);
+			int64_t d = forward_backoff_ms(a, rnds[i]);
 
 			ck_assert_int_le(d, base);
 			ck_assert_int_ge(d, base - base / 4);
@@ -193,11 +193,11 @@ START_TEST(test_backoff_bounds)
 		if (base < 600000)
 			base = base * 2 > 600000 ? 600000 : base * 2;
 	}
-	ck_assert_int_eq(store_outbox_backoff_ms(1, 0), 1000);
-	ck_assert_int_eq(store_outbox_backoff_ms(2, 0), 2000);
-	ck_assert_int_eq(store_outbox_backoff_ms(3, 0), 4000);
-	ck_assert_int_eq(store_outbox_backoff_ms(11, 0), 600000); /* 1024 s capped */
-	ck_assert_int_eq(store_outbox_backoff_ms(1000, 0), 600000);
+	ck_assert_int_eq(forward_backoff_ms(1, 0), 1000);
+	ck_assert_int_eq(forward_backoff_ms(2, 0), 2000);
+	ck_assert_int_eq(forward_backoff_ms(3, 0), 4000);
+	ck_assert_int_eq(forward_backoff_ms(11, 0), 600000); /* 1024 s capped */
+	ck_assert_int_eq(forward_backoff_ms(1000, 0), 600000);
 }
 END_TEST
 
@@ -206,7 +206,7 @@ START_TEST(test_backoff_jitter_spreads)
 	int64_t lo = INT64_MAX, hi = 0;
 
 	for (uint32_t r = 0; r < 2000; r++) {
-		int64_t d = store_outbox_backoff_ms(4, r * 2654435761u);
+		int64_t d = forward_backoff_ms(4, r * 2654435761u);
 
 		lo = d < lo ? d : lo;
 		hi = d > hi ? d : hi;
@@ -293,13 +293,13 @@ END_TEST
 
 static char dir[256];
 static struct store *wr, *rd;
-static const char *const sinks[] = {"a", "b"};
+static const struct store_sink sinks[] = {{"a", false}, {"b", false}};
 
 static void db_setup(void)
 {
 	char path[300], err[256];
 	struct store_opts o = {.busy_timeout_ms = 5000, .sinks = sinks, .n_sinks = 2};
-	struct store_opts ro = {.readonly = true, .busy_timeout_ms = 5000};
+	struct store_opts ro = {.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 
 	snprintf(dir, sizeof(dir), "%s/check-forward-XXXXXX",
 		 getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
@@ -372,9 +372,9 @@ static void assert_one_per_payment(const struct store_outbox_row *rows, size_t n
 				      "two rows of payment %s handed out", rows[i].payment_id);
 }
 
-static int submit(struct store_outbox_req *r)
+static int submit(struct store_req *r)
 {
-	return store_submit_wait(wr, &r->req);
+	return store_submit_wait(wr, r);
 }
 
 START_TEST(test_outbox_one_row_per_payment)
@@ -386,7 +386,7 @@ START_TEST(test_outbox_one_row_per_payment)
 	int64_t p3a = add_event("P3", PAYMENT_PAID, t0 + 2);
 	struct store_outbox_row *rows;
 	const struct store_outbox_row *r;
-	struct store_outbox_req req;
+	struct store_req req;
 	int64_t n64;
 	size_t n;
 
@@ -423,7 +423,7 @@ START_TEST(test_outbox_one_row_per_payment)
 
 	/* Delivering P1's first event on sink a releases its second, on sink a only. */
 	r = find_event(rows, n, p1a);
-	store_outbox_req_delivered(&req, r->id, t0 + 20);
+	store_req_outcome(&req, r->id, STORE_OUTBOX_MARK_DELIVERED, t0 + 20, NULL);
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 1);
 	store_outbox_rows_free(rows, n);
@@ -459,7 +459,7 @@ START_TEST(test_outbox_retry_blocks_the_payment)
 	int64_t e1 = add_event("P1", PAYMENT_PENDING, t0);
 	int64_t e2 = add_event("P1", PAYMENT_PAID, t0);
 	struct store_outbox_row *rows;
-	struct store_outbox_req req;
+	struct store_req req;
 	int64_t id;
 	size_t n;
 
@@ -469,7 +469,7 @@ START_TEST(test_outbox_retry_blocks_the_payment)
 	id = rows[0].id;
 	store_outbox_rows_free(rows, n);
 
-	store_outbox_req_retry(&req, id, t0 + 10000, "HTTP 500: down");
+	store_req_outcome(&req, id, STORE_OUTBOX_MARK_RETRY, t0 + 10000, "HTTP 500: down");
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 1);
 
@@ -487,7 +487,7 @@ START_TEST(test_outbox_retry_blocks_the_payment)
 	store_outbox_rows_free(rows, n);
 
 	/* Dead-lettering the head lets the next event go. */
-	store_outbox_req_dead(&req, id, t0 + 10001, "HTTP 400: no such order");
+	store_req_outcome(&req, id, STORE_OUTBOX_MARK_DEAD, t0 + 10001, "HTTP 400: no such order");
 	ck_assert_int_eq(submit(&req), 0);
 	n = next_rows("a", t0 + 10002, &rows);
 	ck_assert_uint_eq(n, 1);
@@ -499,7 +499,7 @@ END_TEST
 struct collected {
 	int n;
 	int64_t ids[16];
-	char errors[16][STORE_OUTBOX_ERR_MAX];
+	char errors[16][STORE_ERR_MAX];
 	long attempts[16];
 };
 
@@ -530,7 +530,7 @@ START_TEST(test_outbox_dead_list_and_counts)
 	struct store_outbox_filter f = {.state = STORE_OUTBOX_DEAD};
 	struct store_outbox_outcome oc[2];
 	struct store_outbox_row *rows;
-	struct store_outbox_req req;
+	struct store_req req;
 	struct collected c;
 	char long_err[2000];
 	int64_t n64;
@@ -548,7 +548,7 @@ START_TEST(test_outbox_dead_list_and_counts)
 	oc[1] = (struct store_outbox_outcome){rows[0].id, STORE_OUTBOX_MARK_DELIVERED, t0, NULL};
 	store_outbox_rows_free(rows, n);
 
-	store_outbox_req_outcomes(&req, oc, 2);
+	store_req_outcomes(&req, oc, 2);
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 2);
 
@@ -566,7 +566,7 @@ START_TEST(test_outbox_dead_list_and_counts)
 	ck_assert_int_eq(c.n, 1);
 	ck_assert_int_eq(c.ids[0], e1);
 	ck_assert_int_eq(c.attempts[0], 1);
-	ck_assert_uint_eq(strlen(c.errors[0]), STORE_OUTBOX_ERR_MAX - 1); /* cut, kept */
+	ck_assert_uint_eq(strlen(c.errors[0]), STORE_ERR_MAX - 1); /* cut, kept */
 
 	/* Early stop returns the callback's value. */
 	f.state = STORE_OUTBOX_ANY;
@@ -588,7 +588,7 @@ START_TEST(test_outbox_replay)
 	int64_t t0 = util_now_ms();
 	int64_t e1 = add_event("P1", PAYMENT_PAID, t0);
 	struct store_outbox_row *rows;
-	struct store_outbox_req req;
+	struct store_req req;
 	struct store_outbox_summary sums[2];
 	struct store_outbox_filter f = {.event_id = e1, .sink = "a"};
 	struct collected c;
@@ -597,12 +597,12 @@ START_TEST(test_outbox_replay)
 	/* Sink a delivered it, sink b still has it pending. */
 	n = next_rows("a", t0, &rows);
 	ck_assert_uint_eq(n, 1);
-	store_outbox_req_delivered(&req, rows[0].id, t0);
+	store_req_outcome(&req, rows[0].id, STORE_OUTBOX_MARK_DELIVERED, t0, NULL);
 	ck_assert_int_eq(submit(&req), 0);
 	store_outbox_rows_free(rows, n);
 
 	/* Replay to every sink: a gets a new row, b is already pending and is skipped. */
-	store_outbox_req_replay(&req, e1, NULL);
+	store_req_replay(&req, e1, NULL);
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 1);
 	n = next_rows("a", util_now_ms(), &rows);
@@ -612,7 +612,7 @@ START_TEST(test_outbox_replay)
 	store_outbox_rows_free(rows, n);
 
 	/* Twice in a row does not queue it twice. */
-	store_outbox_req_replay(&req, e1, "a");
+	store_req_replay(&req, e1, "a");
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 0);
 
@@ -631,9 +631,9 @@ START_TEST(test_outbox_replay)
 	ck_assert_int_eq(sums[1].pending, 1);
 
 	/* Unknown event, unknown sink. */
-	store_outbox_req_replay(&req, e1 + 1000, NULL);
+	store_req_replay(&req, e1 + 1000, NULL);
 	ck_assert_int_eq(submit(&req), -ENOENT);
-	store_outbox_req_replay(&req, e1, "nosuchsink");
+	store_req_replay(&req, e1, "nosuchsink");
 	ck_assert_int_eq(submit(&req), -EINVAL);
 }
 END_TEST
@@ -644,23 +644,23 @@ START_TEST(test_outbox_replay_orders_after_pending)
 	int64_t e1 = add_event("P1", PAYMENT_PENDING, t0);
 	int64_t e2 = add_event("P1", PAYMENT_PAID, t0);
 	struct store_outbox_row *rows;
-	struct store_outbox_req req;
+	struct store_req req;
 	size_t n;
 
 	/* e1 delivered; replaying it while e2 is still pending queues it behind e2. */
 	n = next_rows("a", t0, &rows);
 	ck_assert_uint_eq(n, 1);
-	store_outbox_req_delivered(&req, rows[0].id, t0);
+	store_req_outcome(&req, rows[0].id, STORE_OUTBOX_MARK_DELIVERED, t0, NULL);
 	ck_assert_int_eq(submit(&req), 0);
 	store_outbox_rows_free(rows, n);
-	store_outbox_req_replay(&req, e1, "a");
+	store_req_replay(&req, e1, "a");
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 1);
 
 	n = next_rows("a", util_now_ms(), &rows);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_int_eq(rows[0].event_id, e2);
-	store_outbox_req_delivered(&req, rows[0].id, t0);
+	store_req_outcome(&req, rows[0].id, STORE_OUTBOX_MARK_DELIVERED, t0, NULL);
 	ck_assert_int_eq(submit(&req), 0);
 	store_outbox_rows_free(rows, n);
 

@@ -16,13 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-extern const char *const store_migrations[];
-extern const size_t store_migrations_count;
+extern const char *const store_sqlite_migrations[];
+extern const size_t store_sqlite_migrations_count;
 
 static char tmpdir[PATH_MAX];
 static char dbpath[PATH_MAX];
 static char bakpath[PATH_MAX + 16];
-static const char *const sinks[] = {"shop"};
+static const struct store_sink sinks[] = {{"shop", false}};
 
 /* ---- helpers ---- */
 
@@ -30,7 +30,7 @@ static struct store_opts make_opts(bool readonly)
 {
 	struct store_opts o = {
 		.path = dbpath,
-		.readonly = readonly,
+		.mode = readonly ? STORE_MODE_READER : STORE_MODE_WRITER,
 		.synchronous_full = true,
 		.busy_timeout_ms = 5000,
 		.grace_seconds = 60,
@@ -199,11 +199,11 @@ static void make_v1(const char *path, bool wal)
 	uint8_t prev[STORE_HASH_LEN] = {0}, h[STORE_HASH_LEN];
 	sqlite3_stmt *q = NULL;
 
-	ck_assert_uint_ge(store_migrations_count, 2);
+	ck_assert_uint_ge(store_sqlite_migrations_count, 2);
 	if (wal)
 		raw_exec(db, "PRAGMA journal_mode = WAL");
 	raw_exec(db, "BEGIN");
-	raw_exec(db, store_migrations[0]);
+	raw_exec(db, store_sqlite_migrations[0]);
 	raw_exec(db, "PRAGMA user_version = 1");
 	ck_assert_int_eq(sqlite3_prepare_v2(
 				 db,
@@ -405,7 +405,7 @@ START_TEST(test_new_database_has_no_backup)
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
 	store_close(s);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_migrations_count);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_sqlite_migrations_count);
 	snprintf(path, sizeof(path), "%s.v0.bak", dbpath);
 	ck_assert(!exists(path));
 	ck_assert(!exists(bakpath));
@@ -446,7 +446,7 @@ static void assert_future_untouched(bool wal)
 	unsigned char *a, *b;
 	size_t alen, blen;
 	char err[512], sql[64], path[PATH_MAX + 16];
-	int future = (int)store_migrations_count + 1;
+	int future = (int)store_sqlite_migrations_count + 1;
 	sqlite3 *db;
 
 	make_v1(dbpath, wal);

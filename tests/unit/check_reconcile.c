@@ -21,7 +21,6 @@
 #include "callback.h"
 #include "config.h"
 #include "store.h"
-#include "store_reconcile.h"
 #include "util.h"
 
 #define T0  1786529730000LL /* ms */
@@ -281,7 +280,7 @@ static struct store *open_store(bool readonly)
 {
 	struct store_opts o = {
 		.path = dbpath,
-		.readonly = readonly,
+		.mode = readonly ? STORE_MODE_READER : STORE_MODE_WRITER,
 		.busy_timeout_ms = 5000,
 		.grace_seconds = 0,
 		.reconcile = true,
@@ -334,10 +333,10 @@ static void seen_pending(const char *pid, int64_t received_at)
 
 static int apply(struct store_reconcile_update *u, size_t n)
 {
-	struct store_reconcile_req req;
+	struct store_req req;
 
-	store_reconcile_req_init(&req, u, n);
-	return store_submit_wait(st, &req.req);
+	store_req_reconcile(&req, u, n);
+	return store_submit_wait(st, &req);
 }
 
 static struct store_reconcile_update upd(const char *pid)

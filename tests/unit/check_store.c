@@ -19,25 +19,24 @@
 #include "callback.h"
 #include "util.h"
 
-extern const size_t store_migrations_count;
+extern const size_t store_sqlite_migrations_count;
 
 static char tmpdir[PATH_MAX];
 static char dbpath[PATH_MAX];
 static struct store *st;
-static const char *const sinks[] = {"shop", "stream"};
-static const bool sink_conflicts[] = {false, true}; /* only "stream" takes conflicts */
+/* Only "stream" takes conflicts. */
+static const struct store_sink sinks[] = {{"shop", false}, {"stream", true}};
 
 static struct store_opts make_opts(bool readonly, bool reconcile)
 {
 	struct store_opts o = {
 		.path = dbpath,
-		.readonly = readonly,
+		.mode = readonly ? STORE_MODE_READER : STORE_MODE_WRITER,
 		.synchronous_full = true,
 		.busy_timeout_ms = 5000,
 		.grace_seconds = 60,
 		.reconcile = reconcile,
 		.sinks = sinks,
-		.sink_conflicts = sink_conflicts,
 		.n_sinks = 2,
 	};
 	return o;
@@ -314,7 +313,7 @@ START_TEST(test_duplicate)
 	struct store_req r1, r2, r3;
 	struct store_event_filter f = any();
 	struct collected c;
-	struct store_stats stats;
+	struct store_writer_stats stats;
 
 	ck_assert_int_eq(put(&r1, "KOMPAY-1", "PAID", 100000), 0);
 	ck_assert_int_eq(put(&r2, "KOMPAY-1", "PAID", 100000), 0);
@@ -333,7 +332,7 @@ START_TEST(test_duplicate)
 	c = query(st, &f);
 	ck_assert_int_eq(c.n, 1);
 	ck_assert_int_eq(c.receipts[0], 3);
-	store_get_stats(st, &stats);
+	store_writer_stats_get(st, &stats);
 	ck_assert_uint_eq(stats.events, 1);
 	ck_assert_uint_eq(stats.duplicates, 2);
 }
@@ -345,7 +344,7 @@ START_TEST(test_conflict_after_terminal)
 	struct store_event_filter f = any();
 	struct store_payment p;
 	struct collected c;
-	struct store_stats stats;
+	struct store_writer_stats stats;
 
 	put_ok("KOMPAY-1", "PENDING", 100000);
 	put_ok("KOMPAY-1", "PAID", 100000);
@@ -369,7 +368,7 @@ START_TEST(test_conflict_after_terminal)
 	ck_assert(!c.conflict[0]);
 	ck_assert(!c.conflict[1]);
 	ck_assert(c.conflict[2]);
-	store_get_stats(st, &stats);
+	store_writer_stats_get(st, &stats);
 	ck_assert_uint_eq(stats.conflicts, 1);
 }
 END_TEST
@@ -550,7 +549,7 @@ END_TEST
 START_TEST(test_user_version)
 {
 	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 1);
-	ck_assert_int_eq((int)store_migrations_count, 1);
+	ck_assert_int_eq((int)store_sqlite_migrations_count, 1);
 	ck_assert_int_eq(raw_int(dbpath,
 				 "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
 				 "AND name IN ('events', 'payments', 'receipts', 'outbox')"),
@@ -708,7 +707,7 @@ START_TEST(test_group_commit)
 	enum { N = 300 };
 	static struct store_req reqs[N];
 	static char bodies[N][512];
-	struct store_stats stats;
+	struct store_writer_stats stats;
 	int64_t checked, bad;
 	char why[256];
 	bool seen[N + 1];
@@ -738,7 +737,7 @@ START_TEST(test_group_commit)
 	ck_assert_int_eq(count(st, "events"), N);
 	ck_assert_int_eq(count(st, "outbox"), 2 * N);
 	ck_assert_uint_eq(__atomic_load_n(&hook_events, __ATOMIC_RELAXED), N);
-	store_get_stats(st, &stats);
+	store_writer_stats_get(st, &stats);
 	ck_assert_uint_eq(stats.events, N);
 	ck_assert_uint_eq(stats.batch_total, N);
 	ck_assert_uint_le(stats.commits, N);
@@ -852,7 +851,7 @@ START_TEST(test_busy_database)
 	struct store_opts o = make_opts(false, true);
 	static struct store_req reqs[3];
 	static char bodies[3][512];
-	struct store_stats stats;
+	struct store_writer_stats stats;
 	sqlite3 *db;
 	int64_t checked, bad;
 	char why[256];
@@ -881,7 +880,7 @@ START_TEST(test_busy_database)
 	ck_assert_int_eq(store_submit(st, &reqs[0]), 0);
 	/* wait until the writer has taken it (and is blocked on the lock) */
 	for (int i = 0; i < 1000; i++) {
-		store_get_stats(st, &stats);
+		store_writer_stats_get(st, &stats);
 		if (stats.queue_len == 0)
 			break;
 		usleep(1000);
@@ -900,7 +899,7 @@ START_TEST(test_busy_database)
 	ck_assert_int_eq(reqs[1].event_id, 1); /* the failed batch left no gap in the chain */
 	ck_assert_int_eq(count(st, "events"), 1);
 	ck_assert_int_eq(count(st, "receipts"), 1);
-	store_get_stats(st, &stats);
+	store_writer_stats_get(st, &stats);
 	ck_assert_uint_ge(stats.commit_failures, 1);
 	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
 }
@@ -1062,7 +1061,7 @@ START_TEST(test_newer_schema_refused)
 	struct store_opts o = make_opts(false, true);
 	struct store *s = NULL;
 	char err[256] = "", sql[64];
-	int newer = (int)store_migrations_count + 1;
+	int newer = (int)store_sqlite_migrations_count + 1;
 
 	put_ok("KOMPAY-1", "PAID", 1);
 	close_store();
@@ -1118,7 +1117,7 @@ START_TEST(test_garbage_file_refused)
 	ck_assert_int_lt(store_open(&o, &s, err, sizeof(err)), 0);
 	ck_assert_ptr_null(s);
 	ck_assert(err[0] != '\0');
-	o.readonly = true;
+	o.mode = STORE_MODE_READER;
 	err[0] = '\0';
 	ck_assert_int_lt(store_open(&o, &s, err, sizeof(err)), 0);
 	ck_assert_ptr_null(s);

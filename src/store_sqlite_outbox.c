@@ -1,11 +1,9 @@
-/* Outbox part of the store module: the per-payment-ordered "next rows" query the forwarder
- * polls on its own read-only handle, counts and listings (forwarder gauges, komerce-hookctl),
- * and the write requests (delivered / retry / dead / replay) whose apply() runs on the writer
- * thread inside its transaction. The rows themselves are inserted by the event request in
- * store.c, in the transaction that stores the event. */
-#include "store_outbox.h"
-
-#include "store_int.h"
+/* The SQLite backend's outbox: the per-payment-ordered "next rows" query the forwarder polls
+ * on its own read-only handle, counts and listings (forwarder gauges, komerce-hookctl), and the
+ * outcome and replay requests, applied on the writer thread inside its transaction (or by
+ * store_apply_now on komerce-hookctl's handle). The rows themselves are inserted by the event
+ * request (store_sqlite_event.c), in the transaction that stores the event. */
+#include "store_sqlite.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,61 +18,30 @@
 	"e.source, e.conflict, e.received_at, e.raw_json"
 #define COL_RAW 16
 
-static const char *const state_names[] = {
-	[STORE_OUTBOX_ANY] = "any",
-	[STORE_OUTBOX_PENDING] = "pending",
-	[STORE_OUTBOX_DELIVERED] = "delivered",
-	[STORE_OUTBOX_DEAD] = "dead",
-};
-
-const char *store_outbox_state_name(enum store_outbox_state st)
-{
-	if (st < STORE_OUTBOX_ANY || st > STORE_OUTBOX_DEAD)
-		return "any";
-	return state_names[st];
-}
-
-static enum store_outbox_state state_parse(const char *s)
-{
-	for (int i = STORE_OUTBOX_PENDING; i <= STORE_OUTBOX_DEAD; i++)
-		if (s != NULL && strcmp(s, state_names[i]) == 0)
-			return (enum store_outbox_state)i;
-	return STORE_OUTBOX_ANY;
-}
-
 /* Fills r from a row selected with ROW_COLUMNS; raw_json is left to the caller. */
 static void read_row(sqlite3_stmt *st, struct store_outbox_row *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->id = sqlite3_column_int64(st, 0);
 	r->event_id = sqlite3_column_int64(st, 1);
-	store_col_copy(st, 2, r->sink, sizeof(r->sink));
-	r->state = state_parse((const char *)sqlite3_column_text(st, 3));
+	store_sqlite_col_copy(st, 2, r->sink, sizeof(r->sink));
+	r->state = store_outbox_state_parse((const char *)sqlite3_column_text(st, 3));
 	r->attempts = (long)sqlite3_column_int64(st, 4);
 	r->next_attempt_at = sqlite3_column_int64(st, 5);
 	r->created_at = sqlite3_column_int64(st, 6);
-	r->delivered_at = store_col_i64(st, 7, 0);
-	store_col_copy(st, 8, r->last_error, sizeof(r->last_error));
-	store_col_copy(st, 9, r->payment_id, sizeof(r->payment_id));
-	store_col_copy(st, 10, r->order_id, sizeof(r->order_id));
+	r->delivered_at = store_sqlite_col_i64(st, 7, 0);
+	store_sqlite_col_copy(st, 8, r->last_error, sizeof(r->last_error));
+	store_sqlite_col_copy(st, 9, r->payment_id, sizeof(r->payment_id));
+	store_sqlite_col_copy(st, 10, r->order_id, sizeof(r->order_id));
 	r->status = payment_status_parse((const char *)sqlite3_column_text(st, 11));
-	r->amount = store_col_i64(st, 12, -1);
-	store_col_copy(st, 13, r->source, sizeof(r->source));
+	r->amount = store_sqlite_col_i64(st, 12, -1);
+	store_sqlite_col_copy(st, 13, r->source, sizeof(r->source));
 	r->conflict = sqlite3_column_int(st, 14) != 0;
 	r->received_at = sqlite3_column_int64(st, 15);
 }
 
-void store_outbox_rows_free(struct store_outbox_row *rows, size_t n)
-{
-	if (rows == NULL)
-		return;
-	for (size_t i = 0; i < n; i++)
-		free(rows[i].raw_json);
-	free(rows);
-}
-
-int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long limit,
-		      struct store_outbox_row **ret_rows, size_t *ret_n)
+int store_sqlite_outbox_next(struct store *s, const char *sink, int64_t now_ms, long limit,
+			     struct store_outbox_row **ret_rows, size_t *ret_n)
 {
 	/* The correlated subquery keeps per-payment order: a row is a candidate only while it is
 	 * the lowest pending id of its payment for this sink (index outbox_payment). Ordering by
@@ -91,12 +58,10 @@ int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long li
 	size_t n = 0;
 	int rc, r;
 
-	if (limit <= 0)
-		return -EINVAL;
 	rows = calloc((size_t)limit, sizeof(*rows));
 	if (rows == NULL)
 		return -ENOMEM;
-	r = store_prepare(s, sql, &st, "outbox next");
+	r = store_sqlite_prepare(s, sql, &st, "outbox next");
 	if (r < 0) {
 		free(rows);
 		return r;
@@ -123,7 +88,7 @@ int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long li
 		row->raw_len = len;
 		n++;
 	}
-	r = store_finish(s, st, rc, "outbox next");
+	r = store_sqlite_finish(s, st, rc, "outbox next");
 	if (r < 0) {
 		store_outbox_rows_free(rows, n);
 		return r;
@@ -133,8 +98,8 @@ int store_outbox_next(struct store *s, const char *sink, int64_t now_ms, long li
 	return 0;
 }
 
-int store_outbox_count(struct store *s, const char *sink, enum store_outbox_state state,
-		       int64_t *ret)
+int store_sqlite_outbox_count(struct store *s, const char *sink, enum store_outbox_state state,
+			      int64_t *ret)
 {
 	char sql[160];
 	sqlite3_stmt *st;
@@ -146,7 +111,7 @@ int store_outbox_count(struct store *s, const char *sink, enum store_outbox_stat
 		 state != STORE_OUTBOX_ANY ? "AND state = '" : "",
 		 state != STORE_OUTBOX_ANY ? store_outbox_state_name(state) : "",
 		 state != STORE_OUTBOX_ANY ? "'" : "");
-	r = store_prepare(s, sql, &st, "outbox count");
+	r = store_sqlite_prepare(s, sql, &st, "outbox count");
 	if (r < 0)
 		return r;
 	if (sink != NULL)
@@ -156,11 +121,11 @@ int store_outbox_count(struct store *s, const char *sink, enum store_outbox_stat
 		*ret = sqlite3_column_int64(st, 0);
 	else if (rc == SQLITE_DONE)
 		rc = SQLITE_ERROR;
-	return store_finish(s, st, rc, "outbox count");
+	return store_sqlite_finish(s, st, rc, "outbox count");
 }
 
-int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
-		      int (*fn)(void *arg, const struct store_outbox_row *r), void *arg)
+int store_sqlite_outbox_list(struct store *s, const struct store_outbox_filter *f,
+			     int (*fn)(void *arg, const struct store_outbox_row *r), void *arg)
 {
 	char sql[768];
 	size_t o;
@@ -180,7 +145,7 @@ int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
 	o += (size_t)snprintf(sql + o, sizeof(sql) - o, " ORDER BY o.id");
 	if (f->limit > 0)
 		snprintf(sql + o, sizeof(sql) - o, " LIMIT ?4");
-	r = store_prepare(s, sql, &st, "outbox list");
+	r = store_sqlite_prepare(s, sql, &st, "outbox list");
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, f->after_id);
@@ -202,11 +167,12 @@ int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
 			return r;
 		}
 	}
-	return store_finish(s, st, rc, "outbox list");
+	return store_sqlite_finish(s, st, rc, "outbox list");
 }
 
-int store_outbox_summaries(struct store *s,
-			   int (*fn)(void *arg, const struct store_outbox_summary *sum), void *arg)
+int store_sqlite_outbox_summaries(struct store *s,
+				  int (*fn)(void *arg, const struct store_outbox_summary *sum),
+				  void *arg)
 {
 	static const char sql[] =
 		"SELECT sink, sum(state = 'pending'), sum(state = 'delivered'), "
@@ -215,32 +181,30 @@ int store_outbox_summaries(struct store *s,
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = store_prepare(s, sql, &st, "outbox summary");
+	r = store_sqlite_prepare(s, sql, &st, "outbox summary");
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_outbox_summary sum;
 
 		memset(&sum, 0, sizeof(sum));
-		store_col_copy(st, 0, sum.sink, sizeof(sum.sink));
+		store_sqlite_col_copy(st, 0, sum.sink, sizeof(sum.sink));
 		sum.pending = sqlite3_column_int64(st, 1);
 		sum.delivered = sqlite3_column_int64(st, 2);
 		sum.dead = sqlite3_column_int64(st, 3);
-		sum.oldest_pending_at = store_col_i64(st, 4, 0);
+		sum.oldest_pending_at = store_sqlite_col_i64(st, 4, 0);
 		r = fn(arg, &sum);
 		if (r != 0) {
 			sqlite3_finalize(st);
 			return r;
 		}
 	}
-	return store_finish(s, st, rc, "outbox summary");
+	return store_sqlite_finish(s, st, rc, "outbox summary");
 }
 
 /* ---- write requests ---- */
 
-#define OUTBOX_REQ(r) ((struct store_outbox_req *)(void *)(r))
-
-/* Binds text cut to STORE_OUTBOX_ERR_MAX - 1 bytes, never in the middle of a UTF-8 sequence. */
+/* Binds text cut to STORE_ERR_MAX - 1 bytes, never in the middle of a UTF-8 sequence. */
 static void bind_error(sqlite3_stmt *st, int i, const char *e)
 {
 	size_t len;
@@ -249,15 +213,17 @@ static void bind_error(sqlite3_stmt *st, int i, const char *e)
 		sqlite3_bind_null(st, i);
 		return;
 	}
-	len = strnlen(e, STORE_OUTBOX_ERR_MAX - 1);
+	len = strnlen(e, STORE_ERR_MAX - 1);
 	while (len > 0 && e[len] != '\0' && ((unsigned char)e[len] & 0xc0) == 0x80)
 		len--;
 	sqlite3_bind_text(st, i, e, (int)len, SQLITE_TRANSIENT);
 }
 
-static int apply_outcomes(struct store *s, struct store_req *req)
+#define N_VERDICTS (STORE_OUTBOX_MARK_POSTPONE + 1)
+
+int store_sqlite_apply_outcomes(struct store *s, struct store_req *r)
 {
-	static const char *const sql[] = {
+	static const char *const sql[N_VERDICTS] = {
 		[STORE_OUTBOX_MARK_DELIVERED] = "UPDATE outbox SET state = 'delivered', "
 						"delivered_at = ?2 WHERE id = ?1 AND state = "
 						"'pending'",
@@ -272,21 +238,20 @@ static int apply_outcomes(struct store *s, struct store_req *req)
 					       "last_error = ?3 WHERE id = ?1 AND state = "
 					       "'pending'",
 	};
-	struct store_outbox_req *r = OUTBOX_REQ(req);
-	sqlite3_stmt *st[4] = {NULL, NULL, NULL, NULL};
+	sqlite3_stmt *st[N_VERDICTS] = {NULL};
 	int err = 0;
 
 	r->changed = 0;
-	for (size_t i = 0; i < r->n_outcomes && err == 0; i++) {
-		const struct store_outbox_outcome *o = &r->outcomes[i];
+	for (size_t i = 0; i < r->u.outcomes.n && err == 0; i++) {
+		const struct store_outbox_outcome *o = &r->u.outcomes.list[i];
 		int v = (int)o->verdict, rc;
 
-		if (v < STORE_OUTBOX_MARK_DELIVERED || v > STORE_OUTBOX_MARK_POSTPONE) {
+		if (v < 0 || v >= N_VERDICTS) {
 			err = -EINVAL;
 			break;
 		}
 		if (st[v] == NULL) {
-			err = store_prepare(s, sql[v], &st[v], "outbox outcome");
+			err = store_sqlite_prepare(s, sql[v], &st[v], "outbox outcome");
 			if (err < 0)
 				break;
 		}
@@ -298,57 +263,15 @@ static int apply_outcomes(struct store *s, struct store_req *req)
 			bind_error(st[v], 3, o->error);
 		rc = sqlite3_step(st[v]);
 		if (rc != SQLITE_DONE) {
-			store_set_err(s, "outbox outcome");
-			err = store_errno_or_eio(rc);
+			store_sqlite_set_err(s, "outbox outcome");
+			err = store_sqlite_errno_or_eio(rc);
 			break;
 		}
-		r->changed += (size_t)sqlite3_changes(s->db);
+		r->changed += (size_t)sqlite3_changes(store_sqlite_db(s));
 	}
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < N_VERDICTS; i++)
 		sqlite3_finalize(st[i]);
 	return err;
-}
-
-static void init_req(struct store_outbox_req *r)
-{
-	memset(r, 0, sizeof(*r));
-}
-
-void store_outbox_req_outcomes(struct store_outbox_req *r, const struct store_outbox_outcome *o,
-			       size_t n)
-{
-	init_req(r);
-	r->req.apply = apply_outcomes;
-	r->outcomes = o;
-	r->n_outcomes = n;
-}
-
-static void req_one(struct store_outbox_req *r, int64_t id, enum store_outbox_verdict v, int64_t at,
-		    const char *error)
-{
-	init_req(r);
-	r->req.apply = apply_outcomes;
-	r->one = (struct store_outbox_outcome){
-		.outbox_id = id, .verdict = v, .at = at, .error = error};
-	r->outcomes = &r->one;
-	r->n_outcomes = 1;
-}
-
-void store_outbox_req_delivered(struct store_outbox_req *r, int64_t outbox_id, int64_t now_ms)
-{
-	req_one(r, outbox_id, STORE_OUTBOX_MARK_DELIVERED, now_ms, NULL);
-}
-
-void store_outbox_req_retry(struct store_outbox_req *r, int64_t outbox_id, int64_t next_attempt_at,
-			    const char *error)
-{
-	req_one(r, outbox_id, STORE_OUTBOX_MARK_RETRY, next_attempt_at, error);
-}
-
-void store_outbox_req_dead(struct store_outbox_req *r, int64_t outbox_id, int64_t now_ms,
-			   const char *error)
-{
-	req_one(r, outbox_id, STORE_OUTBOX_MARK_DEAD, now_ms, error);
 }
 
 /* Inserts one pending row for (event, sink) unless one is already pending. */
@@ -362,7 +285,7 @@ static int replay_one(struct store *s, int64_t event_id, const char *payment_id,
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = store_prepare(s, sql, &st, "outbox replay");
+	r = store_sqlite_prepare(s, sql, &st, "outbox replay");
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, event_id);
@@ -371,86 +294,85 @@ static int replay_one(struct store *s, int64_t event_id, const char *payment_id,
 	sqlite3_bind_int64(st, 4, now);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE)
-		*changed += (size_t)sqlite3_changes(s->db);
-	return store_finish(s, st, rc, "outbox replay");
+		*changed += (size_t)sqlite3_changes(store_sqlite_db(s));
+	return store_sqlite_finish(s, st, rc, "outbox replay");
 }
 
-static int apply_replay(struct store *s, struct store_req *req)
+/* The sinks event_id was queued for before, into names (at most max): for a handle opened
+ * without the configuration's sinks (komerce-hookctl --db). */
+static int queued_sinks(struct store *s, int64_t event_id, char (*names)[STORE_SINK_NAME_MAX],
+			size_t max, size_t *ret_n)
 {
-	struct store_outbox_req *r = OUTBOX_REQ(req);
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc, r;
+
+	r = store_sqlite_prepare(
+		s, "SELECT DISTINCT sink FROM outbox WHERE event_id = ?1 ORDER BY sink", &st,
+		"replay sinks");
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, event_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max)
+		store_sqlite_col_copy(st, 0, names[n++], sizeof(names[0]));
+	*ret_n = n;
+	return store_sqlite_finish(s, st, rc, "replay sinks");
+}
+
+/* The sinks a replay goes to, into names: the one asked for (which the handle must know, when
+ * it knows any), else the handle's, else those the event was queued for. */
+static int replay_sinks(struct store *s, const struct store_req *r,
+			char (*names)[STORE_SINK_NAME_MAX], size_t *ret_n)
+{
+	const char *want = r->u.replay.sink;
+	size_t n = 0;
+
+	if (want[0] != '\0') {
+		bool known = s->opts.n_sinks == 0;
+
+		for (size_t i = 0; i < s->opts.n_sinks; i++)
+			known |= strcmp(s->opts.sinks[i].name, want) == 0;
+		if (!known)
+			return -EINVAL;
+		snprintf(names[n++], sizeof(names[0]), "%s", want);
+	} else if (s->opts.n_sinks > 0) {
+		for (size_t i = 0; i < s->opts.n_sinks; i++)
+			snprintf(names[n++], sizeof(names[0]), "%s", s->opts.sinks[i].name);
+	} else {
+		int err = queued_sinks(s, r->u.replay.event_id, names, 2 * STORE_MAX_SINKS, &n);
+
+		if (err < 0)
+			return err;
+	}
+	*ret_n = n;
+	return n > 0 ? 0 : -ENODATA;
+}
+
+int store_sqlite_apply_replay(struct store *s, struct store_req *r)
+{
 	char payment_id[EVENT_ID_MAX];
-	char(*found)[STORE_OUTBOX_SINK_MAX] = NULL;
-	size_t n_found = 0;
+	char names[2 * STORE_MAX_SINKS][STORE_SINK_NAME_MAX];
+	size_t n = 0;
 	int64_t now = util_now_ms();
 	sqlite3_stmt *st;
 	int rc, err;
 
 	r->changed = 0;
-	err = store_prepare(s, "SELECT payment_id FROM events WHERE id = ?1", &st, "replay lookup");
+	err = store_sqlite_prepare(s, "SELECT payment_id FROM events WHERE id = ?1", &st,
+				   "replay lookup");
 	if (err < 0)
 		return err;
-	sqlite3_bind_int64(st, 1, r->event_id);
+	sqlite3_bind_int64(st, 1, r->u.replay.event_id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		store_col_copy(st, 0, payment_id, sizeof(payment_id));
-	err = store_finish(s, st, rc, "replay lookup");
+		store_sqlite_col_copy(st, 0, payment_id, sizeof(payment_id));
+	err = store_sqlite_finish(s, st, rc, "replay lookup");
 	if (err < 0)
 		return err;
 	if (rc == SQLITE_DONE)
 		return -ENOENT;
-
-	if (r->sink[0] != '\0') {
-		bool known = s->n_sinks == 0;
-
-		for (size_t i = 0; i < s->n_sinks; i++)
-			known |= strcmp(s->sinks[i], r->sink) == 0;
-		if (!known)
-			return -EINVAL;
-		return replay_one(s, r->event_id, payment_id, r->sink, now, &r->changed);
-	}
-	if (s->n_sinks > 0) {
-		for (size_t i = 0; i < s->n_sinks && err == 0; i++)
-			err = replay_one(s, r->event_id, payment_id, s->sinks[i], now, &r->changed);
-		return err;
-	}
-
-	/* A handle opened without the sink list: the sinks the event was first sent to. */
-	err = store_prepare(s, "SELECT DISTINCT sink FROM outbox WHERE event_id = ?1 ORDER BY sink",
-			    &st, "replay sinks");
-	if (err < 0)
-		return err;
-	sqlite3_bind_int64(st, 1, r->event_id);
-	found = calloc(STORE_MAX_SINKS, sizeof(*found));
-	if (found == NULL) {
-		sqlite3_finalize(st);
-		return -ENOMEM;
-	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n_found < STORE_MAX_SINKS)
-		store_col_copy(st, 0, found[n_found++], sizeof(found[0]));
-	err = store_finish(s, st, rc, "replay sinks");
-	for (size_t i = 0; i < n_found && err == 0; i++)
-		err = replay_one(s, r->event_id, payment_id, found[i], now, &r->changed);
-	free(found);
+	err = replay_sinks(s, r, names, &n);
+	for (size_t i = 0; i < n && err == 0; i++)
+		err = replay_one(s, r->u.replay.event_id, payment_id, names[i], now, &r->changed);
 	return err;
-}
-
-void store_outbox_req_replay(struct store_outbox_req *r, int64_t event_id, const char *sink)
-{
-	init_req(r);
-	r->req.apply = apply_replay;
-	r->event_id = event_id;
-	if (sink != NULL)
-		snprintf(r->sink, sizeof(r->sink), "%s", sink);
-}
-
-int64_t store_outbox_backoff_ms(long attempts, uint32_t rnd)
-{
-	const int64_t cap = 10 * 60 * 1000;
-	int64_t base = 1000;
-
-	for (long i = 1; i < attempts && base < cap; i++)
-		base *= 2;
-	if (base > cap)
-		base = cap;
-	return base - (int64_t)(rnd % (uint32_t)(base / 4 + 1));
 }

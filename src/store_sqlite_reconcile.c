@@ -1,17 +1,15 @@
-/* Reconciler part of the store module: the due-payments query and the earliest due time that
- * the reconciler thread runs on its own read-only handle, and the schedule write request
- * (mark polled / poll result, with an optional source=reconcile event) whose apply() runs on
- * the writer thread inside its group-commit transaction. */
-#include "store_reconcile.h"
-
-#include "store_int.h"
+/* The SQLite backend's reconciler queries: the due payments and the earliest due time that
+ * the reconciler thread reads on its own read-only handle, and the schedule request (mark
+ * polled / poll result, with an optional source=reconcile event) applied on the writer thread
+ * inside its group-commit transaction. */
+#include "store_sqlite.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
-			struct store_reconcile_row *rows, size_t *ret_n)
+int store_sqlite_reconcile_due(struct store *s, int64_t now_ms, size_t max,
+			       struct store_reconcile_row *rows, size_t *ret_n)
 {
 	/* In a WITHOUT ROWID table the index entries end with the primary key, so payments_due
 	 * is (next_poll_at, payment_id): this ORDER BY is the index order, no sort. */
@@ -24,9 +22,7 @@ int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
 	size_t n = 0;
 	int rc, r;
 
-	if (max == 0 || rows == NULL)
-		return -EINVAL;
-	r = store_prepare(s, sql, &st, "reconcile due");
+	r = store_sqlite_prepare(s, sql, &st, "reconcile due");
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, now_ms);
@@ -35,26 +31,26 @@ int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
 		struct store_reconcile_row *row = &rows[n];
 
 		memset(row, 0, sizeof(*row));
-		store_col_copy(st, 0, row->payment_id, sizeof(row->payment_id));
+		store_sqlite_col_copy(st, 0, row->payment_id, sizeof(row->payment_id));
 		row->status = payment_status_parse((const char *)sqlite3_column_text(st, 1));
-		row->amount = store_col_i64(st, 2, -1);
-		row->expires_at = store_col_i64(st, 3, 0);
-		row->created_at = store_col_i64(st, 4, 0);
-		row->last_polled_at = store_col_i64(st, 5, 0);
-		row->next_poll_at = store_col_i64(st, 6, 0);
-		row->poll_attempts = (long)store_col_i64(st, 7, 0);
+		row->amount = store_sqlite_col_i64(st, 2, -1);
+		row->expires_at = store_sqlite_col_i64(st, 3, 0);
+		row->created_at = store_sqlite_col_i64(st, 4, 0);
+		row->last_polled_at = store_sqlite_col_i64(st, 5, 0);
+		row->next_poll_at = store_sqlite_col_i64(st, 6, 0);
+		row->poll_attempts = (long)store_sqlite_col_i64(st, 7, 0);
 		n++;
 	}
 	if (rc == SQLITE_ROW)
 		rc = SQLITE_DONE; /* LIMIT makes this the end anyway */
-	r = store_finish(s, st, rc, "reconcile due");
+	r = store_sqlite_finish(s, st, rc, "reconcile due");
 	if (r < 0)
 		return r;
 	*ret_n = n;
 	return 0;
 }
 
-int store_reconcile_next_due(struct store *s, int64_t *ret_ms)
+int store_sqlite_reconcile_next_due(struct store *s, int64_t *ret_ms)
 {
 	static const char sql[] = "SELECT next_poll_at FROM payments INDEXED BY payments_due "
 				  "WHERE next_poll_at IS NOT NULL AND status = 'PENDING' "
@@ -62,26 +58,26 @@ int store_reconcile_next_due(struct store *s, int64_t *ret_ms)
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = store_prepare(s, sql, &st, "reconcile next due");
+	r = store_sqlite_prepare(s, sql, &st, "reconcile next due");
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*ret_ms = sqlite3_column_int64(st, 0);
-	r = store_finish(s, st, rc, "reconcile next due");
+	r = store_sqlite_finish(s, st, rc, "reconcile next due");
 	if (r == 0 && rc == SQLITE_DONE)
 		r = -ENOENT;
 	return r;
 }
 
-int store_reconcile_watched(struct store *s, int64_t *ret)
+int store_sqlite_reconcile_watched(struct store *s, int64_t *ret)
 {
 	static const char sql[] = "SELECT count(*) FROM payments INDEXED BY payments_due "
 				  "WHERE next_poll_at IS NOT NULL";
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = store_prepare(s, sql, &st, "reconcile watched");
+	r = store_sqlite_prepare(s, sql, &st, "reconcile watched");
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(st);
@@ -89,12 +85,10 @@ int store_reconcile_watched(struct store *s, int64_t *ret)
 		*ret = sqlite3_column_int64(st, 0);
 	else if (rc == SQLITE_DONE)
 		rc = SQLITE_ERROR;
-	return store_finish(s, st, rc, "reconcile watched");
+	return store_sqlite_finish(s, st, rc, "reconcile watched");
 }
 
 /* ---- write request ---- */
-
-#define RECONCILE_REQ(r) ((struct store_reconcile_req *)(void *)(r))
 
 static int apply_one(struct store *s, sqlite3_stmt *st, struct store_reconcile_update *u)
 {
@@ -110,7 +104,7 @@ static int apply_one(struct store *s, sqlite3_stmt *st, struct store_reconcile_u
 		store_req_event(&ev_req, &u->ev);
 		ev_req.ev.source = EVENT_SOURCE_RECONCILE;
 		snprintf(ev_req.ev.payment_id, sizeof(ev_req.ev.payment_id), "%s", u->payment_id);
-		err = store_apply_event(s, &ev_req);
+		err = store_sqlite_apply_event(s, &ev_req);
 		if (err < 0)
 			return err;
 		u->event_id = ev_req.event_id;
@@ -132,14 +126,14 @@ static int apply_one(struct store *s, sqlite3_stmt *st, struct store_reconcile_u
 	sqlite3_bind_int(st, 7, u->only_if_watched ? 1 : 0);
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE) {
-		store_set_err(s, "reconcile update");
-		return store_errno_or_eio(rc);
+		store_sqlite_set_err(s, "reconcile update");
+		return store_sqlite_errno_or_eio(rc);
 	}
-	u->matched = sqlite3_changes(s->db) > 0;
+	u->matched = sqlite3_changes(store_sqlite_db(s)) > 0;
 	return 0;
 }
 
-static int apply_updates(struct store *s, struct store_req *req)
+int store_sqlite_apply_reconcile(struct store *s, struct store_req *r)
 {
 	/* A payment that is (or just became) terminal is never watched again; last_polled_at
 	 * only moves forward, so a late result cannot shorten the 3 s guard. */
@@ -153,24 +147,14 @@ static int apply_updates(struct store *s, struct store_req *req)
 		"WHEN ?5 = 0 THEN next_poll_at ELSE ?6 END "
 		"WHERE payment_id = ?1 AND (?7 = 0 OR (status = 'PENDING' AND next_poll_at IS NOT "
 		"NULL))";
-	struct store_reconcile_req *r = RECONCILE_REQ(req);
 	sqlite3_stmt *st;
 	int err;
 
-	err = store_prepare(s, sql, &st, "reconcile update");
+	err = store_sqlite_prepare(s, sql, &st, "reconcile update");
 	if (err < 0)
 		return err;
-	for (size_t i = 0; i < r->n && err == 0; i++)
-		err = apply_one(s, st, &r->updates[i]);
+	for (size_t i = 0; i < r->u.reconcile.n && err == 0; i++)
+		err = apply_one(s, st, &r->u.reconcile.list[i]);
 	sqlite3_finalize(st);
 	return err;
-}
-
-void store_reconcile_req_init(struct store_reconcile_req *r, struct store_reconcile_update *u,
-			      size_t n)
-{
-	memset(r, 0, sizeof(*r));
-	r->req.apply = apply_updates;
-	r->updates = u;
-	r->n = n;
 }

@@ -1,0 +1,97 @@
+/* The seam between the store's common layer (store.c: handles, the writer thread and its
+ * group commit, statistics) and a storage backend (store_sqlite*.c). A backend fills a struct
+ * store_backend with its functions; store.c calls nothing else of it. Only store*.c include
+ * this header. */
+#pragma once
+
+#include <pthread.h>
+
+#include "store.h"
+
+/* What a new fact means for its payment: decided from the payment as stored (or its absence)
+ * by store_event_decide(), the same for every backend. */
+struct store_event_decision {
+	bool known;		      /* a payments row exists */
+	enum payment_verdict verdict; /* of the state machine (APPLY when unknown) */
+	bool conflict;		      /* the state machine refuses it, or the amount differs */
+	bool apply;		      /* the payment takes the new status (never for a conflict) */
+	bool terminal;		      /* the new status is terminal */
+	char key[EVENT_ID_MAX + 48];  /* store_dedupe_key() */
+};
+
+/* cur/cur_amount describe the stored payment when known (cur_amount -1: unknown amount). */
+void store_event_decide(const struct event *ev, bool known, enum payment_status cur,
+			long long cur_amount, struct store_event_decision *ret);
+
+struct store_backend {
+	const char *name;
+	/* Opens s->opts as the mode says; sets s->impl. -errno with one line in err. */
+	int (*open)(struct store *s, char *err, size_t err_len);
+	void (*close)(struct store *s); /* also after a failed open */
+
+	/* The writer's transaction. begin() also reads (or reuses) the hash chain's head;
+	 * savepoint()/rollback_to() bracket one request and restore the head with the data. */
+	int (*begin)(struct store *s);
+	int (*savepoint)(struct store *s);
+	int (*release)(struct store *s);
+	int (*rollback_to)(struct store *s);
+	int (*commit)(struct store *s);
+	void (*rollback)(struct store *s);
+	/* Applies one request inside the transaction: 0, a request error (-EINVAL, -EEXIST,
+	 * -ENOENT, -ENODATA: the savepoint is rolled back, the batch goes on) or a storage error
+	 * (the whole batch fails). Sets the request's results. */
+	int (*apply)(struct store *s, struct store_req *r);
+
+	int (*payment_get)(struct store *s, const char *payment_id, struct store_payment *ret);
+	int (*payments_list)(struct store *s, const struct store_payment_filter *f,
+			     int (*fn)(void *arg, const struct store_payment *p), void *arg);
+	int (*events_query)(struct store *s, const struct store_event_filter *f,
+			    int (*fn)(void *arg, const struct store_event *e), void *arg);
+	int (*events_plan)(struct store *s, const struct store_event_filter *f, char *out,
+			   size_t out_len); /* may be NULL */
+	int (*count)(struct store *s, const char *table, int64_t *ret);
+	int (*verify)(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, char *why,
+		      size_t why_len);
+	int (*orphans)(struct store *s, int64_t *ret_bad_id, char *why, size_t why_len);
+	int (*stats)(struct store *s, int64_t now_ms, struct store_stats *ret);
+	int (*backup)(struct store *s, const char *dest, int64_t *ret_bytes, char *err,
+		      size_t err_len); /* may be NULL */
+	int (*outbox_next)(struct store *s, const char *sink, int64_t now_ms, long limit,
+			   struct store_outbox_row **ret_rows, size_t *ret_n);
+	int (*outbox_count)(struct store *s, const char *sink, enum store_outbox_state state,
+			    int64_t *ret);
+	int (*outbox_list)(struct store *s, const struct store_outbox_filter *f,
+			   int (*fn)(void *arg, const struct store_outbox_row *r), void *arg);
+	int (*outbox_summaries)(struct store *s,
+				int (*fn)(void *arg, const struct store_outbox_summary *sum),
+				void *arg);
+	int (*reconcile_due)(struct store *s, int64_t now_ms, size_t max,
+			     struct store_reconcile_row *rows, size_t *ret_n);
+	int (*reconcile_next_due)(struct store *s, int64_t *ret_ms);
+	int (*reconcile_watched)(struct store *s, int64_t *ret);
+};
+
+extern const struct store_backend store_backend_sqlite;
+
+/* The handle: the common part, with the backend's own state behind impl. */
+struct store {
+	const struct store_backend *be;
+	void *impl;
+	struct store_opts opts; /* strings and sinks below are the handle's own copies */
+	char *path;
+	struct store_sink sinks[STORE_MAX_SINKS];
+	char sink_names[STORE_MAX_SINKS][STORE_SINK_NAME_MAX];
+	char err[256]; /* last error, written by the backend */
+
+	/* writer queue */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool running, stopping;
+	struct store_req *head, *tail;
+	long queue_len;
+
+	void (*commit_hook)(void *arg, size_t new_events);
+	void *commit_hook_arg;
+	struct store_writer_stats stats;
+};
