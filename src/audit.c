@@ -180,38 +180,20 @@ cJSON *audit_payment_json(const struct store_payment *p)
 /* ---- events page (admin API) ---- */
 
 struct page {
-	char *buf;
-	size_t len, cap, max_bytes;
+	struct util_buf b;
+	size_t max_bytes;
 	long count, want;
 	int64_t last_id;
 	bool more;
 };
-
-static int page_append(struct page *p, const char *s, size_t n)
-{
-	if (p->len + n + 1 > p->cap) {
-		size_t cap = p->cap * 2 > p->len + n + 1 ? p->cap * 2 : p->len + n + 1;
-		char *b = realloc(p->buf, cap);
-
-		if (b == NULL)
-			return -ENOMEM;
-		p->buf = b;
-		p->cap = cap;
-	}
-	memcpy(p->buf + p->len, s, n);
-	p->len += n;
-	p->buf[p->len] = '\0';
-	return 0;
-}
 
 static int page_event(void *arg, const struct store_event *e)
 {
 	struct page *p = arg;
 	cJSON *o;
 	char *text;
-	int r;
 
-	if (p->count == p->want || (p->count > 0 && p->len > p->max_bytes)) {
+	if (p->count == p->want || (p->count > 0 && p->b.len > p->max_bytes)) {
 		p->more = true;
 		return 1;
 	}
@@ -220,12 +202,12 @@ static int page_event(void *arg, const struct store_event *e)
 	cJSON_Delete(o);
 	if (text == NULL)
 		return -ENOMEM;
-	r = p->count > 0 ? page_append(p, ",", 1) : 0;
-	if (r == 0)
-		r = page_append(p, text, strlen(text));
+	if (p->count > 0)
+		util_buf_add(&p->b, ",", 1);
+	util_buf_add(&p->b, text, strlen(text));
 	free(text);
-	if (r < 0)
-		return r;
+	if (p->b.oom)
+		return -ENOMEM;
 	p->count++;
 	p->last_id = e->id;
 	return 0;
@@ -236,26 +218,19 @@ int audit_events_page(struct store *s, const struct store_event_filter *f, size_
 {
 	struct store_event_filter q = *f;
 	struct page p = {.max_bytes = max_bytes, .want = f->limit > 0 ? f->limit : 100};
-	char tail[64];
 	int r;
 
 	q.limit = p.want + 1; /* one more row tells whether another page follows */
-	r = page_append(&p, "{\"events\":[", 11);
-	if (r == 0)
-		r = store_events_query(s, &q, page_event, &p);
+	util_buf_printf(&p.b, "{\"events\":[");
+	r = store_events_query(s, &q, page_event, &p);
 	if (r < 0) {
-		free(p.buf);
+		util_buf_free(&p.b);
 		return r;
 	}
 	if (p.more)
-		snprintf(tail, sizeof(tail), "],\"next_after_id\":%lld}", (long long)p.last_id);
+		util_buf_printf(&p.b, "],\"next_after_id\":%lld}", (long long)p.last_id);
 	else
-		snprintf(tail, sizeof(tail), "],\"next_after_id\":null}");
-	r = page_append(&p, tail, strlen(tail));
-	if (r < 0) {
-		free(p.buf);
-		return r;
-	}
-	*ret = p.buf;
-	return 0;
+		util_buf_printf(&p.b, "],\"next_after_id\":null}");
+	*ret = util_buf_steal(&p.b, NULL);
+	return *ret != NULL ? 0 : -ENOMEM;
 }

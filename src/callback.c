@@ -233,13 +233,99 @@ static void get_opt_string(const cJSON *f, char *out, size_t n)
 		snprintf(out, n, "%s", f->valuestring);
 }
 
-int callback_parse(const char *body, size_t len, struct event *ret, char *why, size_t why_len)
+/* The JSON object of a body that passed the byte checks, or NULL with the reason. */
+static cJSON *parse_object(const char *body, size_t len, char *why, size_t why_len)
 {
 	const char *end = NULL;
-	const cJSON *data, *st, *ch;
+	cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+
+	if (root == NULL) {
+		reason(why, why_len, "%s", "malformed JSON");
+		return NULL;
+	}
+	while (end != NULL && end < body + len &&
+	       (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+		end++;
+	if (end != body + len)
+		reason(why, why_len, "%s", "malformed JSON (trailing data)");
+	else if (!cJSON_IsObject(root))
+		reason(why, why_len, "%s", "body must be a JSON object");
+	else
+		return root;
+	cJSON_Delete(root);
+	return NULL;
+}
+
+/* -EINVAL with the reason when root or data names a field twice (parsers disagree on which
+ * one wins, so the stored fact and what a sink reads from the raw body could differ). */
+static int refuse_duplicates(const cJSON *root, const cJSON *data, char *why, size_t why_len)
+{
+	bool oom = false;
+	const char *dup = duplicate_name(root, &oom);
+	char name[48];
+
+	if (dup == NULL && data != NULL)
+		dup = duplicate_name(data, &oom);
+	if (oom)
+		return reason(why, why_len, "%s", "out of memory");
+	if (dup == NULL)
+		return 0;
+	snprintf(name, sizeof(name), "%s", dup);
+	for (char *p = name; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
+			*p = '?';
+	snprintf(why, why_len, "duplicate field %s", name);
+	return -EINVAL;
+}
+
+/* The status from status, payment_status or transaction_status (the first present). */
+static int get_status(const cJSON *root, const cJSON *data, enum payment_status *ret, char *why,
+		      size_t why_len)
+{
+	const cJSON *st = field(root, data, "status");
+
+	if (st == NULL)
+		st = field(root, data, "payment_status");
+	if (st == NULL)
+		st = field(root, data, "transaction_status");
+	if (st == NULL || cJSON_IsNull(st))
+		return reason(why, why_len, "%s", "status is missing");
+	if (!cJSON_IsString(st))
+		return reason(why, why_len, "%s", "status must be a string");
+	*ret = payment_status_parse(st->valuestring);
+	if (*ret == PAYMENT_UNKNOWN)
+		return reason(why, why_len, "%s",
+			      "status must be one of PENDING, PAID, EXPIRED, CANCELED");
+	return 0;
+}
+
+static int read_fields(const cJSON *root, const cJSON *data, struct event *ev, char *why,
+		       size_t why_len)
+{
+	const cJSON *ch;
+
+	if (get_id(field(root, data, "payment_id"), "payment_id", true, ev->payment_id,
+		   sizeof(ev->payment_id), why, why_len) < 0 ||
+	    get_id(field(root, data, "order_id"), "order_id", false, ev->order_id,
+		   sizeof(ev->order_id), why, why_len) < 0 ||
+	    get_status(root, data, &ev->status, why, why_len) < 0 ||
+	    get_amount(field(root, data, "amount"), "amount", &ev->amount, why, why_len) < 0)
+		return -EINVAL;
+	get_opt_string(field(root, data, "payment_type"), ev->payment_type,
+		       sizeof(ev->payment_type));
+	ch = field(root, data, "channel_code");
+	if (ch == NULL)
+		ch = field(root, data, "bank_code");
+	get_opt_string(ch, ev->channel_code, sizeof(ev->channel_code));
+	return 0;
+}
+
+int callback_parse(const char *body, size_t len, struct event *ret, char *why, size_t why_len)
+{
+	const cJSON *data;
 	cJSON *root;
 	struct event ev;
-	int r = -EINVAL;
+	int r;
 
 	memset(&ev, 0, sizeof(ev));
 	if (len == 0)
@@ -248,84 +334,21 @@ int callback_parse(const char *body, size_t len, struct event *ret, char *why, s
 		return reason(why, why_len, "%s", "body is not valid UTF-8");
 	if (has_nul_escape(body, len))
 		return reason(why, why_len, "%s", "body has a \\u0000 escape");
-	root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+	root = parse_object(body, len, why, why_len);
 	if (root == NULL)
-		return reason(why, why_len, "%s", "malformed JSON");
-	while (end != NULL && end < body + len &&
-	       (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
-		end++;
-	if (end != body + len) {
-		reason(why, why_len, "%s", "malformed JSON (trailing data)");
-		goto out;
-	}
-	if (!cJSON_IsObject(root)) {
-		reason(why, why_len, "%s", "body must be a JSON object");
-		goto out;
-	}
+		return -EINVAL;
 	data = cJSON_GetObjectItemCaseSensitive(root, "data");
 	if (!cJSON_IsObject(data))
 		data = NULL;
-	{
-		bool oom = false;
-		const char *dup = duplicate_name(root, &oom);
-
-		if (dup == NULL && data != NULL)
-			dup = duplicate_name(data, &oom);
-		if (oom) {
-			reason(why, why_len, "%s", "out of memory");
-			goto out;
-		}
-		if (dup != NULL) {
-			char name[48];
-
-			snprintf(name, sizeof(name), "%s", dup);
-			for (char *p = name; *p != '\0'; p++)
-				if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
-					*p = '?';
-			snprintf(why, why_len, "duplicate field %s", name);
-			goto out;
-		}
-	}
-
-	if (get_id(field(root, data, "payment_id"), "payment_id", true, ev.payment_id,
-		   sizeof(ev.payment_id), why, why_len) < 0 ||
-	    get_id(field(root, data, "order_id"), "order_id", false, ev.order_id,
-		   sizeof(ev.order_id), why, why_len) < 0)
-		goto out;
-
-	st = field(root, data, "status");
-	if (st == NULL)
-		st = field(root, data, "payment_status");
-	if (st == NULL)
-		st = field(root, data, "transaction_status");
-	if (st == NULL || cJSON_IsNull(st)) {
-		reason(why, why_len, "%s", "status is missing");
-		goto out;
-	}
-	if (!cJSON_IsString(st)) {
-		reason(why, why_len, "%s", "status must be a string");
-		goto out;
-	}
-	ev.status = payment_status_parse(st->valuestring);
-	if (ev.status == PAYMENT_UNKNOWN) {
-		reason(why, why_len, "%s",
-		       "status must be one of PENDING, PAID, EXPIRED, CANCELED");
-		goto out;
-	}
-	if (get_amount(field(root, data, "amount"), "amount", &ev.amount, why, why_len) < 0)
-		goto out;
-	get_opt_string(field(root, data, "payment_type"), ev.payment_type, sizeof(ev.payment_type));
-	ch = field(root, data, "channel_code");
-	if (ch == NULL)
-		ch = field(root, data, "bank_code");
-	get_opt_string(ch, ev.channel_code, sizeof(ev.channel_code));
-
+	r = refuse_duplicates(root, data, why, why_len);
+	if (r == 0)
+		r = read_fields(root, data, &ev, why, why_len);
+	cJSON_Delete(root);
+	if (r < 0)
+		return r;
 	ev.source = EVENT_SOURCE_CALLBACK;
 	ev.raw = body;
 	ev.raw_len = len;
 	*ret = ev;
-	r = 0;
-out:
-	cJSON_Delete(root);
-	return r;
+	return 0;
 }

@@ -134,32 +134,100 @@ static int set_string(char **slot, const char *value)
 	return 0;
 }
 
+/* Appends a further line of a list key (inih reads at most 200 bytes a line: long key lists
+ * take several lines). */
+static int append_list(struct load_ctx *x, char **sp, const char *value)
+{
+	size_t a = strlen(*sp), b = strlen(value);
+	char *joined = malloc(a + b + 2);
+
+	if (joined == NULL)
+		return fail(x, -ENOMEM, "config: out of memory");
+	memcpy(joined, *sp, a);
+	joined[a] = ',';
+	memcpy(joined + a + 1, value, b + 1);
+	explicit_bzero(*sp, a);
+	free(*sp);
+	*sp = joined;
+	return 0;
+}
+
+static int set_number(struct load_ctx *x, const char *section, const struct key_def *k, char *slot,
+		      const char *value)
+{
+	char *end;
+
+	errno = 0;
+	if (k->type == KEY_INT) {
+		long v = strtol(value, &end, 10);
+
+		if (errno != 0 || end == value || *end != '\0' || v < k->min || v > k->max)
+			return fail(x, -EINVAL, "config: %s.%s: must be an integer from %ld to %ld",
+				    section, k->name, k->min, k->max);
+		*(long *)(void *)slot = v;
+		return 0;
+	}
+	double v = strtod(value, &end);
+
+	if (errno != 0 || end == value || *end != '\0' || !(v > (double)k->min) ||
+	    v > (double)k->max)
+		return fail(x, -EINVAL, "config: %s.%s: must be a number above %ld and at most %ld",
+			    section, k->name, k->min, k->max);
+	*(double *)(void *)slot = v;
+	return 0;
+}
+
+/* The words an enumerated key accepts (case-insensitive) and what each means. */
+struct word {
+	const char *name;
+	int value;
+};
+
+static const struct word bool_words[] = {{"true", 1}, {"yes", 1},   {"1", 1},
+					 {"on", 1},   {"false", 0}, {"no", 0},
+					 {"0", 0},    {"off", 0},   {NULL, 0}};
+static const struct word auth_words[] = {
+	{"hmac", CONFIG_AUTH_HMAC}, {"plain", CONFIG_AUTH_PLAIN}, {NULL, 0}};
+static const struct word sync_words[] = {{"full", 1}, {"normal", 0}, {NULL, 0}};
+static const struct word sink_words[] = {
+	{"http", CONFIG_SINK_HTTP}, {"redis", CONFIG_SINK_REDIS}, {NULL, 0}};
+
+/* Booleans (KEY_BOOL, KEY_SYNC) are stored as bool, the other words as int. */
+static int set_word(struct load_ctx *x, const char *section, const struct key_def *k, char *slot,
+		    const char *value)
+{
+	const struct word *w = k->type == KEY_BOOL   ? bool_words
+			       : k->type == KEY_AUTH ? auth_words
+			       : k->type == KEY_SYNC ? sync_words
+						     : sink_words;
+	const char *expect = k->type == KEY_BOOL   ? "true or false"
+			     : k->type == KEY_AUTH ? "hmac or plain"
+			     : k->type == KEY_SYNC ? "full or normal"
+						   : "http or redis";
+
+	for (; w->name != NULL; w++) {
+		if (strcasecmp(value, w->name) != 0)
+			continue;
+		if (k->type == KEY_BOOL || k->type == KEY_SYNC)
+			*(bool *)(void *)slot = w->value != 0;
+		else
+			*(int *)(void *)slot = w->value;
+		return 0;
+	}
+	return fail(x, -EINVAL, "config: %s.%s: must be %s", section, k->name, expect);
+}
+
 /* Sets one key of base (a struct config or a struct config_sink) from its text form. */
 static int set_value(struct load_ctx *x, const char *section, const struct key_def *k, void *base,
 		     const char *value)
 {
 	char *slot = (char *)base + k->off;
-	char *end;
+	int prio;
 
 	switch (k->type) {
 	case KEY_SECRET_LIST:
-		if (x->in_file && x->list_seen) {
-			/* inih reads at most 200 bytes a line: long key lists take several lines.
-			 */
-			char **sp = (char **)(void *)slot;
-			size_t a = strlen(*sp), b = strlen(value);
-			char *joined = malloc(a + b + 2);
-
-			if (joined == NULL)
-				return fail(x, -ENOMEM, "config: out of memory");
-			memcpy(joined, *sp, a);
-			joined[a] = ',';
-			memcpy(joined + a + 1, value, b + 1);
-			explicit_bzero(*sp, a);
-			free(*sp);
-			*sp = joined;
-			return 0;
-		}
+		if (x->in_file && x->list_seen)
+			return append_list(x, (char **)(void *)slot, value);
 		if (x->in_file)
 			x->list_seen = true;
 		/* fall through */
@@ -168,77 +236,21 @@ static int set_value(struct load_ctx *x, const char *section, const struct key_d
 		if (set_string((char **)(void *)slot, value) < 0)
 			return fail(x, -ENOMEM, "config: out of memory");
 		return 0;
-	case KEY_INT: {
-		long v;
-
-		errno = 0;
-		v = strtol(value, &end, 10);
-		if (errno != 0 || end == value || *end != '\0' || v < k->min || v > k->max)
-			return fail(x, -EINVAL, "config: %s.%s: must be an integer from %ld to %ld",
-				    section, k->name, k->min, k->max);
-		*(long *)(void *)slot = v;
-		return 0;
-	}
-	case KEY_DOUBLE: {
-		double v;
-
-		errno = 0;
-		v = strtod(value, &end);
-		if (errno != 0 || end == value || *end != '\0' || !(v > (double)k->min) ||
-		    v > (double)k->max)
-			return fail(x, -EINVAL,
-				    "config: %s.%s: must be a number above %ld and at most %ld",
-				    section, k->name, k->min, k->max);
-		*(double *)(void *)slot = v;
-		return 0;
-	}
+	case KEY_INT:
+	case KEY_DOUBLE:
+		return set_number(x, section, k, slot, value);
 	case KEY_BOOL:
-		if (strcasecmp(value, "true") == 0 || strcasecmp(value, "yes") == 0 ||
-		    strcmp(value, "1") == 0 || strcasecmp(value, "on") == 0)
-			*(bool *)(void *)slot = true;
-		else if (strcasecmp(value, "false") == 0 || strcasecmp(value, "no") == 0 ||
-			 strcmp(value, "0") == 0 || strcasecmp(value, "off") == 0)
-			*(bool *)(void *)slot = false;
-		else
-			return fail(x, -EINVAL, "config: %s.%s: must be true or false", section,
-				    k->name);
-		return 0;
 	case KEY_AUTH:
-		if (strcasecmp(value, "hmac") == 0)
-			*(int *)(void *)slot = CONFIG_AUTH_HMAC;
-		else if (strcasecmp(value, "plain") == 0)
-			*(int *)(void *)slot = CONFIG_AUTH_PLAIN;
-		else
-			return fail(x, -EINVAL, "config: %s.%s: must be hmac or plain", section,
-				    k->name);
-		return 0;
 	case KEY_SYNC:
-		if (strcasecmp(value, "full") == 0)
-			*(bool *)(void *)slot = true;
-		else if (strcasecmp(value, "normal") == 0)
-			*(bool *)(void *)slot = false;
-		else
-			return fail(x, -EINVAL, "config: %s.%s: must be full or normal", section,
-				    k->name);
-		return 0;
-	case KEY_LOGLEVEL: {
-		int prio = log_level_parse(value);
-
+	case KEY_SINKTYPE:
+		return set_word(x, section, k, slot, value);
+	case KEY_LOGLEVEL:
+		prio = log_level_parse(value);
 		if (prio < 0)
 			return fail(x, -EINVAL,
 				    "config: %s.%s: must be err, warning, notice, info or debug",
 				    section, k->name);
 		*(int *)(void *)slot = prio;
-		return 0;
-	}
-	case KEY_SINKTYPE:
-		if (strcasecmp(value, "http") == 0)
-			*(int *)(void *)slot = CONFIG_SINK_HTTP;
-		else if (strcasecmp(value, "redis") == 0)
-			*(int *)(void *)slot = CONFIG_SINK_REDIS;
-		else
-			return fail(x, -EINVAL, "config: %s.%s: must be http or redis", section,
-				    k->name);
 		return 0;
 	}
 	return fail(x, -EINVAL, "config: %s.%s: internal error", section, k->name);

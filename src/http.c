@@ -50,8 +50,8 @@ struct http_request {
 	const char *url, *method;
 	char peer[INET6_ADDRSTRLEN];   /* TCP peer */
 	char remote[INET6_ADDRSTRLEN]; /* client: the peer, or whom a trusted proxy names */
-	char *body;
-	size_t body_len, body_cap, discarded;
+	struct util_buf body;	       /* at most max_body bytes */
+	size_t discarded;
 	bool too_large;
 	int state;	/* enum req_state; atomic: the owner's thread publishes READY */
 	bool suspended; /* went through http_suspend: the owner replies, then MHD resumes */
@@ -70,7 +70,7 @@ struct http_request {
 
 static void req_free(struct http_request *req)
 {
-	free(req->body);
+	util_buf_free(&req->body);
 	free(req->reply);
 	free(req);
 }
@@ -135,8 +135,8 @@ const char *http_peer(struct http_request *req)
 
 const char *http_body(struct http_request *req, size_t *ret_len)
 {
-	*ret_len = req->body_len;
-	return req->body != NULL ? req->body : "";
+	*ret_len = req->body.len;
+	return req->body.p != NULL ? req->body.p : "";
 }
 
 void *http_req_data(struct http_request *req)
@@ -386,30 +386,13 @@ static bool append_body(struct http_request *req, const char *data, size_t len)
 {
 	size_t max = req->srv->opts.max_body;
 
-	if (req->too_large || req->body_len + len > max) {
+	if (req->too_large || req->body.len + len > max) {
 		req->too_large = true;
 		req->discarded += len;
 		/* Read a little past the limit so the client sees the 413; then hang up. */
 		return req->discarded <= 4 * max;
 	}
-	if (req->body_len + len + 1 > req->body_cap) {
-		size_t cap = req->body_cap ? req->body_cap : 1024;
-		char *nb;
-
-		while (cap < req->body_len + len + 1)
-			cap *= 2;
-		if (cap > max + 1)
-			cap = max + 1;
-		nb = realloc(req->body, cap);
-		if (nb == NULL)
-			return false;
-		req->body = nb;
-		req->body_cap = cap;
-	}
-	memcpy(req->body + req->body_len, data, len);
-	req->body_len += len;
-	req->body[req->body_len] = '\0';
-	return true;
+	return util_buf_add(&req->body, data, len) == 0;
 }
 
 bool http_is_json_type(const char *ct)

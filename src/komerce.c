@@ -36,6 +36,7 @@
  */
 #include "build_config.h"
 #include "komerce.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -69,9 +70,7 @@ struct komerce {
 	char *api_key;
 	long connect_timeout_ms;
 	long timeout_ms;
-	char *buf; /* reply body of the request in flight */
-	size_t len;
-	size_t cap;
+	struct util_buf body; /* reply body of the request in flight */
 	bool too_big;
 	long retry_after_s; /* Retry-After of the last response seen, -1 if none */
 	const int *stop;
@@ -352,90 +351,15 @@ static int parse_amount(const cJSON *v, long long *out)
 	return 0;
 }
 
-static long long days_from_civil(long long y, unsigned m, unsigned d)
+/* ISO 8601 as Komerce and its peers write it ("2026-08-12T10:15:30.000Z", "...+07:00",
+ * "2026-08-12 10:15:30" with no zone: read as WIB, UTC+7, or a bare date) into unix seconds. */
+static int parse_local_time(const char *s, long long *out)
 {
-	long long era;
-	unsigned yoe, doy, doe;
+	int64_t ms;
 
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = (unsigned)(y - era * 400);
-	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (long long)doe - 719468;
-}
-
-static int read_digits(const char **p, int count, int *out)
-{
-	int v = 0;
-
-	for (int i = 0; i < count; i++) {
-		if (!isdigit((unsigned char)(*p)[i]))
-			return -EINVAL;
-		v = v * 10 + ((*p)[i] - '0');
-	}
-	*p += count;
-	*out = v;
-	return 0;
-}
-
-/* ISO 8601 as Komerce and its peers write it: "2026-08-12T10:15:30.000Z", "...+07:00",
- * "2026-08-12 10:15:30" (no zone: read as WIB, UTC+7), or a bare date. */
-static int parse_iso8601(const char *s, long long *out)
-{
-	static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	int y, mo, d, h = 0, mi = 0, sec = 0, oh = 0, om = 0, dim;
-	long long offset = KOMERCE_WIB_OFFSET;
-	const char *p = s;
-
-	if (read_digits(&p, 4, &y) < 0 || *p++ != '-' || read_digits(&p, 2, &mo) < 0 ||
-	    *p++ != '-' || read_digits(&p, 2, &d) < 0)
+	if (util_parse_iso8601_ms(s, KOMERCE_WIB_OFFSET, &ms) < 0)
 		return -EINVAL;
-	if (mo < 1 || mo > 12 || y < 1970 || y > 9999)
-		return -EINVAL;
-	dim = mdays[mo - 1] + (mo == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
-	if (d < 1 || d > dim)
-		return -EINVAL;
-	if (*p == 'T' || *p == 't' || *p == ' ') {
-		p++;
-		if (read_digits(&p, 2, &h) < 0 || *p++ != ':' || read_digits(&p, 2, &mi) < 0)
-			return -EINVAL;
-		if (*p == ':') {
-			p++;
-			if (read_digits(&p, 2, &sec) < 0)
-				return -EINVAL;
-			if (*p == '.' || *p == ',') {
-				p++;
-				if (!isdigit((unsigned char)*p))
-					return -EINVAL;
-				while (isdigit((unsigned char)*p))
-					p++;
-			}
-		}
-		if (h > 23 || mi > 59 || sec > 60)
-			return -EINVAL;
-		if (*p == 'Z' || *p == 'z') {
-			offset = 0;
-			p++;
-		} else if (*p == '+' || *p == '-') {
-			int sign = *p == '-' ? -1 : 1;
-
-			p++;
-			if (read_digits(&p, 2, &oh) < 0)
-				return -EINVAL;
-			if (*p == ':')
-				p++;
-			if (isdigit((unsigned char)*p) && read_digits(&p, 2, &om) < 0)
-				return -EINVAL;
-			if (oh > 23 || om > 59)
-				return -EINVAL;
-			offset = sign * (oh * 3600LL + om * 60LL);
-		}
-	}
-	if (*p != '\0')
-		return -EINVAL;
-	*out = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400LL + h * 3600LL + mi * 60LL +
-	       sec - offset;
+	*out = ms / 1000;
 	return 0;
 }
 
@@ -451,7 +375,7 @@ static int parse_time(const cJSON *v, long long *out)
 		s = v->valuestring;
 		for (const char *c = s; *c; c++) {
 			if (!isdigit((unsigned char)*c))
-				return parse_iso8601(s, out);
+				return parse_local_time(s, out);
 		}
 		d = strtod(s, NULL);
 	} else {
@@ -717,13 +641,125 @@ static int validate_items(struct vctx *c, const cJSON *items, long long amount)
 	return 0;
 }
 
+/* payment_type and channel_code, and the method the methods list has for them (NULL when no
+ * list is known). */
+static int check_method(struct vctx *c, const cJSON *request, const cJSON *methods_data,
+			bool *ret_qris, const cJSON **ret_method)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(request, "payment_type");
+
+	*ret_method = NULL;
+	if (check_string(c, v, "payment_type", 32, NULL) < 0)
+		return -EINVAL;
+	if (strcmp(v->valuestring, "bank_transfer") != 0 && strcmp(v->valuestring, "qris") != 0)
+		return fail(c, "payment_type", "must be bank_transfer or qris");
+	*ret_qris = strcmp(v->valuestring, "qris") == 0;
+	if (*ret_qris) {
+		if (!cJSON_IsArray(methods_data))
+			return 0;
+		*ret_method = find_method(methods_data, true, "");
+		return *ret_method != NULL ? 0
+					   : fail(c, "payment_type",
+						  "qris is not listed by the methods endpoint");
+	}
+	v = cJSON_GetObjectItemCaseSensitive(request, "channel_code");
+	if (check_string(c, v, "channel_code", 31, "is required for bank_transfer") < 0)
+		return -EINVAL;
+	if (!cJSON_IsArray(methods_data))
+		return 0;
+	*ret_method = find_method(methods_data, false, v->valuestring);
+	return *ret_method != NULL ? 0
+				   : fail(c, "channel_code",
+					  "is not a bank code listed by the methods endpoint");
+}
+
+static int check_amount(struct vctx *c, const cJSON *request, const cJSON *method,
+			long long *ret_amount)
+{
+	const cJSON *v;
+	long long amount;
+
+	if (check_integer(c, cJSON_GetObjectItemCaseSensitive(request, "amount"), "amount",
+			  &amount) < 0)
+		return -EINVAL;
+	*ret_amount = amount;
+	if (amount < KOMERCE_MIN_AMOUNT)
+		return fail(c, "amount", "must be at least %lld", KOMERCE_MIN_AMOUNT);
+	if (amount > KOMERCE_MAX_AMOUNT)
+		return fail(c, "amount", "must be at most %lld", KOMERCE_MAX_AMOUNT);
+	if (method == NULL)
+		return 0;
+	v = cJSON_GetObjectItemCaseSensitive(method, "min_amount");
+	if (cJSON_IsNumber(v) && (double)amount < v->valuedouble)
+		return fail(c, "amount", "must be at least %.0f for this channel", v->valuedouble);
+	v = cJSON_GetObjectItemCaseSensitive(method, "max_amount");
+	if (cJSON_IsNumber(v) && (double)amount > v->valuedouble)
+		return fail(c, "amount", "must be at most %.0f for this channel", v->valuedouble);
+	return 0;
+}
+
+static int check_customer(struct vctx *c, const cJSON *customer)
+{
+	const cJSON *v;
+
+	if (!customer || cJSON_IsNull(customer))
+		return fail(c, "customer", "is required");
+	if (!cJSON_IsObject(customer))
+		return fail(c, "customer", "must be an object");
+	if (check_string(c, cJSON_GetObjectItemCaseSensitive(customer, "name"), "customer.name",
+			 255, NULL) < 0)
+		return -EINVAL;
+	v = cJSON_GetObjectItemCaseSensitive(customer, "email");
+	if (check_string(c, v, "customer.email", 254, NULL) < 0)
+		return -EINVAL;
+	if (!looks_like_email(v->valuestring))
+		return fail(c, "customer.email", "must be a valid email address");
+	return check_string(c, cJSON_GetObjectItemCaseSensitive(customer, "phone"),
+			    "customer.phone", 32, NULL);
+}
+
+static int check_expiry(struct vctx *c, const cJSON *v, bool qris)
+{
+	long long n;
+
+	if (!v || cJSON_IsNull(v))
+		return 0;
+	if (check_integer(c, v, "expiry_duration", &n) < 0)
+		return -EINVAL;
+	if (qris && n != KOMERCE_QRIS_EXPIRY)
+		return fail(c, "expiry_duration", "is fixed at %lld seconds for qris",
+			    KOMERCE_QRIS_EXPIRY);
+	if (!qris && n < KOMERCE_VA_MIN_EXPIRY)
+		return fail(c, "expiry_duration", "must be at least %lld seconds",
+			    KOMERCE_VA_MIN_EXPIRY);
+	if (!qris && n > KOMERCE_VA_MAX_EXPIRY)
+		return fail(c, "expiry_duration", "must be at most %lld seconds (30 days)",
+			    KOMERCE_VA_MAX_EXPIRY);
+	return 0;
+}
+
+static int check_callback(struct vctx *c, const cJSON *request)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(request, "callback_url"), *key;
+
+	if (!v || cJSON_IsNull(v))
+		return 0;
+	if (!cJSON_IsString(v) || strlen(v->valuestring) > 2048 || !valid_http_url(v->valuestring))
+		return fail(c, "callback_url", "must be an http or https URL");
+	key = cJSON_GetObjectItemCaseSensitive(request, "callback_api_key");
+	if (!key || cJSON_IsNull(key))
+		key = cJSON_GetObjectItemCaseSensitive(request, "callback_API_KEY");
+	return check_string(c, key, "callback_api_key", 256,
+			    "is required when callback_url is given");
+}
+
 int komerce_validate_create(const cJSON *request, const cJSON *methods_data, char *field,
 			    size_t field_len, char *rule, size_t rule_len)
 {
 	struct vctx c = {field, field_len, rule, rule_len};
-	const cJSON *v, *customer, *method = NULL, *key;
-	long long amount, n;
-	bool qris;
+	const cJSON *method = NULL, *items;
+	long long amount;
+	bool qris = false;
 
 	if (field && field_len)
 		field[0] = '\0';
@@ -731,101 +767,19 @@ int komerce_validate_create(const cJSON *request, const cJSON *methods_data, cha
 		rule[0] = '\0';
 	if (!cJSON_IsObject(request))
 		return fail(&c, "body", "must be a JSON object");
-
 	if (check_string(&c, cJSON_GetObjectItemCaseSensitive(request, "order_id"), "order_id", 100,
-			 NULL) < 0)
+			 NULL) < 0 ||
+	    check_method(&c, request, methods_data, &qris, &method) < 0 ||
+	    check_amount(&c, request, method, &amount) < 0 ||
+	    check_customer(&c, cJSON_GetObjectItemCaseSensitive(request, "customer")) < 0)
 		return -EINVAL;
-
-	v = cJSON_GetObjectItemCaseSensitive(request, "payment_type");
-	if (check_string(&c, v, "payment_type", 32, NULL) < 0)
+	items = cJSON_GetObjectItemCaseSensitive(request, "items");
+	if (items && !cJSON_IsNull(items) && validate_items(&c, items, amount) < 0)
 		return -EINVAL;
-	if (strcmp(v->valuestring, "bank_transfer") != 0 && strcmp(v->valuestring, "qris") != 0)
-		return fail(&c, "payment_type", "must be bank_transfer or qris");
-	qris = strcmp(v->valuestring, "qris") == 0;
-
-	if (!qris) {
-		v = cJSON_GetObjectItemCaseSensitive(request, "channel_code");
-		if (check_string(&c, v, "channel_code", 31, "is required for bank_transfer") < 0)
-			return -EINVAL;
-		if (cJSON_IsArray(methods_data)) {
-			method = find_method(methods_data, false, v->valuestring);
-			if (!method)
-				return fail(&c, "channel_code",
-					    "is not a bank code listed by the methods endpoint");
-		}
-	} else if (cJSON_IsArray(methods_data)) {
-		method = find_method(methods_data, true, "");
-		if (!method)
-			return fail(&c, "payment_type",
-				    "qris is not listed by the methods endpoint");
-	}
-
-	if (check_integer(&c, cJSON_GetObjectItemCaseSensitive(request, "amount"), "amount",
-			  &amount) < 0)
+	if (check_expiry(&c, cJSON_GetObjectItemCaseSensitive(request, "expiry_duration"), qris) <
+		    0 ||
+	    check_callback(&c, request) < 0)
 		return -EINVAL;
-	if (amount < KOMERCE_MIN_AMOUNT)
-		return fail(&c, "amount", "must be at least %lld", KOMERCE_MIN_AMOUNT);
-	if (amount > KOMERCE_MAX_AMOUNT)
-		return fail(&c, "amount", "must be at most %lld", KOMERCE_MAX_AMOUNT);
-	if (method) {
-		v = cJSON_GetObjectItemCaseSensitive(method, "min_amount");
-		if (cJSON_IsNumber(v) && (double)amount < v->valuedouble)
-			return fail(&c, "amount", "must be at least %.0f for this channel",
-				    v->valuedouble);
-		v = cJSON_GetObjectItemCaseSensitive(method, "max_amount");
-		if (cJSON_IsNumber(v) && (double)amount > v->valuedouble)
-			return fail(&c, "amount", "must be at most %.0f for this channel",
-				    v->valuedouble);
-	}
-
-	customer = cJSON_GetObjectItemCaseSensitive(request, "customer");
-	if (!customer || cJSON_IsNull(customer))
-		return fail(&c, "customer", "is required");
-	if (!cJSON_IsObject(customer))
-		return fail(&c, "customer", "must be an object");
-	if (check_string(&c, cJSON_GetObjectItemCaseSensitive(customer, "name"), "customer.name",
-			 255, NULL) < 0)
-		return -EINVAL;
-	v = cJSON_GetObjectItemCaseSensitive(customer, "email");
-	if (check_string(&c, v, "customer.email", 254, NULL) < 0)
-		return -EINVAL;
-	if (!looks_like_email(v->valuestring))
-		return fail(&c, "customer.email", "must be a valid email address");
-	if (check_string(&c, cJSON_GetObjectItemCaseSensitive(customer, "phone"), "customer.phone",
-			 32, NULL) < 0)
-		return -EINVAL;
-
-	v = cJSON_GetObjectItemCaseSensitive(request, "items");
-	if (v && !cJSON_IsNull(v) && validate_items(&c, v, amount) < 0)
-		return -EINVAL;
-
-	v = cJSON_GetObjectItemCaseSensitive(request, "expiry_duration");
-	if (v && !cJSON_IsNull(v)) {
-		if (check_integer(&c, v, "expiry_duration", &n) < 0)
-			return -EINVAL;
-		if (qris && n != KOMERCE_QRIS_EXPIRY)
-			return fail(&c, "expiry_duration", "is fixed at %lld seconds for qris",
-				    KOMERCE_QRIS_EXPIRY);
-		if (!qris && n < KOMERCE_VA_MIN_EXPIRY)
-			return fail(&c, "expiry_duration", "must be at least %lld seconds",
-				    KOMERCE_VA_MIN_EXPIRY);
-		if (!qris && n > KOMERCE_VA_MAX_EXPIRY)
-			return fail(&c, "expiry_duration", "must be at most %lld seconds (30 days)",
-				    KOMERCE_VA_MAX_EXPIRY);
-	}
-
-	v = cJSON_GetObjectItemCaseSensitive(request, "callback_url");
-	if (v && !cJSON_IsNull(v)) {
-		if (!cJSON_IsString(v) || strlen(v->valuestring) > 2048 ||
-		    !valid_http_url(v->valuestring))
-			return fail(&c, "callback_url", "must be an http or https URL");
-		key = cJSON_GetObjectItemCaseSensitive(request, "callback_api_key");
-		if (!key || cJSON_IsNull(key))
-			key = cJSON_GetObjectItemCaseSensitive(request, "callback_API_KEY");
-		if (check_string(&c, key, "callback_api_key", 256,
-				 "is required when callback_url is given") < 0)
-			return -EINVAL;
-	}
 	return 0;
 }
 
@@ -834,27 +788,13 @@ int komerce_validate_create(const cJSON *request, const cJSON *methods_data, cha
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	struct komerce *k = userdata;
-	size_t n = size * nmemb, cap;
-	char *p;
+	size_t n = size * nmemb;
 
-	if (n > KOMERCE_MAX_REPLY - k->len) {
+	if (n > KOMERCE_MAX_REPLY - k->body.len) {
 		k->too_big = true;
 		return 0;
 	}
-	if (k->len + n + 1 > k->cap) {
-		cap = k->cap ? k->cap : 4096;
-		while (cap < k->len + n + 1)
-			cap *= 2;
-		p = realloc(k->buf, cap);
-		if (!p)
-			return 0;
-		k->buf = p;
-		k->cap = cap;
-	}
-	memcpy(k->buf + k->len, ptr, n);
-	k->len += n;
-	k->buf[k->len] = '\0';
-	return n;
+	return util_buf_add(&k->body, ptr, n) == 0 ? n : 0;
 }
 
 /* Only Retry-After is kept, as delta-seconds or an HTTP date. A status line starts a new
@@ -975,7 +915,7 @@ void komerce_free(struct komerce *k)
 		free(k->api_key);
 	}
 	free(k->base_url);
-	free(k->buf);
+	util_buf_free(&k->body);
 	free(k);
 }
 
@@ -1050,80 +990,61 @@ static enum komerce_err err_from_curl(CURLcode rc)
  * is false: libcurl silently sends a request again on a new connection when a reused one
  * turns out dead, which would be a second status poll within 3 s or a second create. So
  * status, create and cancel always take a connection of their own. */
-static int request(struct komerce *k, const char *path, const char *post_body, bool fresh,
-		   struct komerce_result *ret)
+/* Sets up k's easy handle for one request to url (POST of post_body, or GET). */
+static void prepare(struct komerce *k, const char *url, const char *post_body, bool fresh)
 {
-	char url[KOMERCE_MAX_URL];
-	long status = 0;
-	CURLcode rc;
-	int n, r;
+	CURL *c = k->curl;
 
-	result_init(ret);
-	n = snprintf(url, sizeof(url), "%s%s", k->base_url, path);
-	if (n < 0 || (size_t)n >= sizeof(url)) {
-		ret->err = KOMERCE_E_INTERNAL;
-		set_message(ret, "request URL too long");
-		return komerce_err_errno(ret->err);
-	}
-	k->len = 0;
+	k->body.len = 0;
 	k->too_big = false;
 	k->retry_after_s = -1;
 	k->errbuf[0] = '\0';
-
-	curl_easy_reset(k->curl);
-	if (curl_easy_setopt(k->curl, CURLOPT_URL, url) != CURLE_OK) {
-		ret->err = KOMERCE_E_INTERNAL;
-		set_message(ret, "invalid request URL");
-		return komerce_err_errno(ret->err);
-	}
-	curl_easy_setopt(k->curl, CURLOPT_HTTPHEADER, k->headers);
-	curl_easy_setopt(k->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, k->headers);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	if (k->stop != NULL) {
-		curl_easy_setopt(k->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-		curl_easy_setopt(k->curl, CURLOPT_XFERINFODATA, k);
-		curl_easy_setopt(k->curl, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, k);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	}
-	curl_easy_setopt(k->curl, CURLOPT_CONNECTTIMEOUT_MS, k->connect_timeout_ms);
-	curl_easy_setopt(k->curl, CURLOPT_TIMEOUT_MS, k->timeout_ms);
-	curl_easy_setopt(k->curl, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
-	curl_easy_setopt(k->curl, CURLOPT_FORBID_REUSE, fresh ? 1L : 0L);
-	curl_easy_setopt(k->curl, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(k->curl, CURLOPT_WRITEDATA, k);
-	curl_easy_setopt(k->curl, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(k->curl, CURLOPT_HEADERDATA, k);
-	curl_easy_setopt(k->curl, CURLOPT_ERRORBUFFER, k->errbuf);
-	curl_easy_setopt(k->curl, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(k->curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)KOMERCE_MAX_REPLY);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(k->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
-#ifdef HOOKD_VERSION
-	curl_easy_setopt(k->curl, CURLOPT_USERAGENT, "komerce-hookd/" HOOKD_VERSION);
-#else
-	curl_easy_setopt(k->curl, CURLOPT_USERAGENT, "komerce-hookd");
-#endif
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, k->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, k->timeout_ms);
+	curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+	curl_easy_setopt(c, CURLOPT_FORBID_REUSE, fresh ? 1L : 0L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, k);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, k);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, k->errbuf);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)KOMERCE_MAX_REPLY);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "komerce-hookd/" HOOKD_VERSION);
 	if (post_body) {
-		curl_easy_setopt(k->curl, CURLOPT_POST, 1L);
-		curl_easy_setopt(k->curl, CURLOPT_POSTFIELDS, post_body);
-		curl_easy_setopt(k->curl, CURLOPT_POSTFIELDSIZE_LARGE,
-				 (curl_off_t)strlen(post_body));
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, post_body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(post_body));
 	} else {
-		curl_easy_setopt(k->curl, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
 	}
+}
 
-	rc = curl_easy_perform(k->curl);
-	curl_easy_getinfo(k->curl, CURLINFO_RESPONSE_CODE, &status);
+/* The result of a finished transfer (rc, HTTP status) into ret; its -errno. */
+static int finish(struct komerce *k, CURLcode rc, long status, struct komerce_result *ret)
+{
+	int r;
+
 	/* POSTFIELDS is not copied: do not leave a dangling pointer in the handle */
 	curl_easy_setopt(k->curl, CURLOPT_POSTFIELDS, NULL);
-
 	if (rc == CURLE_OK) {
-		r = komerce_parse_reply(status, k->buf, k->len, ret);
+		r = komerce_parse_reply(status, k->body.p != NULL ? k->body.p : "", k->body.len,
+					ret);
 		if (status == 429)
 			ret->retry_after_s = k->retry_after_s;
 		scrub_key(k, ret->message);
 		return r;
 	}
-
 	ret->http_status = status;
 	if (k->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
 		ret->err = KOMERCE_E_BAD_RESPONSE;
@@ -1145,6 +1066,27 @@ static int request(struct komerce *k, const char *path, const char *post_body, b
 	}
 	scrub_key(k, ret->message);
 	return komerce_err_errno(ret->err);
+}
+
+static int request(struct komerce *k, const char *path, const char *post_body, bool fresh,
+		   struct komerce_result *ret)
+{
+	char url[KOMERCE_MAX_URL];
+	long status = 0;
+	CURLcode rc;
+	int n;
+
+	result_init(ret);
+	n = snprintf(url, sizeof(url), "%s%s", k->base_url, path);
+	if (n < 0 || (size_t)n >= sizeof(url)) {
+		ret->err = KOMERCE_E_INTERNAL;
+		set_message(ret, "request URL too long");
+		return komerce_err_errno(ret->err);
+	}
+	prepare(k, url, post_body, fresh);
+	rc = curl_easy_perform(k->curl);
+	curl_easy_getinfo(k->curl, CURLINFO_RESPONSE_CODE, &status);
+	return finish(k, rc, status, ret);
 }
 
 static int bad_id(const char *payment_id, struct komerce_result *ret)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "util.h"
 
 static const unsigned codes[] = {200, 201, 400, 401, 404, 405, 409, 413,
 				 415, 429, 500, 502, 503, 504, 0};
@@ -94,118 +95,106 @@ void metrics_set_gauge(const char *name, double v)
 	pthread_mutex_unlock(&gauge_mu);
 }
 
-struct buf {
-	char *p;
-	size_t len, cap;
-	int oom;
-};
-
-static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(struct buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (b->oom)
-		return;
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			b->oom = 1;
-			return;
-		}
-		if ((size_t)n < b->cap - b->len) {
-			b->len += (size_t)n;
-			return;
-		}
-		char *np = realloc(b->p, b->cap * 2 + (size_t)n);
-
-		if (np == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = np;
-		b->cap = b->cap * 2 + (size_t)n;
-	}
-}
-
-static void render_store(struct buf *b, struct store *store)
+static void render_store(struct util_buf *b, struct store *store)
 {
 	struct store_writer_stats st;
 	uint64_t cum = 0;
 
 	store_writer_stats_get(store, &st);
-	put(b,
-	    "# HELP hookd_events_stored_total New events committed\n"
-	    "# TYPE hookd_events_stored_total counter\nhookd_events_stored_total %llu\n",
-	    (unsigned long long)st.events);
-	put(b, "# HELP hookd_events_total New events by status and source\n"
-	       "# TYPE hookd_events_total counter\n");
+	util_buf_printf(
+		b,
+		"# HELP hookd_events_stored_total New events committed\n"
+		"# TYPE hookd_events_stored_total counter\nhookd_events_stored_total %llu\n",
+		(unsigned long long)st.events);
+	util_buf_printf(b, "# HELP hookd_events_total New events by status and source\n"
+			   "# TYPE hookd_events_total counter\n");
 	for (int stt = PAYMENT_PENDING; stt <= PAYMENT_CANCELED; stt++)
 		for (int src = EVENT_SOURCE_CALLBACK; src <= EVENT_SOURCE_API; src++)
-			put(b, "hookd_events_total{status=\"%s\",source=\"%s\"} %llu\n",
-			    payment_status_name((enum payment_status)stt),
-			    event_source_name((enum event_source)src),
-			    (unsigned long long)st.events_by[stt][src]);
-	put(b,
-	    "# HELP hookd_duplicates_total Deliveries of a fact already stored\n"
-	    "# TYPE hookd_duplicates_total counter\nhookd_duplicates_total %llu\n",
-	    (unsigned long long)st.duplicates);
-	put(b,
-	    "# HELP hookd_conflicts_total Events that contradict the known payment state\n"
-	    "# TYPE hookd_conflicts_total counter\nhookd_conflicts_total %llu\n",
-	    (unsigned long long)st.conflicts);
-	put(b,
-	    "# HELP hookd_commit_failures_total Transactions rolled back\n"
-	    "# TYPE hookd_commit_failures_total counter\nhookd_commit_failures_total %llu\n",
-	    (unsigned long long)st.commit_failures);
-	put(b,
-	    "# HELP hookd_writer_queue Requests waiting for the writer\n"
-	    "# TYPE hookd_writer_queue gauge\nhookd_writer_queue %ld\n",
-	    st.queue_len);
-	put(b, "# HELP hookd_commit_seconds Duration of a group commit\n"
-	       "# TYPE hookd_commit_seconds histogram\n");
+			util_buf_printf(b, "hookd_events_total{status=\"%s\",source=\"%s\"} %llu\n",
+					payment_status_name((enum payment_status)stt),
+					event_source_name((enum event_source)src),
+					(unsigned long long)st.events_by[stt][src]);
+	util_buf_printf(b,
+			"# HELP hookd_duplicates_total Deliveries of a fact already stored\n"
+			"# TYPE hookd_duplicates_total counter\nhookd_duplicates_total %llu\n",
+			(unsigned long long)st.duplicates);
+	util_buf_printf(
+		b,
+		"# HELP hookd_conflicts_total Events that contradict the known payment state\n"
+		"# TYPE hookd_conflicts_total counter\nhookd_conflicts_total %llu\n",
+		(unsigned long long)st.conflicts);
+	util_buf_printf(
+		b,
+		"# HELP hookd_commit_failures_total Transactions rolled back\n"
+		"# TYPE hookd_commit_failures_total counter\nhookd_commit_failures_total %llu\n",
+		(unsigned long long)st.commit_failures);
+	util_buf_printf(b,
+			"# HELP hookd_writer_queue Requests waiting for the writer\n"
+			"# TYPE hookd_writer_queue gauge\nhookd_writer_queue %ld\n",
+			st.queue_len);
+	util_buf_printf(b, "# HELP hookd_commit_seconds Duration of a group commit\n"
+			   "# TYPE hookd_commit_seconds histogram\n");
 	for (size_t i = 0; i < 11; i++) {
 		cum += st.commit_us_bucket[i];
-		put(b, "hookd_commit_seconds_bucket{le=\"%g\"} %llu\n",
-		    store_commit_bucket_ms[i] / 1000.0, (unsigned long long)cum);
+		util_buf_printf(b, "hookd_commit_seconds_bucket{le=\"%g\"} %llu\n",
+				store_commit_bucket_ms[i] / 1000.0, (unsigned long long)cum);
 	}
 	cum += st.commit_us_bucket[11];
-	put(b, "hookd_commit_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-	put(b, "hookd_commit_seconds_sum %.6f\nhookd_commit_seconds_count %llu\n",
-	    (double)st.commit_us_total / 1e6, (unsigned long long)cum);
-	put(b, "# HELP hookd_commit_batch_size Requests per group commit\n"
-	       "# TYPE hookd_commit_batch_size histogram\n");
+	util_buf_printf(b, "hookd_commit_seconds_bucket{le=\"+Inf\"} %llu\n",
+			(unsigned long long)cum);
+	util_buf_printf(b, "hookd_commit_seconds_sum %.6f\nhookd_commit_seconds_count %llu\n",
+			(double)st.commit_us_total / 1e6, (unsigned long long)cum);
+	util_buf_printf(b, "# HELP hookd_commit_batch_size Requests per group commit\n"
+			   "# TYPE hookd_commit_batch_size histogram\n");
 	cum = 0;
 	for (size_t i = 0; i < 9; i++) {
 		cum += st.batch_bucket[i];
-		put(b, "hookd_commit_batch_size_bucket{le=\"%g\"} %llu\n", store_batch_bucket[i],
-		    (unsigned long long)cum);
+		util_buf_printf(b, "hookd_commit_batch_size_bucket{le=\"%g\"} %llu\n",
+				store_batch_bucket[i], (unsigned long long)cum);
 	}
 	cum += st.batch_bucket[9];
-	put(b, "hookd_commit_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-	put(b, "hookd_commit_batch_size_sum %llu\nhookd_commit_batch_size_count %llu\n",
-	    (unsigned long long)st.batch_total, (unsigned long long)cum);
+	util_buf_printf(b, "hookd_commit_batch_size_bucket{le=\"+Inf\"} %llu\n",
+			(unsigned long long)cum);
+	util_buf_printf(b, "hookd_commit_batch_size_sum %llu\nhookd_commit_batch_size_count %llu\n",
+			(unsigned long long)st.batch_total, (unsigned long long)cum);
+}
+
+/* The named gauges, one TYPE line per family ("name" or "name{labels}"). */
+static void render_gauges(struct util_buf *b)
+{
+	pthread_mutex_lock(&gauge_mu);
+	for (size_t i = 0; i < n_gauges; i++) {
+		char family[96];
+		char *brace;
+		bool seen = false;
+
+		memcpy(family, gauges[i].name, sizeof(family));
+		brace = strchr(family, '{');
+		if (brace != NULL)
+			*brace = '\0';
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = strncmp(gauges[j].name, family, strlen(family)) == 0 &&
+			       (gauges[j].name[strlen(family)] == '\0' ||
+				gauges[j].name[strlen(family)] == '{');
+		if (!seen)
+			util_buf_printf(b, "# TYPE %s gauge\n", family);
+		util_buf_printf(b, "%s %g\n", gauges[i].name, gauges[i].v);
+	}
+	pthread_mutex_unlock(&gauge_mu);
 }
 
 char *metrics_render(struct store *store, size_t *ret_len)
 {
-	struct buf b = {.cap = 8192};
+	struct util_buf b = {0};
 	const char *last = NULL;
 
-	b.p = malloc(b.cap);
-	if (b.p == NULL)
-		return NULL;
-	b.p[0] = '\0';
-	put(&b,
-	    "# HELP hookd_build_info Build information\n# TYPE hookd_build_info gauge\n"
-	    "hookd_build_info{version=\"%s\"} 1\n",
-	    HOOKD_VERSION);
-	put(&b, "# HELP hookd_http_requests_total HTTP requests by endpoint and status code\n"
-		"# TYPE hookd_http_requests_total counter\n");
+	util_buf_printf(&b,
+			"# HELP hookd_build_info Build information\n# TYPE hookd_build_info gauge\n"
+			"hookd_build_info{version=\"%s\"} 1\n",
+			HOOKD_VERSION);
+	util_buf_printf(
+		&b, "# HELP hookd_http_requests_total HTTP requests by endpoint and status code\n"
+		    "# TYPE hookd_http_requests_total counter\n");
 	for (size_t e = 0; e < METRICS_EP__COUNT; e++)
 		for (size_t i = 0; i < N_CODES; i++) {
 			uint64_t v = __atomic_load_n(&http_counts[e][i], __ATOMIC_RELAXED);
@@ -213,54 +202,34 @@ char *metrics_render(struct store *store, size_t *ret_len)
 			if (v == 0)
 				continue;
 			if (codes[i] != 0)
-				put(&b,
-				    "hookd_http_requests_total{endpoint=\"%s\",code=\"%u\"} %llu\n",
-				    ep_names[e], codes[i], (unsigned long long)v);
+				util_buf_printf(&b,
+						"hookd_http_requests_total{endpoint=\"%s\",code=\"%"
+						"u\"} %llu\n",
+						ep_names[e], codes[i], (unsigned long long)v);
 			else
-				put(&b,
-				    "hookd_http_requests_total{endpoint=\"%s\",code=\"other\"} "
-				    "%llu\n",
-				    ep_names[e], (unsigned long long)v);
+				util_buf_printf(
+					&b,
+					"hookd_http_requests_total{endpoint=\"%s\",code=\"other\"} "
+					"%llu\n",
+					ep_names[e], (unsigned long long)v);
 		}
 	for (size_t c = 0; c < METRICS__COUNT; c++) {
 		uint64_t v = __atomic_load_n(&counters[c], __ATOMIC_RELAXED);
 
 		if (last == NULL || strcmp(last, counter_info[c].name) != 0)
-			put(&b, "# HELP %s %s\n# TYPE %s counter\n", counter_info[c].name,
-			    counter_info[c].help, counter_info[c].name);
+			util_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n",
+					counter_info[c].name, counter_info[c].help,
+					counter_info[c].name);
 		last = counter_info[c].name;
 		if (counter_info[c].labels[0] != '\0')
-			put(&b, "%s{%s} %llu\n", counter_info[c].name, counter_info[c].labels,
-			    (unsigned long long)v);
+			util_buf_printf(&b, "%s{%s} %llu\n", counter_info[c].name,
+					counter_info[c].labels, (unsigned long long)v);
 		else
-			put(&b, "%s %llu\n", counter_info[c].name, (unsigned long long)v);
+			util_buf_printf(&b, "%s %llu\n", counter_info[c].name,
+					(unsigned long long)v);
 	}
 	if (store != NULL)
 		render_store(&b, store);
-	pthread_mutex_lock(&gauge_mu);
-	for (size_t i = 0; i < n_gauges; i++) {
-		char family[96];
-		char *brace;
-
-		memcpy(family, gauges[i].name, sizeof(family));
-		brace = strchr(family, '{');
-		if (brace != NULL)
-			*brace = '\0';
-		bool seen = false;
-
-		for (size_t j = 0; j < i && !seen; j++)
-			seen = strncmp(gauges[j].name, family, strlen(family)) == 0 &&
-			       (gauges[j].name[strlen(family)] == '\0' ||
-				gauges[j].name[strlen(family)] == '{');
-		if (!seen)
-			put(&b, "# TYPE %s gauge\n", family);
-		put(&b, "%s %g\n", gauges[i].name, gauges[i].v);
-	}
-	pthread_mutex_unlock(&gauge_mu);
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
-	*ret_len = b.len;
-	return b.p;
+	render_gauges(&b);
+	return util_buf_steal(&b, ret_len);
 }

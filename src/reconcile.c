@@ -401,6 +401,109 @@ static void fill_event(struct store_reconcile_update *u, const struct komerce_pa
 
 /* Turns a status reply into the result update u (already holding id, last_polled_at and
  * poll_attempts). */
+/* Komerce told the status: record it (an event when it changed) and schedule the next poll. */
+static void on_status(struct reconcile *r, const struct store_reconcile_row *row,
+		      struct store_reconcile_update *u, struct komerce_result *res,
+		      struct reconcile_sched *sched, const struct komerce_payment *p,
+		      enum payment_status st)
+{
+	size_t slot = (size_t)(u - r->updates);
+	char q[160];
+
+	metrics_inc(METRICS_POLLS_OK, 1);
+	on_breaker_success(r, sched->now_ms);
+	if (r->rate_now < r->rate) {
+		r->rate_now = r->rate_now * RATE_UP < r->rate ? r->rate_now * RATE_UP : r->rate;
+		ratelimit_bucket_set_rate(&r->bucket, r->rate_now, util_mono_ms());
+	}
+	if (p->expires_at > 0) {
+		u->expires_at = p->expires_at;
+		if (sched->expires_at_s <= 0)
+			sched->expires_at_s = p->expires_at;
+	}
+	if (st != row->status) {
+		fill_event(u, p, st, row);
+		r->raw[slot] = cJSON_PrintUnformatted(res->data);
+		if (r->raw[slot] != NULL) {
+			u->ev.raw = r->raw[slot];
+			u->ev.raw_len = strlen(u->ev.raw);
+		} else {
+			u->has_event = false; /* out of memory: the next poll learns it again */
+		}
+	}
+	if (u->has_event && payment_status_terminal(st))
+		u->next_poll_at = 0;
+	else
+		u->next_poll_at = reconcile_next_poll_ms(sched);
+	log_debug("reconcile polled payment_id=%s status=%s polls=%ld next_in_ms=%lld",
+		  log_quote(row->payment_id, q, sizeof(q)), payment_status_name(st),
+		  u->poll_attempts,
+		  (long long)(u->next_poll_at > 0 ? u->next_poll_at - sched->now_ms : -1));
+}
+
+/* 429: honour Retry-After and slow the whole reconciler down. */
+static void on_rate_limited(struct reconcile *r, const struct store_reconcile_row *row,
+			    struct store_reconcile_update *u, const struct komerce_result *res,
+			    const struct reconcile_sched *sched)
+{
+	int64_t next = res->retry_after_s > 0 && res->retry_after_s < 86400
+			       ? res->retry_after_s * 1000
+			       : DEFAULT_RETRY_MS;
+	char q[160];
+
+	metrics_inc(METRICS_POLLS_RATE_LIMITED, 1);
+	on_breaker_success(r, sched->now_ms);
+	u->next_poll_at = reconcile_retry_ms(sched, next, util_rand32(&r->rnd));
+	r->rate_now = r->rate_now * RATE_DOWN > r->rate * RATE_FLOOR ? r->rate_now * RATE_DOWN
+								     : r->rate * RATE_FLOOR;
+	ratelimit_bucket_set_rate(&r->bucket, r->rate_now, util_mono_ms());
+	log_debug("reconcile rate limited payment_id=%s retry_after_s=%ld rate=%.2f",
+		  log_quote(row->payment_id, q, sizeof(q)), res->retry_after_s, r->rate_now);
+}
+
+/* Komerce answered but will not tell us about this payment (404, 400, other HTTP): keep the
+ * sparse schedule (it gives up in the end), do not blame Komerce as a whole. */
+static void on_refused(struct reconcile *r, const struct store_reconcile_row *row,
+		       struct store_reconcile_update *u, const struct komerce_result *res,
+		       const struct reconcile_sched *sched)
+{
+	unsigned long long sup = 0;
+	char q[160], m[300];
+
+	metrics_inc(METRICS_POLLS_ERROR, 1);
+	on_breaker_success(r, sched->now_ms);
+	u->next_poll_at = reconcile_next_poll_ms(sched);
+	if (log_rl_allow(&r->odd_rl, 10000, &sup))
+		log_warn("reconcile status refused payment_id=%s http=%ld error=%s detail=%s "
+			 "suppressed=%llu",
+			 log_quote(row->payment_id, q, sizeof(q)), res->http_status,
+			 komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)), sup);
+}
+
+/* 5xx, timeouts, network, TLS, unusable replies, a refused api key: back off, and count it
+ * against Komerce (the circuit breaker). */
+static void on_failed(struct reconcile *r, const struct store_reconcile_row *row,
+		      struct store_reconcile_update *u, const struct komerce_result *res,
+		      const struct reconcile_sched *sched)
+{
+	unsigned long long sup = 0;
+	char q[160], m[300];
+	int64_t next;
+
+	metrics_inc(METRICS_POLLS_ERROR, 1);
+	on_breaker_failure(r, sched->now_ms, res);
+	next = reconcile_error_delay_ms(r->breaker.failures > 0 ? r->breaker.failures : 1,
+					util_rand32(&r->rnd));
+	u->next_poll_at = reconcile_retry_ms(sched, next, util_rand32(&r->rnd));
+	if (log_rl_allow(&r->error_rl, 10000, &sup))
+		log_warn("reconcile poll failed payment_id=%s http=%ld error=%s detail=%s "
+			 "retry_in_ms=%lld suppressed=%llu",
+			 log_quote(row->payment_id, q, sizeof(q)), res->http_status,
+			 komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)),
+			 (long long)(u->next_poll_at > 0 ? u->next_poll_at - sched->now_ms : -1),
+			 sup);
+}
+
 static void handle_reply(struct reconcile *r, const struct store_reconcile_row *row,
 			 struct store_reconcile_update *u, struct komerce_result *res, int64_t t)
 {
@@ -412,14 +515,11 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 		.attempts = u->poll_attempts,
 		.min_interval_ms = r->min_ms,
 	};
-	struct komerce_payment p;
 	enum payment_status st = PAYMENT_UNKNOWN;
+	struct komerce_payment p;
+	char q[160];
 
 	memset(&p, 0, sizeof(p));
-	unsigned long long sup = 0;
-	char q[160], m[300];
-	int64_t next;
-
 	if (res->err == KOMERCE_OK) {
 		if (komerce_payment_from_json(res->data, &p) == 0 &&
 		    strcmp(p.payment_id, row->payment_id) == 0)
@@ -431,85 +531,15 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 		}
 	}
 	u->set_next = true;
-	switch (res->err) {
-	case KOMERCE_OK:
-		metrics_inc(METRICS_POLLS_OK, 1);
-		on_breaker_success(r, t);
-		if (r->rate_now < r->rate) {
-			r->rate_now =
-				r->rate_now * RATE_UP < r->rate ? r->rate_now * RATE_UP : r->rate;
-			ratelimit_bucket_set_rate(&r->bucket, r->rate_now, util_mono_ms());
-		}
-		if (p.expires_at > 0) {
-			u->expires_at = p.expires_at;
-			if (sched.expires_at_s <= 0)
-				sched.expires_at_s = p.expires_at;
-		}
-		if (st != row->status) {
-			fill_event(u, &p, st, row);
-			r->raw[u - r->updates] = cJSON_PrintUnformatted(res->data);
-			if (r->raw[u - r->updates] != NULL) {
-				u->ev.raw = r->raw[u - r->updates];
-				u->ev.raw_len = strlen(u->ev.raw);
-			} else {
-				/* Out of memory: the next poll will learn it again. */
-				u->has_event = false;
-			}
-		}
-		if (u->has_event && payment_status_terminal(st))
-			u->next_poll_at = 0;
-		else
-			u->next_poll_at = reconcile_next_poll_ms(&sched);
-		log_debug("reconcile polled payment_id=%s status=%s polls=%ld next_in_ms=%lld",
-			  log_quote(row->payment_id, q, sizeof(q)), payment_status_name(st),
-			  u->poll_attempts,
-			  (long long)(u->next_poll_at > 0 ? u->next_poll_at - t : -1));
-		break;
-	case KOMERCE_E_RATE_LIMITED:
-		metrics_inc(METRICS_POLLS_RATE_LIMITED, 1);
-		on_breaker_success(r, t);
-		next = res->retry_after_s > 0 && res->retry_after_s < 86400
-			       ? res->retry_after_s * 1000
-			       : DEFAULT_RETRY_MS;
-		u->next_poll_at = reconcile_retry_ms(&sched, next, util_rand32(&r->rnd));
-		r->rate_now = r->rate_now * RATE_DOWN > r->rate * RATE_FLOOR
-				      ? r->rate_now * RATE_DOWN
-				      : r->rate * RATE_FLOOR;
-		ratelimit_bucket_set_rate(&r->bucket, r->rate_now, util_mono_ms());
-		log_debug("reconcile rate limited payment_id=%s retry_after_s=%ld rate=%.2f",
-			  log_quote(row->payment_id, q, sizeof(q)), res->retry_after_s,
-			  r->rate_now);
-		break;
-	case KOMERCE_E_NOT_FOUND:
-	case KOMERCE_E_BAD_REQUEST:
-	case KOMERCE_E_HTTP:
-		/* Komerce answered but will not tell us about this payment: keep the sparse
-		 * schedule (it gives up in the end), do not blame Komerce as a whole. */
-		metrics_inc(METRICS_POLLS_ERROR, 1);
-		on_breaker_success(r, t);
-		u->next_poll_at = reconcile_next_poll_ms(&sched);
-		if (log_rl_allow(&r->odd_rl, 10000, &sup))
-			log_warn("reconcile status refused payment_id=%s http=%ld error=%s "
-				 "detail=%s suppressed=%llu",
-				 log_quote(row->payment_id, q, sizeof(q)), res->http_status,
-				 komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)),
-				 sup);
-		break;
-	default:
-		/* 5xx, timeouts, network, TLS, unusable replies, a refused api key. */
-		metrics_inc(METRICS_POLLS_ERROR, 1);
-		on_breaker_failure(r, t, res);
-		next = reconcile_error_delay_ms(r->breaker.failures > 0 ? r->breaker.failures : 1,
-						util_rand32(&r->rnd));
-		u->next_poll_at = reconcile_retry_ms(&sched, next, util_rand32(&r->rnd));
-		if (log_rl_allow(&r->error_rl, 10000, &sup))
-			log_warn("reconcile poll failed payment_id=%s http=%ld error=%s detail=%s "
-				 "retry_in_ms=%lld suppressed=%llu",
-				 log_quote(row->payment_id, q, sizeof(q)), res->http_status,
-				 komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)),
-				 (long long)(u->next_poll_at > 0 ? u->next_poll_at - t : -1), sup);
-		break;
-	}
+	if (res->err == KOMERCE_OK)
+		on_status(r, row, u, res, &sched, &p, st);
+	else if (res->err == KOMERCE_E_RATE_LIMITED)
+		on_rate_limited(r, row, u, res, &sched);
+	else if (res->err == KOMERCE_E_NOT_FOUND || res->err == KOMERCE_E_BAD_REQUEST ||
+		 res->err == KOMERCE_E_HTTP)
+		on_refused(r, row, u, res, &sched);
+	else
+		on_failed(r, row, u, res, &sched);
 	if (u->next_poll_at == 0 && !u->has_event)
 		log_info("reconcile stops watching a payment still PENDING payment_id=%s polls=%ld "
 			 "expires_at=%lld",

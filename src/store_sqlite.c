@@ -2,7 +2,7 @@
  * each mode (the writer's lock file, WAL, migrations, the hash chain's head) and the writer's
  * transaction with a savepoint per request. One connection per handle; each handle is used by
  * one thread at a time. */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /* The SQLite backend's audit queries for komerce-hookctl and the admin API: the hash-chain
  * verifier, rows that refer to deleted events, aggregate statistics, and the query plan of an
  * events filter. Each runs on the caller's own (read-only) handle. */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <stdio.h>

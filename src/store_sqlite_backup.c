@@ -1,7 +1,7 @@
 /* The SQLite backend's online backup: a consistent copy of the live database in one backup
  * step, for komerce-hookctl backup and for the copy taken before a migration. Runs on the
  * caller's handle; the daemon keeps writing meanwhile (WAL readers do not block the writer). */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
  * transaction: dedupe by key, append to the hash chain, move the payment through the state
  * machine, one outbox row per sink and one receipt per delivery. The hot path of ingest: every
  * statement is a cached one (store_sqlite_stmt). */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * in PRAGMA user_version) applied when the daemon's writer handle opens, each in its own
  * transaction after an online backup of the existing database; and the check that a read-only
  * handle looks at a komerce-hookd database this binary knows. Runs once, at open. */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <stdio.h>

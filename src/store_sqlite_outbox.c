@@ -3,7 +3,7 @@
  * outcome and replay requests, applied on the writer thread inside its transaction (or by
  * store_apply_now on komerce-hookctl's handle). The rows themselves are inserted by the event
  * request (store_sqlite_event.c), in the transaction that stores the event. */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <stdio.h>

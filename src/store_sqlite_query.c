@@ -1,7 +1,7 @@
 /* The SQLite backend's read queries: a payment, payments by status or staleness, events with
  * filters and cursor, and counts. Used by the admin API, the reconciler and komerce-hookctl,
  * each on its own (usually read-only) handle. */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * the reconciler thread reads on its own read-only handle, and the schedule request (mark
  * polled / poll result, with an optional source=reconcile event) applied on the writer thread
  * inside its group-commit transaction. */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Small helpers of the SQLite backend: the cached statements of the ingest path, statements
  * prepared per call, binding and reading columns, errors mapped to -errno and recorded for
  * log lines, and the hash chain's head. Called on whichever thread owns the handle. */
-#include "store_sqlite.h"
+#include "store_sqlite_int.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,74 @@ uint32_t util_rand_seed(const void *salt)
 		(uint32_t)util_mono_us() ^ ((uint32_t)getpid() << 16) ^ (uint32_t)(uintptr_t)salt;
 
 	return s != 0 ? s : 1;
+}
+
+/* Grows b to hold at least need bytes: doubling, from 256. */
+static int buf_reserve(struct util_buf *b, size_t need)
+{
+	size_t cap = b->cap != 0 ? b->cap : 256;
+	char *p;
+
+	if (need <= b->cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->oom = true;
+		return -ENOMEM;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+int util_buf_add(struct util_buf *b, const void *data, size_t n)
+{
+	if (buf_reserve(b, b->len + n + 1) < 0)
+		return -ENOMEM;
+	if (n > 0)
+		memcpy(b->p + b->len, data, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+int util_buf_printf(struct util_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || buf_reserve(b, b->len + (size_t)n + 1) < 0) {
+		b->oom = true;
+		return -ENOMEM;
+	}
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+char *util_buf_steal(struct util_buf *b, size_t *ret_len)
+{
+	char *p = b->oom ? NULL : b->p;
+
+	if (b->oom)
+		free(b->p);
+	if (ret_len != NULL)
+		*ret_len = p != NULL ? b->len : 0;
+	memset(b, 0, sizeof(*b));
+	return p;
+}
+
+void util_buf_free(struct util_buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
 }
 
 void util_hex(const uint8_t *in, size_t len, char *out)
@@ -168,76 +237,94 @@ static int64_t days_from_civil(int y, int m, int d)
 	return era * 146097 + doe - 719468;
 }
 
-int util_parse_time_ms(const char *s, int64_t *ret_ms)
+/* [T| ]hh:mm[:ss[.fff]][Z|+hh[:mm]] after a date; *ret_s the seconds into the day. */
+static int parse_clock(const char **pp, int64_t *ret_s, int *ret_ms, int64_t *offset_s)
 {
-	int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0;
-	int64_t offset_s = 0;
-	const char *p = s;
+	const char *p = *pp;
+	int h, mi, sec = 0, ms = 0;
 
-	if (s == NULL || *s == '\0')
+	if (parse_digits(&p, 2, &h) < 0 || *p++ != ':' || parse_digits(&p, 2, &mi) < 0)
 		return -EINVAL;
-	if (strchr(s, '-') == NULL) {
-		char *end;
-		long long v;
-
-		errno = 0;
-		v = strtoll(s, &end, 10);
-		if (errno != 0 || *end != '\0' || v < 0 || v > 253402300799LL)
+	if (*p == ':') {
+		p++;
+		if (parse_digits(&p, 2, &sec) < 0)
 			return -EINVAL;
-		*ret_ms = (int64_t)v * 1000;
-		return 0;
+		if (*p == '.' || *p == ',') {
+			int scale = 100;
+
+			p++;
+			if (!isdigit((unsigned char)*p))
+				return -EINVAL;
+			for (; isdigit((unsigned char)*p); p++, scale /= 10)
+				ms += (*p - '0') * scale;
+		}
 	}
-	if (parse_digits(&p, 4, &y) < 0 || *p++ != '-' || parse_digits(&p, 2, &mo) < 0 ||
-	    *p++ != '-' || parse_digits(&p, 2, &d) < 0)
+	if (*p == 'Z' || *p == 'z') {
+		*offset_s = 0;
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int sign = *p == '-' ? -1 : 1, oh, om = 0;
+
+		p++;
+		if (parse_digits(&p, 2, &oh) < 0)
+			return -EINVAL;
+		if (*p == ':')
+			p++;
+		if (isdigit((unsigned char)*p) && parse_digits(&p, 2, &om) < 0)
+			return -EINVAL;
+		if (oh > 23 || om > 59)
+			return -EINVAL;
+		*offset_s = sign * (oh * 3600 + om * 60);
+	}
+	if (h > 23 || mi > 59 || sec > 60)
+		return -EINVAL;
+	*pp = p;
+	*ret_s = h * 3600 + mi * 60 + sec;
+	*ret_ms = ms;
+	return 0;
+}
+
+int util_parse_iso8601_ms(const char *s, int64_t zone_offset_s, int64_t *ret_ms)
+{
+	static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int y, mo, d, ms = 0;
+	int64_t offset_s = zone_offset_s, secs = 0;
+	const char *p = s;
+	bool leap;
+
+	if (s == NULL || parse_digits(&p, 4, &y) < 0 || *p++ != '-' ||
+	    parse_digits(&p, 2, &mo) < 0 || *p++ != '-' || parse_digits(&p, 2, &d) < 0)
+		return -EINVAL;
+	if (y < 1970 || mo < 1 || mo > 12)
+		return -EINVAL;
+	leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (d < 1 || d > mdays[mo - 1] + (mo == 2 && leap))
 		return -EINVAL;
 	if (*p == 'T' || *p == 't' || *p == ' ') {
 		p++;
-		if (parse_digits(&p, 2, &h) < 0 || *p++ != ':' || parse_digits(&p, 2, &mi) < 0)
+		if (parse_clock(&p, &secs, &ms, &offset_s) < 0)
 			return -EINVAL;
-		if (*p == ':') {
-			p++;
-			if (parse_digits(&p, 2, &sec) < 0)
-				return -EINVAL;
-			if (*p == '.') {
-				int scale = 100;
-
-				p++;
-				if (!isdigit((unsigned char)*p))
-					return -EINVAL;
-				while (isdigit((unsigned char)*p)) {
-					ms += (*p - '0') * scale;
-					scale /= 10;
-					p++;
-				}
-			}
-		}
-		if (*p == 'Z' || *p == 'z') {
-			p++;
-		} else if (*p == '+' || *p == '-') {
-			int sign = *p == '-' ? -1 : 1, oh, om;
-
-			p++;
-			if (parse_digits(&p, 2, &oh) < 0)
-				return -EINVAL;
-			if (*p == ':')
-				p++;
-			if (parse_digits(&p, 2, &om) < 0 || oh > 23 || om > 59)
-				return -EINVAL;
-			offset_s = sign * (oh * 3600 + om * 60);
-		}
 	}
-	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 60)
+	if (*p != '\0')
 		return -EINVAL;
-	{
-		static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-		bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	*ret_ms = (days_from_civil(y, mo, d) * 86400 + secs - offset_s) * 1000 + ms;
+	return 0;
+}
 
-		if (d > mdays[mo - 1] + (mo == 2 && leap))
-			return -EINVAL;
-	}
-	*ret_ms =
-		((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) - offset_s) * 1000 +
-		ms;
+int util_parse_time_ms(const char *s, int64_t *ret_ms)
+{
+	char *end;
+	long long v;
+
+	if (s == NULL || *s == '\0')
+		return -EINVAL;
+	if (strchr(s, '-') != NULL)
+		return util_parse_iso8601_ms(s, 0, ret_ms);
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 0 || v > 253402300799LL)
+		return -EINVAL;
+	*ret_ms = (int64_t)v * 1000;
 	return 0;
 }
 

@@ -27,8 +27,12 @@ bool util_ct_equal(const void *a, const void *b, size_t len);
 
 /* Formats unix milliseconds as ISO 8601 UTC "2026-08-12T10:15:30.000Z" (out >= 25 bytes). */
 void util_iso8601_ms(int64_t ms, char *out, size_t n);
-/* Parses ISO 8601 (date, optional time, fraction, Z or +hh:mm) or a plain unix-seconds number
- * into unix milliseconds. Returns 0 or -EINVAL. */
+/* Parses ISO 8601 ("2026-08-12", "2026-08-12T10:15:30.123Z", "... 10:15:30,5+07:00",
+ * "...+0700") into unix milliseconds; a time without a zone is read at zone_offset_s east of
+ * UTC. Years 1970 to 9999. Returns 0 or -EINVAL. */
+int util_parse_iso8601_ms(const char *s, int64_t zone_offset_s, int64_t *ret_ms);
+/* ISO 8601 (no zone: UTC) or a plain unix-seconds number, into unix milliseconds. Returns 0
+ * or -EINVAL. */
 int util_parse_time_ms(const char *s, int64_t *ret_ms);
 
 /* xorshift32: a cheap sequence that spreads retries apart (nothing secret depends on it).
@@ -47,6 +51,22 @@ static inline void util_flag_set(int *flag)
 {
 	__atomic_store_n(flag, 1, __ATOMIC_RELEASE);
 }
+
+/* A growable byte buffer, always NUL-terminated after its len bytes. Zero-initialise it.
+ * After a failed allocation it keeps what it had and remembers the failure (oom), so a
+ * sequence of appends can be checked once at the end. */
+struct util_buf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+/* Appends n bytes: 0, or -ENOMEM (nothing appended, oom set). */
+int util_buf_add(struct util_buf *b, const void *data, size_t n);
+int util_buf_printf(struct util_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The contents (caller frees; NULL after a failure or when empty) and the buffer emptied. */
+char *util_buf_steal(struct util_buf *b, size_t *ret_len);
+void util_buf_free(struct util_buf *b);
 
 /* fsyncs the directory holding path (after a rename into it). Returns 0 or -errno. */
 int util_fsync_dir(const char *path);

@@ -47,14 +47,22 @@ unsigned hk_free_port(void)
 	return port;
 }
 
-static void sleep_ms(long ms)
+void hk_sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
 
 	nanosleep(&ts, NULL);
 }
 
-static long long mono_ms(void)
+long long hk_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long hk_mono_ms(void)
 {
 	struct timespec ts;
 
@@ -64,14 +72,14 @@ static long long mono_ms(void)
 
 bool hk_wait_until(bool (*fn)(void *arg), void *arg, long timeout_ms)
 {
-	long long deadline = mono_ms() + timeout_ms;
+	long long deadline = hk_mono_ms() + timeout_ms;
 
 	for (;;) {
 		if (fn(arg))
 			return true;
-		if (mono_ms() > deadline)
+		if (hk_mono_ms() > deadline)
 			return false;
-		sleep_ms(10);
+		hk_sleep_ms(10);
 	}
 }
 

@@ -57,6 +57,12 @@ long hk_post_callback(const struct hk_daemon *d, const char *body, const char *k
 long hk_request(const char *method, const char *url, const char *const *headers, const char *body,
 		size_t body_len, long timeout_ms, struct hk_reply *ret);
 
+/* Clocks for tests: monotonic milliseconds, and a sleep. */
+long long hk_mono_ms(void);
+void hk_sleep_ms(long ms);
+/* Unix milliseconds (wall clock). */
+long long hk_now_ms(void);
+
 /* Waits until fn(arg) is true or timeout_ms passes (polls every 10 ms). */
 bool hk_wait_until(bool (*fn)(void *arg), void *arg, long timeout_ms);
 

@@ -42,21 +42,6 @@ static void teardown(void)
 	memset(&d2, 0, sizeof(d2));
 }
 
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-
-	nanosleep(&ts, NULL);
-}
-
 static bool daemon_alive(struct hk_daemon *h)
 {
 	int status;
@@ -177,7 +162,7 @@ START_TEST(disk_full_gives_503_and_recovers)
 	/* Space comes back: the daemon recovers by itself, the 503'd callback is retried. */
 	ck_assert_msg(mount("tmpfs", mnt, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, "size=64m") == 0,
 		      "remount %s: %m", mnt);
-	deadline = mono_ms() + 15000;
+	deadline = hk_mono_ms() + 15000;
 	do {
 		struct hk_reply r;
 		char body[256];
@@ -192,8 +177,8 @@ START_TEST(disk_full_gives_503_and_recovers)
 				      "a callback answered 503 had been stored: %s", r.body);
 			break;
 		}
-		sleep_ms(200);
-	} while (mono_ms() < deadline);
+		hk_sleep_ms(200);
+	} while (hk_mono_ms() < deadline);
 	ck_assert_msg(st == 200, "no 200 within 15 s after space came back (last %ld)", st);
 	snprintf(acked[n_acked++], sizeof(acked[0]), "%s", first_failed);
 	for (int k = 0; k < 5; k++) {
@@ -225,7 +210,7 @@ static void write_conf(const char *path, const char *db)
 static int run_to_exit(const char *conf, const char *log)
 {
 	const char *bin = getenv("HOOKD_BIN") ? getenv("HOOKD_BIN") : "build/komerce-hookd";
-	long long deadline = mono_ms() + 15000;
+	long long deadline = hk_mono_ms() + 15000;
 	int status;
 	pid_t pid = fork();
 
@@ -241,12 +226,12 @@ static int run_to_exit(const char *conf, const char *log)
 		_exit(127);
 	}
 	while (waitpid(pid, &status, WNOHANG) == 0) {
-		if (mono_ms() > deadline) {
+		if (hk_mono_ms() > deadline) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			ck_abort_msg("komerce-hookd kept running on a database it should refuse");
 		}
-		sleep_ms(20);
+		hk_sleep_ms(20);
 	}
 	ck_assert_msg(WIFEXITED(status), "komerce-hookd died by signal %d",
 		      WIFSIGNALED(status) ? WTERMSIG(status) : 0);
@@ -415,7 +400,7 @@ START_TEST(sigterm_with_stalled_writer_answers_503)
 		p[i] = (struct poster){.i = i};
 		ck_assert_int_eq(pthread_create(&p[i].t, NULL, poster_main, &p[i]), 0);
 	}
-	sleep_ms(500);
+	hk_sleep_ms(500);
 	code = hk_daemon_stop(&d, SIGTERM);
 	for (int i = 0; i < 3; i++)
 		pthread_join(p[i].t, NULL);
