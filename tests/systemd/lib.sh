@@ -17,6 +17,8 @@
 # not registered anywhere (--keep-unit --register=no: the host may have no D-Bus). Commands
 # enter it with nsenter into its PID 1's namespaces.
 #
+# One container runs at a time (a lock in $HS_CACHE; see hs_boot).
+#
 # Exit 77 (skip) when this machine cannot run it (not root, tools missing, nspawn cannot start
 # a container), with the reason; HS_REQUIRED=1 turns that skip into a failure (CI, where it must
 # run). A script that needs its own cleanup defines hs_cleanup_hook; lib.sh owns the EXIT trap.
@@ -137,24 +139,27 @@ hs_root() {
 	if [ ! -f "$dir/.hs-complete" ]; then
 		hs_log "building $dir (debootstrap $HS_SUITE from $mirror): $packages"
 		start=$(date +%s)
+		# Left by an interrupted build (we hold the lock). --one-file-system: never into a
+		# /proc or /sys that debootstrap left mounted there.
+		rm -rf --one-file-system "$HS_CACHE"/.build.*
 		tmp=$(mktemp -d "$HS_CACHE/.build.XXXXXX")
 		if ! debootstrap --variant=minbase --include="${packages// /,}" "$HS_SUITE" \
 			"$tmp/root" "$mirror" >"$tmp/debootstrap.log" 2>&1; then
 			tail -n 30 "$tmp/debootstrap.log" >&2
-			rm -rf "$tmp"
+			rm -rf --one-file-system "$tmp"
 			hs_fail "debootstrap failed (log above)"
 		fi
 		# A name of its own, and an apt that does not try to reach the network inside.
 		echo hookd-test >"$tmp/root/etc/hostname"
 		rm -f "$tmp/root/var/cache/apt/archives/"*.deb
 		printf '%s\n' "$packages" >"$tmp/root/.hs-packages"
-		rm -rf "$dir"
+		rm -rf --one-file-system "$dir"
 		mv "$tmp/root" "$dir"
-		rm -rf "$tmp"
+		rm -rf --one-file-system "$tmp"
 		touch "$dir/.hs-complete"
 		# Older roots (another package list) are not used any more.
 		find "$HS_CACHE" -maxdepth 1 -name "$HS_SUITE-root.*" ! -path "$dir" \
-			-exec rm -rf {} + 2>/dev/null || true
+			-exec rm -rf --one-file-system {} + 2>/dev/null || true
 		hs_log "root built in $(($(date +%s) - start)) s"
 	else
 		hs_log "cached root $dir"
@@ -188,6 +193,13 @@ hs_find_init() {
 hs_boot() {
 	local state deadline start
 	[ -n "$HS_ROOT" ] || hs_fail "hs_boot: call hs_root first"
+	# One container at a time on a machine: with --keep-unit every container's systemd manages
+	# the same cgroups (.../payload/system.slice/...), and two would stop each other's services.
+	exec 8>"$HS_CACHE/run.lock"
+	if ! flock -n 8; then
+		hs_log "another container of this harness is running: waiting for it (at most 30 min)"
+		flock -w 1800 8 || hs_fail "another container held $HS_CACHE/run.lock for 30 min"
+	fi
 	HS_RUN=$(mktemp -d /tmp/hookd-systemd.XXXXXX)
 	start=$(date +%s)
 	# Can this machine run a container at all? (namespaces, cgroups, a working nspawn)
@@ -246,11 +258,10 @@ hs_journal() {
 # Clean poweroff; SIGKILL to the container's init (which ends every process in it) if it takes
 # longer than 30 s.
 hs_shutdown() {
-	local i
 	[ -n "$HS_NSPAWN_PID" ] || return 0
 	if kill -0 "$HS_NSPAWN_PID" 2>/dev/null && [ -n "$HS_PID" ]; then
 		hs_exec systemctl poweroff --no-block >/dev/null 2>&1 || true
-		for i in $(seq 150); do
+		for _ in $(seq 150); do
 			kill -0 "$HS_NSPAWN_PID" 2>/dev/null || break
 			sleep 0.2
 		done
@@ -264,6 +275,7 @@ hs_shutdown() {
 	wait "$HS_NSPAWN_PID" 2>/dev/null || true
 	HS_NSPAWN_PID=
 	HS_PID=
+	exec 8>&-
 }
 
 hs_cleanup() {

@@ -68,11 +68,15 @@ journal_since() {
 	hs_journal -u "$unit" -p info -o short --after-cursor "$1"
 }
 # Waits up to 10 s for a line matching the ERE $2 in the unit's journal since cursor $1 (journald
-# reads the service's output asynchronously); prints the lines without date and host.
+# reads the service's output asynchronously); prints the lines without date and host. With
+# $3 = all, the whole journal: what a process of the unit that exits at once sends directly
+# to journald may be too late to be attributed to the unit (journalctl -u misses it).
 journal_wait() {
-	local i
-	for i in $(seq 50); do
-		if journal_since "$1" | grep -E "$2" | sed -E 's/^([^ ]+ +){4}//'; then
+	local scope=(-u "$unit")
+	[ "${3:-}" != all ] || scope=()
+	for _ in $(seq 50); do
+		if hs_journal "${scope[@]}" -p info -o short --after-cursor "$1" | grep -E "$2" |
+			sed -E 's/^([^ ]+ +){4}//'; then
 			return 0
 		fi
 		sleep 0.2
@@ -124,7 +128,8 @@ line=$(journal_wait "$c" 'komerce-hookd\[[0-9]+\]: config: komerce\.callback_key
 	fail "no line naming the missing secret in the journal: $(journal_since "$c")"
 grep -q "$secrets/callback_keys" <<<"$line" || fail "the line does not name the file: $line"
 echo "   $line"
-echo "   $(journal_wait "$c" 'status=2/INVALIDARGUMENT')"
+line=$(journal_wait "$c" 'status=2/INVALIDARGUMENT') || fail "no status=2 in the journal"
+echo "   $line"
 
 step "a. an empty secret file: the same bounded failure, naming it"
 hs_exec sh -c "printf '%s' '$key' >$secrets/callback_keys
@@ -145,7 +150,9 @@ expect_bounded_failure 0
 [ "$(prop ExecMainStatus)" = 243 ] || fail "main process status $(prop ExecMainStatus), not 243"
 journal_wait "$c" 'status=243/CREDENTIALS' >/dev/null ||
 	fail "no 243/CREDENTIALS in the journal: $(journal_since "$c")"
-journal_wait "$c" 'Failed to set up credentials' | sed 's/^/   /'
+line=$(journal_wait "$c" "$unit: Failed to set up credentials" all) ||
+	fail "no 'Failed to set up credentials' in the journal"
+echo "   $line"
 hs_exec mv $secrets.away $secrets
 
 step "a. a start-up error that is retried (exit 1) ends at the start limit"
