@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/systemd/lib.sh: a real systemd for tests, in a Debian 12 container (systemd-nspawn).
 # Sourced by bash test scripts (set -euo pipefail is fine):
 #

@@ -51,8 +51,8 @@ prop() { # PROPERTY -> value
 
 # Waits up to $2 seconds for the unit's ActiveState to be $1.
 wait_state() {
-	local want=$1 limit=$2 i
-	for i in $(seq $((limit * 5))); do
+	local want=$1 limit=$2
+	for _ in $(seq $((limit * 5))); do
 		[ "$(prop ActiveState)" = "$want" ] && return 0
 		sleep 0.2
 	done
