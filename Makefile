@@ -82,3 +82,25 @@ deb:
 # Builds, installs with dpkg -i (root) and checks the installed package, daemon included.
 deb-check: deb
 	tests/package/check-installed.sh $$(ls $(DEB_DIR)/komerce-hookd_*.deb)
+
+# ---- The unit under a real systemd (issue 14) ----
+# Debian 12 booted in systemd-nspawn (root; debootstrap + systemd-container, see
+# systemd-test-deps): the first run builds a minimal root with debootstrap from this machine's
+# apt source and caches it in /var/cache/komerce-hookd-test; later runs reuse it. Builds the
+# .deb first unless one newer than every file of the tree is there. HOOKD_WATCHDOG_WAIT=SECONDS
+# shortens the minute the running service is watched. Exit 77 = skipped (no container here).
+SYSTEMD_TEST_PACKAGES = debootstrap systemd-container
+.PHONY: systemd-test systemd-test-deps
+
+systemd-test-deps:
+	@if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(SYSTEMD_TEST_PACKAGES)
+
+systemd-test:
+	@deb=$$(ls $(DEB_DIR)/komerce-hookd_*.deb 2>/dev/null | head -n 1); \
+	if [ -z "$$deb" ] || [ -n "$$(find . -path ./.git -prune -o -path './build*' -prune \
+		-o -path ./var -prune -o -type f -newer "$$deb" -print | head -n 1)" ]; then \
+		$(MAKE) deb; \
+	fi
+	tests/systemd/test-unit.sh $$(ls $(DEB_DIR)/komerce-hookd_*.deb | head -n 1)

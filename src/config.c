@@ -19,6 +19,8 @@
 #include "util.h"
 
 #define SECRET_FILE_LIMIT (64 * 1024)
+/* Where the systemd unit loads the secrets from (systemd/komerce-hookd.service). */
+#define SECRETS_DIR "/etc/komerce-hookd/secrets"
 
 enum key_type {
 	KEY_STR,
@@ -424,6 +426,46 @@ static void env_name(char *out, size_t n, const char *section, const char *key, 
 	}
 }
 
+/* The unit loads the directory /etc/komerce-hookd/secrets as a whole (LoadCredential=
+ * secrets:DIR), so its file F arrives as the credential secrets_F. These are the file names of
+ * the three main secrets; a sink's secret is the file sink.NAME.secret. */
+static const struct {
+	const char *key, *file;
+} secret_files[] = {
+	{"komerce.api_key", "api_key"},
+	{"komerce.callback_keys", "callback_keys"},
+	{"admin.token", "admin_token"},
+};
+
+static bool readable(const char *path)
+{
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL)
+		return false;
+	fclose(f);
+	return true;
+}
+
+/* The credential that holds secret sect.name, if any: "<sect>.<name>" (one LoadCredential= per
+ * secret, as in a drop-in) first, then "secrets_<file>" (the whole directory). Fills path. */
+static bool find_credential(const char *creds, const char *sect, const char *name, char *path,
+			    size_t n)
+{
+	char key[128];
+	const char *file = key;
+
+	snprintf(key, sizeof(key), "%s.%s", sect, name);
+	snprintf(path, n, "%s/%s", creds, key);
+	if (readable(path))
+		return true;
+	for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]); i++)
+		if (strcmp(secret_files[i].key, key) == 0)
+			file = secret_files[i].file;
+	snprintf(path, n, "%s/secrets_%s", creds, file);
+	return readable(path);
+}
+
 /* Credentials, then environment, for the keys of one table applied to base. */
 static int apply_overrides(struct load_ctx *x, const struct key_def *table, size_t n, void *base,
 			   const char *section, char *const *envp)
@@ -439,14 +481,9 @@ static int apply_overrides(struct load_ctx *x, const struct key_def *table, size
 		if ((k->type == KEY_SECRET || k->type == KEY_SECRET_LIST) && creds != NULL &&
 		    *creds != '\0') {
 			char path[PATH_MAX];
-			FILE *f;
 
-			snprintf(path, sizeof(path), "%s/%s.%s", creds, sect, k->name);
-			f = fopen(path, "re");
-			if (f != NULL) {
-				fclose(f);
+			if (find_credential(creds, sect, k->name, path, sizeof(path)))
 				set_from_file(x, sect, k, base, path);
-			}
 		}
 		env_name(name, sizeof(name), sect, k->name, "");
 		v = env_get(envp, name);
@@ -547,15 +584,19 @@ static int validate(struct load_ctx *x)
 		return fail(
 			x, -EINVAL,
 			"config: komerce.callback_keys: missing (set it in the file, "
-			"KOMERCE_HOOKD_KOMERCE_CALLBACK_KEYS or credential komerce.callback_keys)");
+			"KOMERCE_HOOKD_KOMERCE_CALLBACK_KEYS or credential komerce.callback_keys; "
+			"the unit reads " SECRETS_DIR "/callback_keys)");
 	if (strlen(c->admin_token) < 16 && !(c->secrets_optional && c->admin_token[0] == '\0'))
-		return fail(x, -EINVAL,
-			    "config: admin.token: missing or shorter than 16 characters (set it in "
-			    "the file, KOMERCE_HOOKD_ADMIN_TOKEN or credential admin.token)");
+		return fail(
+			x, -EINVAL,
+			"config: admin.token: missing or shorter than 16 characters (set it in "
+			"the file, KOMERCE_HOOKD_ADMIN_TOKEN or credential admin.token; the unit "
+			"reads " SECRETS_DIR "/admin_token)");
 	if (c->api_key[0] == '\0' && !c->secrets_optional)
 		return fail(x, -EINVAL,
 			    "config: komerce.api_key: missing (set it in the file, "
-			    "KOMERCE_HOOKD_KOMERCE_API_KEY or credential komerce.api_key)");
+			    "KOMERCE_HOOKD_KOMERCE_API_KEY or credential komerce.api_key; the unit "
+			    "reads " SECRETS_DIR "/api_key)");
 	if (c->store_path[0] == '\0')
 		return fail(x, -EINVAL, "config: store.path: must not be empty");
 	for (size_t i = 0; i < c->n_sinks; i++) {

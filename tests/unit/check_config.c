@@ -437,14 +437,66 @@ START_TEST(test_credentials_directory)
 	write_file("komerce.api_key", API_KEY, path, sizeof(path));
 	write_file("sink.shop.secret", SINK_SEC "\n", path, sizeof(path));
 	snprintf(env_creds, sizeof(env_creds), "CREDENTIALS_DIRECTORY=%s", tmpdir);
-	/* BUG: config.c apply_overrides builds "<dir>/(null).token" for the main table (section
-	 * NULL), so credentials for admin/komerce are never found; sink credentials work. */
 	ck_assert_msg(load("[sink.shop]\ntype = http\nurl = https://shop.example/h\n", envp) == 0,
 		      "refused: %s", err);
 	ck_assert_str_eq(c->admin_token, TOKEN);
 	ck_assert_str_eq(c->api_key, API_KEY);
 	ck_assert_uint_eq(c->n_keys, 2);
 	ck_assert_str_eq(c->sinks[0].secret, SINK_SEC);
+}
+END_TEST
+
+/* The unit's LoadCredential=secrets:/etc/komerce-hookd/secrets hands each file F of that
+ * directory over as the credential secrets_F. */
+START_TEST(test_credentials_whole_directory)
+{
+	char path[PATH_MAX], env_creds[PATH_MAX + 32];
+	char *envp[] = {env_creds, NULL};
+
+	write_file("secrets_admin_token", TOKEN "\n", path, sizeof(path));
+	write_file("secrets_callback_keys", CB_KEY "," CB_KEY2 "\n", path, sizeof(path));
+	write_file("secrets_api_key", API_KEY, path, sizeof(path));
+	write_file("secrets_sink.shop.secret", SINK_SEC "\n", path, sizeof(path));
+	snprintf(env_creds, sizeof(env_creds), "CREDENTIALS_DIRECTORY=%s", tmpdir);
+	ck_assert_msg(load("[sink.shop]\ntype = http\nurl = https://shop.example/h\n", envp) == 0,
+		      "refused: %s", err);
+	ck_assert_str_eq(c->admin_token, TOKEN);
+	ck_assert_str_eq(c->api_key, API_KEY);
+	ck_assert_uint_eq(c->n_keys, 2);
+	ck_assert_str_eq(c->sinks[0].secret, SINK_SEC);
+}
+END_TEST
+
+/* A credential named <section>.<key> (a drop-in's LoadCredential=) wins over secrets_<file>. */
+START_TEST(test_credentials_named_wins)
+{
+	char path[PATH_MAX], env_creds[PATH_MAX + 32];
+	char *envp[] = {env_creds, NULL};
+
+	write_file("secrets_admin_token", "admin-token-from-the-directory", path, sizeof(path));
+	write_file("admin.token", TOKEN, path, sizeof(path));
+	write_file("secrets_api_key", API_KEY, path, sizeof(path));
+	write_file("secrets_callback_keys", CB_KEY, path, sizeof(path));
+	snprintf(env_creds, sizeof(env_creds), "CREDENTIALS_DIRECTORY=%s", tmpdir);
+	ck_assert_msg(load("", envp) == 0, "refused: %s", err);
+	ck_assert_str_eq(c->admin_token, TOKEN);
+	ck_assert_str_eq(c->api_key, API_KEY);
+}
+END_TEST
+
+/* An empty file in the directory is a missing secret, named with the file to fill in. */
+START_TEST(test_credentials_empty_file)
+{
+	char path[PATH_MAX], env_creds[PATH_MAX + 32];
+	char *envp[] = {env_creds, NULL};
+
+	write_file("secrets_admin_token", TOKEN, path, sizeof(path));
+	write_file("secrets_callback_keys", CB_KEY, path, sizeof(path));
+	write_file("secrets_api_key", "", path, sizeof(path));
+	snprintf(env_creds, sizeof(env_creds), "CREDENTIALS_DIRECTORY=%s", tmpdir);
+	ck_assert_int_eq(load("", envp), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "komerce.api_key: missing"));
+	ck_assert_ptr_nonnull(strstr(err, "/etc/komerce-hookd/secrets/api_key"));
 }
 END_TEST
 
@@ -958,6 +1010,9 @@ Suite *config_suite(void)
 	tcase_add_test(tc, test_file_keys);
 	tcase_add_test(tc, test_sink_secret_file);
 	tcase_add_test(tc, test_credentials_directory);
+	tcase_add_test(tc, test_credentials_whole_directory);
+	tcase_add_test(tc, test_credentials_named_wins);
+	tcase_add_test(tc, test_credentials_empty_file);
 	tcase_add_test(tc, test_credentials_sink_only);
 	tcase_add_test(tc, test_env_sink_override);
 	tcase_add_test(tc, test_split_listen);
