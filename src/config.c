@@ -16,6 +16,7 @@
 #include <ini.h>
 
 #include "log.h"
+#include "sink_sign.h"
 #include "util.h"
 
 #define SECRET_FILE_LIMIT (64 * 1024)
@@ -31,6 +32,7 @@ enum key_type {
 	KEY_SYNC,
 	KEY_LOGLEVEL,
 	KEY_SINKTYPE,
+	KEY_SIGSCHEME,
 };
 
 struct key_def {
@@ -84,6 +86,7 @@ static const struct key_def sink_table[] = {
 	{"sink", "type", KEY_SINKTYPE, S(type), "http", 0, 0},
 	{"sink", "url", KEY_STR, S(url), "", 0, 0},
 	{"sink", "secret", KEY_SECRET, S(secret), "", 0, 0},
+	{"sink", "signature", KEY_SIGSCHEME, S(signature), "standardwebhooks", 0, 0},
 	{"sink", "stream", KEY_STR, S(stream), "komerce-hookd", 0, 0},
 	{"sink", "max_attempts", KEY_INT, S(max_attempts), "12", 1, 1000},
 	{"sink", "maxlen", KEY_INT, S(maxlen), "0", 0, 1000000000},
@@ -239,6 +242,15 @@ static int set_value(struct load_ctx *x, const char *section, const struct key_d
 		else
 			return fail(x, -EINVAL, "config: %s.%s: must be http or redis", section,
 				    k->name);
+		return 0;
+	case KEY_SIGSCHEME:
+		if (strcasecmp(value, "standardwebhooks") == 0)
+			*(int *)(void *)slot = SINK_SIGN_STANDARD;
+		else if (strcasecmp(value, "hookd") == 0)
+			*(int *)(void *)slot = SINK_SIGN_HOOKD;
+		else
+			return fail(x, -EINVAL, "config: %s.%s: must be standardwebhooks or hookd",
+				    section, k->name);
 		return 0;
 	}
 	return fail(x, -EINVAL, "config: %s.%s: internal error", section, k->name);
@@ -561,6 +573,16 @@ static int validate(struct load_ctx *x)
 					    "config: sink.%s.secret: missing or shorter than 16 "
 					    "characters",
 					    s->name);
+			if (s->signature == SINK_SIGN_STANDARD && s->secret[0] != '\0') {
+				struct sink_sign_keys keys;
+				char why[128];
+				int r = sink_sign_keys_parse(s->secret, &keys, why, sizeof(why));
+
+				sink_sign_keys_clear(&keys);
+				if (r < 0)
+					return fail(x, -EINVAL, "config: sink.%s.secret: %s",
+						    s->name, why);
+			}
 		} else {
 			if (strncmp(s->url, "redis://", 8) != 0)
 				return fail(x, -EINVAL,

@@ -1,8 +1,8 @@
 /* Integration suite for forwarding: the real daemon (harness) delivering to an HTTP receiver
  * written here (a small threaded socket server on 127.0.0.1 that records every request,
- * checks X-Hookd-Signature, and can be told to answer 500 / 400 / hang up / hang) and to a
- * real redis-server started on a free loopback port. Daemon-side state is read through the
- * store API on a read-only handle. Every wait is a condition with a deadline.
+ * checks the Standard Webhooks signature or X-Hookd-Signature, and can be told to answer 500 / 400
+ * / hang up / hang) and to a real redis-server started on a free loopback port. Daemon-side state
+ * is read through the store API on a read-only handle. Every wait is a condition with a deadline.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -142,15 +142,46 @@ static const char *header(const char *head, const char *name, char *out, size_t 
 	return NULL;
 }
 
+/* Standard Webhooks, as a consumer computes it: webhook-signature holds "v1,<base64
+ * HMAC-SHA256(secret, id "." timestamp "." body)>"; SECRET is a raw secret, used as its bytes. */
+static bool standard_sig_ok(const char *wid, const char *ts, const char *sig, const char *body,
+			    size_t len)
+{
+	unsigned char mac[32], b64[64];
+	unsigned int ml = sizeof(mac);
+	size_t pl = strlen(wid) + strlen(ts) + 2;
+	char *msg = malloc(pl + len + 1);
+	char want[80];
+
+	snprintf(msg, pl + 1, "%s.%s.", wid, ts);
+	memcpy(msg + pl, body, len);
+	HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), (unsigned char *)msg, pl + len, mac, &ml);
+	free(msg);
+	EVP_EncodeBlock(b64, mac, sizeof(mac));
+	snprintf(want, sizeof(want), "v1,%s", (const char *)b64);
+	return strlen(sig) == strlen(want) && CRYPTO_memcmp(sig, want, strlen(want)) == 0;
+}
+
+/* Checks whichever scheme the headers carry: webhook-* (the default) or X-Hookd-* (signature =
+ * hookd). sig_ok also requires a fresh timestamp. */
 static void check_request(const char *head, const char *body, size_t len, struct rx_req *r)
 {
-	char id[32], ts[32], sig[128], want[80], *msg;
+	char id[32] = "", ts[32] = "", sig[256] = "", want[80], *msg, wid[64] = "";
 	unsigned char mac[32];
 	unsigned int ml = sizeof(mac);
 	size_t tl;
 	cJSON *doc, *cb;
 
 	memset(r, 0, sizeof(*r));
+	if (header(head, "webhook-id", wid, sizeof(wid)) != NULL) {
+		header(head, "webhook-timestamp", ts, sizeof(ts));
+		header(head, "webhook-signature", sig, sizeof(sig));
+		r->event_id = strncmp(wid, "evt_", 4) == 0 ? atoll(wid + 4) : -1;
+		r->sig_ok = header(head, "X-Hookd-Signature", id, sizeof(id)) == NULL &&
+			    standard_sig_ok(wid, ts, sig, body, len) &&
+			    llabs(atoll(ts) - now_ms() / 1000) < 300;
+		goto document;
+	}
 	header(head, "X-Hookd-Event-Id", id, sizeof(id));
 	header(head, "X-Hookd-Timestamp", ts, sizeof(ts));
 	header(head, "X-Hookd-Signature", sig, sizeof(sig));
@@ -171,6 +202,7 @@ static void check_request(const char *head, const char *body, size_t len, struct
 	r->sig_ok = strlen(sig) == strlen(want) && CRYPTO_memcmp(sig, want, strlen(want)) == 0 &&
 		    llabs(atoll(ts) - now_ms() / 1000) < 300;
 
+document:
 	doc = cJSON_ParseWithLength(body, len);
 	if (doc == NULL)
 		return;
@@ -502,7 +534,7 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 		n = (long)rep->elements;
 		for (size_t i = 0; i < rep->elements; i++) {
 			redisReply *fields = rep->element[i]->element[1];
-			long long id = -1, doc_id = -2;
+			long long id = -1, doc_id = -2, wid = -3;
 
 			for (size_t k = 0; k + 1 < fields->elements; k += 2) {
 				const char *name = fields->element[k]->str;
@@ -510,6 +542,9 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 
 				if (strcmp(name, "event_id") == 0) {
 					id = atoll(val);
+				} else if (strcmp(name, "webhook_id") == 0) {
+					/* the HTTP sink's webhook-id of the same event */
+					wid = strncmp(val, "evt_", 4) == 0 ? atoll(val + 4) : -4;
 				} else if (strcmp(name, "document") == 0) {
 					cJSON *d = cJSON_Parse(val);
 
@@ -521,7 +556,7 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 					cJSON_Delete(d);
 				}
 			}
-			if (id != doc_id)
+			if (id != doc_id || id != wid)
 				(*bad)++;
 			if (id >= 0 && (size_t)id < max)
 				counts[id]++;
@@ -668,7 +703,7 @@ static void http_sink_conf(char *buf, size_t n, unsigned port, const char *more)
 {
 	snprintf(buf, n,
 		 NO_RECONCILE "[sink.app]\ntype = http\nurl = http://127.0.0.1:%u/hook\n"
-			      "secret = " SECRET "\ntimeout_ms = 3000\n%s",
+			      "secret = " SECRET "\nsignature = hookd\ntimeout_ms = 3000\n%s",
 		 port, more != NULL ? more : "");
 }
 
