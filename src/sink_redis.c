@@ -293,8 +293,8 @@ static int handshake(struct sink_redis *r, int64_t deadline, const int *stop, ch
 static int append_xadd(struct sink_redis *r, const struct store_outbox_row *row)
 {
 	char id[24], amount[24], maxlen[24], when[40], wid[SINK_SIGN_ID_LEN];
-	const char *argv[24];
-	size_t lens[24];
+	const char *argv[32]; /* XADD key [MAXLEN ~ n] * and 10 field-value pairs: 26 */
+	size_t lens[32];
 	size_t n = 0, dl = 0;
 	char *doc;
 	int rc;
