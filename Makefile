@@ -2,14 +2,14 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
-DEBIAN_PACKAGES = meson ninja-build pkg-config gcc libc6-dev python3 \
+DEBIAN_PACKAGES = meson ninja-build pkg-config gcc libc6-dev python3 python3-yaml \
 	libmicrohttpd-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev \
 	libinih-dev libsystemd-dev libhiredis-dev check \
 	curl openssl sqlite3 redis-server systemd \
 	clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps run test test-asan test-tsan check fuzz crash security clean
+.PHONY: all deps run test test-asan test-tsan check fuzz crash security clean node-deps test-node test-prometheus
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -62,6 +62,25 @@ security:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+
+# ---- the ecosystem's own tools (issue 17) ----
+NODE_DIR = tests/node
+
+# The node suites' packages (standardwebhooks, svix, swagger-parser, ajv), exactly as
+# tests/node/package-lock.json pins them, from the npm registry into tests/node/node_modules.
+node-deps:
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund
+
+# The node suites against the real build/komerce-hookd (+ komerce-sim): Standard Webhooks and
+# Svix verifiers on real deliveries, the OpenAPI document and every route's live replies.
+test-node: all node-deps
+	cd $(NODE_DIR) && HOOKD_BIN=$(CURDIR)/$(BUILD)/komerce-hookd SIM_BIN=$(CURDIR)/$(BUILD)/komerce-sim \
+		node --test $$(ls *.test.mjs)
+
+# promtool (Debian's prometheus package): the alerting rules, their unit tests with synthetic
+# series, and a live /metrics scrape of the real daemon (contrib/prometheus/check.sh).
+test-prometheus: all
+	BUILD=$(BUILD) contrib/prometheus/check.sh
 
 # ---- Debian package (issue 9) ----
 DEB_DIR ?= build-deb

@@ -58,11 +58,8 @@ static long long received_at(const char *body, size_t len)
 
 static int on_request(void *ctx, struct rx_request *req)
 {
-	char id[32];
-	struct record r = {
-		atoll(rx_header(req->head, "X-Hookd-Event-Id", id, sizeof(id)) ? id : "0"),
-		received_at(req->body, req->body_len), now_ms()};
-	bool ok = rx_hookd_signature_ok(req, secret);
+	struct record r = {rx_event_id(req), received_at(req->body, req->body_len), now_ms()};
+	bool ok = rx_signature_ok(req, secret);
 
 	(void)ctx;
 	pthread_mutex_lock(&mu);

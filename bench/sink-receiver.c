@@ -32,18 +32,17 @@ static void on_usr(int sig)
 
 static int on_request(void *ctx, struct rx_request *req)
 {
-	char id[32], line[80];
+	char line[80];
 	int code, n;
 
 	(void)ctx;
-	if (!rx_hookd_signature_ok(req, secret))
+	if (!rx_signature_ok(req, secret))
 		code = 401;
 	else if (failing)
 		code = 503;
 	else
 		code = 200;
-	rx_header(req->head, "X-Hookd-Event-Id", id, sizeof(id));
-	n = snprintf(line, sizeof(line), "%lld %d\n", atoll(id), code);
+	n = snprintf(line, sizeof(line), "%lld %d\n", rx_event_id(req), code);
 	if (write(log_fd, line, (size_t)n) != n)
 		code = 500; /* not recorded: do not acknowledge */
 	return code;

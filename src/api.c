@@ -337,6 +337,14 @@ static bool create_validate(struct api *a, struct http_request *req, cJSON *body
 	return ok;
 }
 
+/* Journal fields for a log line about ev: PAYMENT_ID, ORDER_ID and EVENT_ID (event_id: its
+ * decimal text, or NULL to leave it out). Valid while ev and event_id are. */
+#define api_fields(ev, event_id)                                      \
+	((const struct log_field[]){{"PAYMENT_ID", (ev)->payment_id}, \
+				    {"ORDER_ID", (ev)->order_id},     \
+				    {"EVENT_ID", (event_id)},         \
+				    {NULL, NULL}})
+
 /* The PENDING event of a payment Komerce created: its reply first, the request for what the
  * reply leaves out. */
 static void created_event(const struct komerce_payment *p, const cJSON *body, struct event *ev)
@@ -366,7 +374,7 @@ static void created_event(const struct komerce_payment *p, const cJSON *body, st
 static void create_record(struct api *a, struct http_request *req, const cJSON *body,
 			  const struct komerce_payment *p, cJSON *data)
 {
-	char *raw = cJSON_PrintUnformatted(data), id[160];
+	char *raw = cJSON_PrintUnformatted(data), id[160], eid[24];
 	struct store_req sr;
 	struct event ev;
 	cJSON *o;
@@ -382,7 +390,9 @@ static void create_record(struct api *a, struct http_request *req, const cJSON *
 	cJSON_free(raw);
 	log_quote(ev.payment_id, id, sizeof(id));
 	if (r < 0) {
-		log_err("admin api: payment created at komerce but not recorded payment_id=\"%s\" "
+		log_fields(
+			LOG_PRIO_ERR, api_fields(&ev, NULL),
+			"admin api: payment created at komerce but not recorded payment_id=\"%s\" "
 			"error=%d",
 			id, r);
 		o = error_object("payment created at Komerce but not recorded locally (store "
@@ -392,8 +402,9 @@ static void create_record(struct api *a, struct http_request *req, const cJSON *
 		return;
 	}
 	wake_reconciler(a);
-	log_info("admin api: payment created payment_id=\"%s\" event_id=%lld", id,
-		 (long long)sr.event_id);
+	log_fields(LOG_PRIO_INFO, api_fields(&ev, log_num(sr.event_id, eid, sizeof(eid))),
+		   "admin api: payment created payment_id=\"%s\" event_id=%lld", id,
+		   (long long)sr.event_id);
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", "ok");
 	cJSON_AddNumberToObject(o, "event_id", (double)sr.event_id);
@@ -541,7 +552,7 @@ static bool cancel_lookup(struct api *a, struct http_request *req, const char *i
 static void cancel_record(struct api *a, struct http_request *req, const struct store_payment *p,
 			  cJSON *data)
 {
-	char *raw = cJSON_PrintUnformatted(data), q[160];
+	char *raw = cJSON_PrintUnformatted(data), q[160], eid[24];
 	struct komerce_payment kp;
 	struct store_req sr;
 	struct event ev;
@@ -566,7 +577,9 @@ static void cancel_record(struct api *a, struct http_request *req, const struct 
 	cJSON_free(raw);
 	log_quote(p->payment_id, q, sizeof(q));
 	if (r < 0) {
-		log_err("admin api: payment canceled at komerce but not recorded payment_id=\"%s\" "
+		log_fields(
+			LOG_PRIO_ERR, api_fields(&ev, NULL),
+			"admin api: payment canceled at komerce but not recorded payment_id=\"%s\" "
 			"error=%d",
 			q, r);
 		o = error_object("payment canceled at Komerce but not recorded locally (store "
@@ -575,8 +588,9 @@ static void cancel_record(struct api *a, struct http_request *req, const struct 
 		reply_cjson(req, 503, o, NULL);
 		return;
 	}
-	log_info("admin api: payment canceled payment_id=\"%s\" event_id=%lld conflict=%s", q,
-		 (long long)sr.event_id, sr.conflict ? "yes" : "no");
+	log_fields(LOG_PRIO_INFO, api_fields(&ev, log_num(sr.event_id, eid, sizeof(eid))),
+		   "admin api: payment canceled payment_id=\"%s\" event_id=%lld conflict=%s", q,
+		   (long long)sr.event_id, sr.conflict ? "yes" : "no");
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", "ok");
 	cJSON_AddNumberToObject(o, "event_id", (double)sr.event_id);
@@ -669,14 +683,16 @@ static void track_handler(struct http_request *req, void *ctx)
 		return;
 	}
 	if (r < 0) {
-		log_err("admin api: track not recorded payment_id=\"%s\" error=%d",
-			log_quote(ev.payment_id, q, sizeof(q)), r);
+		log_fields(LOG_PRIO_ERR, api_fields(&ev, NULL),
+			   "admin api: track not recorded payment_id=\"%s\" error=%d",
+			   log_quote(ev.payment_id, q, sizeof(q)), r);
 		http_reply_error(req, 503, "store unavailable");
 		return;
 	}
 	wake_reconciler(a);
-	log_info("admin api: payment tracked payment_id=\"%s\"",
-		 log_quote(ev.payment_id, q, sizeof(q)));
+	log_fields(LOG_PRIO_INFO, api_fields(&ev, NULL),
+		   "admin api: payment tracked payment_id=\"%s\"",
+		   log_quote(ev.payment_id, q, sizeof(q)));
 	tracked_payment(a, &ev, sr.received_at, &p);
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", "ok");

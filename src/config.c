@@ -16,6 +16,7 @@
 #include <ini.h>
 
 #include "log.h"
+#include "sink_sign.h"
 #include "util.h"
 
 #define SECRET_FILE_LIMIT (64 * 1024)
@@ -33,6 +34,7 @@ enum key_type {
 	KEY_SYNC,
 	KEY_LOGLEVEL,
 	KEY_SINKTYPE,
+	KEY_SIGSCHEME,
 };
 
 struct key_def {
@@ -86,6 +88,7 @@ static const struct key_def sink_table[] = {
 	{"sink", "type", KEY_SINKTYPE, S(type), "http", 0, 0},
 	{"sink", "url", KEY_STR, S(url), "", 0, 0},
 	{"sink", "secret", KEY_SECRET, S(secret), "", 0, 0},
+	{"sink", "signature", KEY_SIGSCHEME, S(signature), "standardwebhooks", 0, 0},
 	{"sink", "stream", KEY_STR, S(stream), "komerce-hookd", 0, 0},
 	{"sink", "max_attempts", KEY_INT, S(max_attempts), "12", 1, 1000},
 	{"sink", "maxlen", KEY_INT, S(maxlen), "0", 0, 1000000000},
@@ -193,19 +196,23 @@ static const struct word auth_words[] = {
 static const struct word sync_words[] = {{"full", 1}, {"normal", 0}, {NULL, 0}};
 static const struct word sink_words[] = {
 	{"http", CONFIG_SINK_HTTP}, {"redis", CONFIG_SINK_REDIS}, {NULL, 0}};
+static const struct word sigscheme_words[] = {
+	{"standardwebhooks", SINK_SIGN_STANDARD}, {"hookd", SINK_SIGN_HOOKD}, {NULL, 0}};
 
 /* Booleans (KEY_BOOL, KEY_SYNC) are stored as bool, the other words as int. */
 static int set_word(struct load_ctx *x, const char *section, const struct key_def *k, char *slot,
 		    const char *value)
 {
-	const struct word *w = k->type == KEY_BOOL   ? bool_words
-			       : k->type == KEY_AUTH ? auth_words
-			       : k->type == KEY_SYNC ? sync_words
-						     : sink_words;
-	const char *expect = k->type == KEY_BOOL   ? "true or false"
-			     : k->type == KEY_AUTH ? "hmac or plain"
-			     : k->type == KEY_SYNC ? "full or normal"
-						   : "http or redis";
+	const struct word *w = k->type == KEY_BOOL	  ? bool_words
+			       : k->type == KEY_AUTH	  ? auth_words
+			       : k->type == KEY_SYNC	  ? sync_words
+			       : k->type == KEY_SIGSCHEME ? sigscheme_words
+							  : sink_words;
+	const char *expect = k->type == KEY_BOOL	? "true or false"
+			     : k->type == KEY_AUTH	? "hmac or plain"
+			     : k->type == KEY_SYNC	? "full or normal"
+			     : k->type == KEY_SIGSCHEME ? "standardwebhooks or hookd"
+							: "http or redis";
 
 	for (; w->name != NULL; w++) {
 		if (strcasecmp(value, w->name) != 0)
@@ -245,6 +252,7 @@ static int set_value(struct load_ctx *x, const char *section, const struct key_d
 	case KEY_AUTH:
 	case KEY_SYNC:
 	case KEY_SINKTYPE:
+	case KEY_SIGSCHEME:
 		return set_word(x, section, k, slot, value);
 	case KEY_LOGLEVEL:
 		prio = log_level_parse(value);
@@ -614,6 +622,16 @@ static int validate(struct load_ctx *x)
 					    "config: sink.%s.secret: missing or shorter than 16 "
 					    "characters",
 					    s->name);
+			if (s->signature == SINK_SIGN_STANDARD && s->secret[0] != '\0') {
+				struct sink_sign_keys keys;
+				char why[128];
+				int r = sink_sign_keys_parse(s->secret, &keys, why, sizeof(why));
+
+				sink_sign_keys_clear(&keys);
+				if (r < 0)
+					return fail(x, -EINVAL, "config: sink.%s.secret: %s",
+						    s->name, why);
+			}
 		} else {
 			if (strncmp(s->url, "redis://", 8) != 0)
 				return fail(x, -EINVAL,

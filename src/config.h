@@ -16,10 +16,11 @@ enum config_sink_type { CONFIG_SINK_HTTP, CONFIG_SINK_REDIS };
 
 struct config_sink {
 	char name[32];
-	int type;     /* enum config_sink_type */
-	char *url;    /* http(s)://... or redis://host:port[/db] */
-	char *secret; /* http: HMAC key for X-Hookd-Signature */
-	char *stream; /* redis: stream name */
+	int type;      /* enum config_sink_type */
+	char *url;     /* http(s)://... or redis://host:port[/db] */
+	char *secret;  /* http: HMAC key(s), see sink_sign.h */
+	int signature; /* http: enum sink_sign_scheme */
+	char *stream;  /* redis: stream name */
 	long max_attempts;
 	long maxlen; /* redis: approximate MAXLEN, 0 = unbounded */
 	long timeout_ms;

@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "sink_http.h"
 #include "sink_redis.h"
+#include "sink_sign.h"
 #include "store.h"
 #include "util.h"
 
@@ -99,8 +100,14 @@ static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows
 		const struct store_outbox_row *row = &rows[i];
 		struct sink_result *res = &w->results[i];
 		struct store_outbox_outcome *o = &w->outcomes[k];
-		char q1[160], q2[200];
+		char q1[160], q2[200], eid[24];
 		unsigned long long sup = 0;
+		const struct log_field f[] = {
+			{"PAYMENT_ID", row->payment_id},
+			{"ORDER_ID", row->order_id},
+			{"EVENT_ID", log_num(row->event_id, eid, sizeof(eid))},
+			{"SINK", w->cfg->name},
+			{NULL, NULL}};
 
 		if (res->verdict == SINK_ABANDONED)
 			continue;
@@ -113,21 +120,25 @@ static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows
 		} else if (res->verdict == SINK_DELIVERED) {
 			o->verdict = STORE_OUTBOX_MARK_DELIVERED;
 			o->at = now;
-			log_debug("forward delivered sink=%s event_id=%lld attempts=%ld",
-				  w->cfg->name, (long long)row->event_id, row->attempts + 1);
+			if (log_max_prio >= LOG_PRIO_DEBUG)
+				log_fields(LOG_PRIO_DEBUG, f,
+					   "forward delivered sink=%s event_id=%lld attempts=%ld",
+					   w->cfg->name, (long long)row->event_id,
+					   row->attempts + 1);
 		} else if (res->verdict == SINK_DEAD || row->attempts + 1 >= w->cfg->max_attempts) {
 			o->verdict = STORE_OUTBOX_MARK_DEAD;
 			o->at = now;
 			failed++;
 			if (log_rl_allow(&w->dead_rl, 1000, &sup))
-				log_warn("forward dead letter sink=%s event_id=%lld "
-					 "payment_id=\"%s\" "
-					 "attempts=%ld reason=%s error=\"%s\" suppressed=%llu",
-					 w->cfg->name, (long long)row->event_id,
-					 log_quote(row->payment_id, q1, sizeof(q1)),
-					 row->attempts + 1,
-					 res->verdict == SINK_DEAD ? "refused" : "max_attempts",
-					 log_quote(res->error, q2, sizeof(q2)), sup);
+				log_fields(LOG_PRIO_WARNING, f,
+					   "forward dead letter sink=%s event_id=%lld "
+					   "payment_id=\"%s\" "
+					   "attempts=%ld reason=%s error=\"%s\" suppressed=%llu",
+					   w->cfg->name, (long long)row->event_id,
+					   log_quote(row->payment_id, q1, sizeof(q1)),
+					   row->attempts + 1,
+					   res->verdict == SINK_DEAD ? "refused" : "max_attempts",
+					   log_quote(res->error, q2, sizeof(q2)), sup);
 		} else {
 			int64_t delay = forward_backoff_ms(row->attempts + 1, util_rand32(&w->rnd));
 
@@ -139,7 +150,8 @@ static size_t outcomes_for(struct worker *w, const struct store_outbox_row *rows
 				postpone_to = o->at;
 			failed++;
 			if (log_rl_allow(&w->fail_rl, 10000, &sup))
-				log_warn(
+				log_fields(
+					LOG_PRIO_WARNING, f,
 					"forward delivery failed sink=%s event_id=%lld attempt=%ld "
 					"retry_in_ms=%lld error=\"%s\" suppressed=%llu",
 					w->cfg->name, (long long)row->event_id, row->attempts + 1,
@@ -359,8 +371,12 @@ int forward_start(const struct config *cfg, struct store *writer, struct forward
 		f->workers[i].started = true;
 	}
 	for (size_t i = 0; i < f->n_workers; i++)
-		log_info("forward sink ready sink=%s type=%s max_attempts=%ld", cfg->sinks[i].name,
+		log_info("forward sink ready sink=%s type=%s signature=%s max_attempts=%ld",
+			 cfg->sinks[i].name,
 			 cfg->sinks[i].type == CONFIG_SINK_HTTP ? "http" : "redis",
+			 cfg->sinks[i].type != CONFIG_SINK_HTTP	      ? "none"
+			 : cfg->sinks[i].signature == SINK_SIGN_HOOKD ? "hookd"
+								      : "standardwebhooks",
 			 cfg->sinks[i].max_attempts);
 	*ret = f;
 	return 0;

@@ -123,14 +123,24 @@ static void callback_done(struct store_req *r)
 	int n;
 
 	if (r->result == 0) {
-		if (r->conflict && !r->duplicate) {
-			char pid[160];
+		char pid[160], eid[24];
+		const struct log_field f[] = {{"PAYMENT_ID", r->ev.payment_id},
+					      {"ORDER_ID", r->ev.order_id},
+					      {"EVENT_ID", log_num(r->event_id, eid, sizeof(eid))},
+					      {NULL, NULL}};
 
-			log_warn("callback conflicts with known state payment_id=\"%s\" status=%s "
-				 "event_id=%lld",
-				 log_quote(r->ev.payment_id, pid, sizeof(pid)),
-				 payment_status_name(r->ev.status), (long long)r->event_id);
-		}
+		if (r->conflict && !r->duplicate)
+			log_fields(
+				LOG_PRIO_WARNING, f,
+				"callback conflicts with known state payment_id=\"%s\" status=%s "
+				"event_id=%lld",
+				log_quote(r->ev.payment_id, pid, sizeof(pid)),
+				payment_status_name(r->ev.status), (long long)r->event_id);
+		else if (!r->duplicate && log_max_prio >= LOG_PRIO_INFO)
+			log_fields(LOG_PRIO_INFO, f,
+				   "callback stored payment_id=\"%s\" status=%s event_id=%lld",
+				   log_quote(r->ev.payment_id, pid, sizeof(pid)),
+				   payment_status_name(r->ev.status), (long long)r->event_id);
 		n = snprintf(body, sizeof(body),
 			     "{\"status\":\"ok\",\"event_id\":%lld,\"duplicate\":%s}",
 			     (long long)r->event_id, r->duplicate ? "true" : "false");
@@ -139,9 +149,13 @@ static void callback_done(struct store_req *r)
 	}
 	metrics_inc(METRICS_STORE_UNAVAILABLE, 1);
 	if (log_rl_allow(&ir->in->rl_store, 1000, &sup))
-		log_err("callback not stored reason=%s remote=%s detail=\"%s\" suppressed=%llu",
-			store_reason(r->result), http_remote(req), store_errmsg(ir->in->o.store),
-			sup);
+		log_fields(LOG_PRIO_ERR,
+			   (const struct log_field[]){{"PAYMENT_ID", r->ev.payment_id},
+						      {"ORDER_ID", r->ev.order_id},
+						      {NULL, NULL}},
+			   "callback not stored reason=%s remote=%s detail=\"%s\" suppressed=%llu",
+			   store_reason(r->result), http_remote(req), store_errmsg(ir->in->o.store),
+			   sup);
 	http_reply_error_hdr(req, 503, "event not stored, retry later", "Retry-After: 5");
 }
 

@@ -21,6 +21,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "openapi.h"
 #include "reconcile.h"
 #include "store.h"
 #include "util.h"
@@ -216,6 +217,8 @@ static int build_routes(struct daemon *d, char *err, size_t err_len)
 		get_route("/readyz", METRICS_EP_HEALTH, ready_handler, NULL);
 	d->admin_routes[d->n_admin++] =
 		get_route("/metrics", METRICS_EP_METRICS, metrics_handler, d->store);
+	d->admin_routes[d->n_admin++] =
+		get_route("/openapi.json", METRICS_EP_OTHER, openapi_handler, NULL);
 	d->n_admin += api_routes(d->api, d->admin_routes + d->n_admin, MAX_ROUTES - d->n_admin);
 	return 0;
 }
@@ -351,6 +354,7 @@ int main(int argc, char **argv)
 
 	if (code >= 0)
 		return code;
+	log_init(); /* under journald: native entries with fields (PAYMENT_ID=...) */
 	d.cfg = config_new();
 	if (d.cfg == NULL) {
 		log_err("out of memory");

@@ -95,6 +95,45 @@ void metrics_set_gauge(const char *name, double v)
 	pthread_mutex_unlock(&gauge_mu);
 }
 
+/* HELP text of the named gauges (set by the reconciler and the forwarders). */
+static const struct {
+	const char *family;
+	const char *help;
+} gauge_help[] = {
+	{"hookd_outbox_pending", "Outbox rows waiting for delivery, by sink"},
+	{"hookd_reconcile_watched", "PENDING payments the reconciler watches"},
+	{"hookd_reconcile_circuit_open",
+	 "1 while the reconciler's circuit breaker is open (Komerce failing), else 0"},
+	{"hookd_reconcile_lag_seconds",
+	 "How long the most overdue watched payment has waited for its status poll"},
+	{"hookd_payments_pending", "PENDING payments (refreshed every 30 s)"},
+	{"hookd_payments_pending_expired",
+	 "PENDING payments past their expiry, settled by neither a callback nor a poll"},
+};
+
+static const char *gauge_help_of(const char *family)
+{
+	for (size_t i = 0; i < sizeof(gauge_help) / sizeof(gauge_help[0]); i++)
+		if (strcmp(gauge_help[i].family, family) == 0)
+			return gauge_help[i].help;
+	return "komerce-hookd gauge";
+}
+
+/* The metric name of a series: "name{labels}" without its labels. */
+static void gauge_family(const char *series, char *out, size_t n)
+{
+	size_t len = strcspn(series, "{");
+
+	snprintf(out, n, "%.*s", (int)len, series);
+}
+
+static bool same_family(const char *series, const char *family)
+{
+	size_t len = strlen(family);
+
+	return strncmp(series, family, len) == 0 && (series[len] == '\0' || series[len] == '{');
+}
+
 static void render_store(struct util_buf *b, struct store *store)
 {
 	struct store_writer_stats st;
@@ -159,26 +198,25 @@ static void render_store(struct util_buf *b, struct store *store)
 			(unsigned long long)st.batch_total, (unsigned long long)cum);
 }
 
-/* The named gauges, one TYPE line per family ("name" or "name{labels}"). */
+/* The named gauges: one block per family (HELP, TYPE, then every series of it), in order of
+ * first use. */
 static void render_gauges(struct util_buf *b)
 {
 	pthread_mutex_lock(&gauge_mu);
 	for (size_t i = 0; i < n_gauges; i++) {
 		char family[96];
-		char *brace;
 		bool seen = false;
 
-		memcpy(family, gauges[i].name, sizeof(family));
-		brace = strchr(family, '{');
-		if (brace != NULL)
-			*brace = '\0';
+		gauge_family(gauges[i].name, family, sizeof(family));
 		for (size_t j = 0; j < i && !seen; j++)
-			seen = strncmp(gauges[j].name, family, strlen(family)) == 0 &&
-			       (gauges[j].name[strlen(family)] == '\0' ||
-				gauges[j].name[strlen(family)] == '{');
-		if (!seen)
-			util_buf_printf(b, "# TYPE %s gauge\n", family);
-		util_buf_printf(b, "%s %g\n", gauges[i].name, gauges[i].v);
+			seen = same_family(gauges[j].name, family);
+		if (seen)
+			continue;
+		util_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", family, gauge_help_of(family),
+				family);
+		for (size_t k = i; k < n_gauges; k++)
+			if (same_family(gauges[k].name, family))
+				util_buf_printf(b, "%s %g\n", gauges[k].name, gauges[k].v);
 	}
 	pthread_mutex_unlock(&gauge_mu);
 }

@@ -27,6 +27,7 @@
 
 #define BATCH		 64    /* due rows read per query */
 #define GAUGE_MS	 5000  /* watched-payments gauge refresh, also when idle */
+#define PENDING_GAUGE_MS 30000 /* pending-payments gauges: a scan of the payments table */
 #define STORE_RETRY_MS	 1000  /* after a failed query or write */
 #define MAX_TIMEOUT_MS	 5000  /* one status request, at most (stop aborts it at once) */
 #define MAX_RESCAN_MS	 60000 /* payments seen in callbacks do not wake us: look again */
@@ -212,6 +213,7 @@ struct reconcile {
 	struct store_reconcile_row rows[BATCH];
 
 	int64_t next_gauge_ms;
+	int64_t next_pending_ms; /* mono ms: next pending-payments scan */
 	struct log_rl error_rl, store_rl, odd_rl;
 };
 
@@ -248,13 +250,30 @@ static void sleep_for(struct reconcile *r, int64_t delay_ms, bool wake, uint64_t
 
 static void update_gauges(struct reconcile *r, bool force)
 {
-	int64_t now = util_mono_ms(), watched = 0;
+	int64_t now = util_mono_ms(), watched = 0, due = 0;
 
 	if (!force && now < r->next_gauge_ms)
 		return;
 	r->next_gauge_ms = now + GAUGE_MS;
 	if (store_reconcile_watched(r->reader, &watched) == 0)
 		metrics_set_gauge("hookd_reconcile_watched", (double)watched);
+	/* How long the most overdue watched payment has waited for its poll: grows while the
+	 * circuit is open or the rate budget is too small for the load. */
+	if (store_reconcile_next_due(r->reader, &due) == 0)
+		metrics_set_gauge("hookd_reconcile_lag_seconds",
+				  due < util_now_ms() ? (double)(util_now_ms() - due) / 1000.0 : 0);
+	else
+		metrics_set_gauge("hookd_reconcile_lag_seconds", 0);
+	if (force || now >= r->next_pending_ms) {
+		int64_t pending, expired;
+
+		r->next_pending_ms = now + PENDING_GAUGE_MS;
+		if (store_reconcile_pending(r->reader, util_now_ms() / 1000, &pending, &expired) ==
+		    0) {
+			metrics_set_gauge("hookd_payments_pending", (double)pending);
+			metrics_set_gauge("hookd_payments_pending_expired", (double)expired);
+		}
+	}
 	metrics_set_gauge("hookd_reconcile_circuit_open",
 			  r->breaker.state == RECONCILE_BREAKER_CLOSED ? 0 : 1);
 }
@@ -273,26 +292,35 @@ static void report_committed(struct reconcile *r)
 {
 	for (size_t i = 0; i < r->n_updates; i++) {
 		const struct store_reconcile_update *u = &r->updates[i];
-		char q[160];
+		char q[160], eid[24];
+		const struct log_field f[] = {{"PAYMENT_ID", u->payment_id},
+					      {"ORDER_ID", u->ev.order_id},
+					      {"EVENT_ID", log_num(u->event_id, eid, sizeof(eid))},
+					      {NULL, NULL}};
 
 		if (!u->has_event)
 			continue;
 		log_quote(u->payment_id, q, sizeof(q));
 		if (u->duplicate) {
-			log_debug("reconcile status already known payment_id=%s status=%s "
-				  "event_id=%lld",
-				  q, payment_status_name(u->ev.status), (long long)u->event_id);
+			if (log_max_prio >= LOG_PRIO_DEBUG)
+				log_fields(LOG_PRIO_DEBUG, f,
+					   "reconcile status already known payment_id=%s status=%s "
+					   "event_id=%lld",
+					   q, payment_status_name(u->ev.status),
+					   (long long)u->event_id);
 			continue;
 		}
 		if (u->conflict) {
-			log_warn("reconcile status conflicts with what is stored payment_id=%s "
-				 "status=%s event_id=%lld",
-				 q, payment_status_name(u->ev.status), (long long)u->event_id);
+			log_fields(LOG_PRIO_WARNING, f,
+				   "reconcile status conflicts with what is stored payment_id=%s "
+				   "status=%s event_id=%lld",
+				   q, payment_status_name(u->ev.status), (long long)u->event_id);
 			continue;
 		}
 		if (payment_status_terminal(u->ev.status)) {
 			metrics_inc(METRICS_RESOLVED_BY_RECONCILE, 1);
-			log_notice("payment resolved by reconciliation payment_id=%s status=%s "
+			log_fields(LOG_PRIO_NOTICE, f,
+				   "payment resolved by reconciliation payment_id=%s status=%s "
 				   "event_id=%lld polls=%ld",
 				   q, payment_status_name(u->ev.status), (long long)u->event_id,
 				   u->poll_attempts);
@@ -467,6 +495,7 @@ static void on_refused(struct reconcile *r, const struct store_reconcile_row *ro
 		       struct store_reconcile_update *u, const struct komerce_result *res,
 		       const struct reconcile_sched *sched)
 {
+	const struct log_field pf[] = {{"PAYMENT_ID", row->payment_id}, {NULL, NULL}};
 	unsigned long long sup = 0;
 	char q[160], m[300];
 
@@ -474,10 +503,11 @@ static void on_refused(struct reconcile *r, const struct store_reconcile_row *ro
 	on_breaker_success(r, sched->now_ms);
 	u->next_poll_at = reconcile_next_poll_ms(sched);
 	if (log_rl_allow(&r->odd_rl, 10000, &sup))
-		log_warn("reconcile status refused payment_id=%s http=%ld error=%s detail=%s "
-			 "suppressed=%llu",
-			 log_quote(row->payment_id, q, sizeof(q)), res->http_status,
-			 komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)), sup);
+		log_fields(LOG_PRIO_WARNING, pf,
+			   "reconcile status refused payment_id=%s http=%ld error=%s detail=%s "
+			   "suppressed=%llu",
+			   log_quote(row->payment_id, q, sizeof(q)), res->http_status,
+			   komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)), sup);
 }
 
 /* 5xx, timeouts, network, TLS, unusable replies, a refused api key: back off, and count it
@@ -486,6 +516,7 @@ static void on_failed(struct reconcile *r, const struct store_reconcile_row *row
 		      struct store_reconcile_update *u, const struct komerce_result *res,
 		      const struct reconcile_sched *sched)
 {
+	const struct log_field pf[] = {{"PAYMENT_ID", row->payment_id}, {NULL, NULL}};
 	unsigned long long sup = 0;
 	char q[160], m[300];
 	int64_t next;
@@ -496,12 +527,13 @@ static void on_failed(struct reconcile *r, const struct store_reconcile_row *row
 					util_rand32(&r->rnd));
 	u->next_poll_at = reconcile_retry_ms(sched, next, util_rand32(&r->rnd));
 	if (log_rl_allow(&r->error_rl, 10000, &sup))
-		log_warn("reconcile poll failed payment_id=%s http=%ld error=%s detail=%s "
-			 "retry_in_ms=%lld suppressed=%llu",
-			 log_quote(row->payment_id, q, sizeof(q)), res->http_status,
-			 komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)),
-			 (long long)(u->next_poll_at > 0 ? u->next_poll_at - sched->now_ms : -1),
-			 sup);
+		log_fields(LOG_PRIO_WARNING, pf,
+			   "reconcile poll failed payment_id=%s http=%ld error=%s detail=%s "
+			   "retry_in_ms=%lld suppressed=%llu",
+			   log_quote(row->payment_id, q, sizeof(q)), res->http_status,
+			   komerce_err_name(res->err), log_quote(res->message, m, sizeof(m)),
+			   (long long)(u->next_poll_at > 0 ? u->next_poll_at - sched->now_ms : -1),
+			   sup);
 }
 
 static void handle_reply(struct reconcile *r, const struct store_reconcile_row *row,
@@ -515,6 +547,7 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 		.attempts = u->poll_attempts,
 		.min_interval_ms = r->min_ms,
 	};
+	const struct log_field pf[] = {{"PAYMENT_ID", row->payment_id}, {NULL, NULL}};
 	enum payment_status st = PAYMENT_UNKNOWN;
 	struct komerce_payment p;
 	char q[160];
@@ -541,10 +574,12 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 	else
 		on_failed(r, row, u, res, &sched);
 	if (u->next_poll_at == 0 && !u->has_event)
-		log_info("reconcile stops watching a payment still PENDING payment_id=%s polls=%ld "
-			 "expires_at=%lld",
-			 log_quote(row->payment_id, q, sizeof(q)), u->poll_attempts,
-			 (long long)sched.expires_at_s);
+		log_fields(
+			LOG_PRIO_INFO, pf,
+			"reconcile stops watching a payment still PENDING payment_id=%s polls=%ld "
+			"expires_at=%lld",
+			log_quote(row->payment_id, q, sizeof(q)), u->poll_attempts,
+			(long long)sched.expires_at_s);
 }
 
 enum outcome {

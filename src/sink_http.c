@@ -1,7 +1,8 @@
-/* HTTP sink: builds the JSON document (cJSON) and its X-Hookd-Signature, and POSTs a batch of
+/* HTTP sink: builds the JSON document (cJSON), signs it (sink_sign.c: Standard Webhooks or the
+ * original X-Hookd-Signature), and POSTs a batch of
  * rows with a libcurl multi handle over a small pool of reused easy handles (kept-alive
  * connections). Only the forwarder thread of this sink calls sink_http_deliver(); the pure
- * helpers (document, signature, classify) are also called by sink_redis and the tests. */
+ * helpers (document, classify) are also called by sink_redis and the tests. */
 #include "build_config.h"
 #include "sink_http.h"
 
@@ -15,6 +16,7 @@
 #include <curl/curl.h>
 
 #include "config.h"
+#include "sink_sign.h"
 #include "util.h"
 
 #define REPLY_KEEP 300 /* bytes of a reply body kept for last_error */
@@ -63,31 +65,6 @@ char *sink_http_document(const struct store_outbox_row *row, size_t *ret_len)
 	return out;
 }
 
-int sink_http_signature(const char *secret, int64_t timestamp, const char *body, size_t len,
-			char out[SINK_HTTP_SIG_LEN])
-{
-	uint8_t mac[UTIL_SHA256_LEN];
-	char ts[32];
-	size_t tl;
-	char *msg;
-	int r;
-
-	tl = (size_t)snprintf(ts, sizeof(ts), "%lld.", (long long)timestamp);
-	msg = malloc(tl + len + 1);
-	if (msg == NULL)
-		return -ENOMEM;
-	memcpy(msg, ts, tl);
-	if (len > 0)
-		memcpy(msg + tl, body, len);
-	r = util_hmac_sha256(secret, strlen(secret), msg, tl + len, mac);
-	free(msg);
-	if (r < 0)
-		return r;
-	memcpy(out, "sha256=", 7);
-	util_hex(mac, sizeof(mac), out + 7);
-	return 0;
-}
-
 enum sink_verdict sink_http_classify(long status)
 {
 	if (status >= 200 && status < 300)
@@ -113,6 +90,7 @@ struct slot {
 
 struct sink_http {
 	const struct config_sink *cfg;
+	struct sink_sign_keys keys; /* Standard Webhooks: the decoded secrets */
 	CURLM *multi;
 	struct slot *slots;
 	size_t n_slots;
@@ -138,6 +116,15 @@ struct sink_http *sink_http_new(const struct config_sink *cfg, size_t parallel)
 	if (h == NULL)
 		return NULL;
 	h->cfg = cfg;
+	if (cfg->signature == SINK_SIGN_STANDARD) {
+		char why[128];
+
+		/* Validated at config load: a failure here is a secret changed under us. */
+		if (sink_sign_keys_parse(cfg->secret, &h->keys, why, sizeof(why)) < 0) {
+			free(h);
+			return NULL;
+		}
+	}
 	h->n_slots = parallel > 0 ? parallel : 1;
 	h->slots = calloc(h->n_slots, sizeof(*h->slots));
 	h->multi = curl_multi_init();
@@ -181,12 +168,13 @@ void sink_http_free(struct sink_http *h)
 	free(h->slots);
 	if (h->multi != NULL)
 		curl_multi_cleanup(h->multi);
+	sink_sign_keys_clear(&h->keys);
 	free(h);
 }
 
 static struct curl_slist *add_header(struct curl_slist *l, bool *ok, const char *fmt, const char *a)
 {
-	char line[160];
+	char line[SINK_SIGN_HEADER_LEN + 64];
 	struct curl_slist *n;
 
 	snprintf(line, sizeof(line), fmt, a);
@@ -202,14 +190,20 @@ static struct curl_slist *add_header(struct curl_slist *l, bool *ok, const char 
 static int start(struct sink_http *h, struct slot *sl, const struct store_outbox_row *row, size_t i,
 		 struct sink_result *res)
 {
-	char sig[SINK_HTTP_SIG_LEN], num[32], ts_s[32];
+	char sig[SINK_SIGN_HEADER_LEN], num[32], ts_s[32], id[SINK_SIGN_ID_LEN];
 	int64_t ts = util_now_ms() / 1000;
 	size_t len = 0;
 	bool ok = true;
 	CURL *e = sl->easy;
+	int r = -ENOMEM;
 
+	sink_sign_webhook_id(row->event_id, id);
 	sl->body = sink_http_document(row, &len);
-	if (sl->body == NULL || sink_http_signature(h->cfg->secret, ts, sl->body, len, sig) < 0) {
+	if (sl->body != NULL && h->cfg->signature == SINK_SIGN_HOOKD)
+		r = sink_sign_hookd(h->cfg->secret, ts, sl->body, len, sig);
+	else if (sl->body != NULL)
+		r = sink_sign_standard(&h->keys, id, ts, sl->body, len, sig);
+	if (r < 0) {
 		snprintf(res->error, sizeof(res->error), "out of memory building the document");
 		res->verdict = SINK_RETRY;
 		slot_clear(h, sl);
@@ -220,9 +214,15 @@ static int start(struct sink_http *h, struct slot *sl, const struct store_outbox
 	sl->headers = add_header(sl->headers, &ok, "%s", "Content-Type: application/json");
 	sl->headers = add_header(sl->headers, &ok, "%s", "Expect:");
 	sl->headers = add_header(sl->headers, &ok, "User-Agent: komerce-hookd/%s", HOOKD_VERSION);
-	sl->headers = add_header(sl->headers, &ok, "X-Hookd-Event-Id: %s", num);
-	sl->headers = add_header(sl->headers, &ok, "X-Hookd-Timestamp: %s", ts_s);
-	sl->headers = add_header(sl->headers, &ok, "X-Hookd-Signature: %s", sig);
+	if (h->cfg->signature == SINK_SIGN_HOOKD) {
+		sl->headers = add_header(sl->headers, &ok, "X-Hookd-Event-Id: %s", num);
+		sl->headers = add_header(sl->headers, &ok, "X-Hookd-Timestamp: %s", ts_s);
+		sl->headers = add_header(sl->headers, &ok, "X-Hookd-Signature: %s", sig);
+	} else {
+		sl->headers = add_header(sl->headers, &ok, "webhook-id: %s", id);
+		sl->headers = add_header(sl->headers, &ok, "webhook-timestamp: %s", ts_s);
+		sl->headers = add_header(sl->headers, &ok, "webhook-signature: %s", sig);
+	}
 	if (!ok) {
 		snprintf(res->error, sizeof(res->error), "out of memory building the headers");
 		res->verdict = SINK_RETRY;

@@ -1,5 +1,5 @@
-/* HTTP sink: POSTs each outbox row as a signed JSON document to the merchant's URL. The
- * document builder, signature and status classification are pure (unit-tested); the sink
+/* HTTP sink: POSTs each outbox row as a signed JSON document to the merchant's URL (signatures
+ * in sink_sign.h). The document builder and status classification are pure (unit-tested); the sink
  * object is driven by one forwarder thread. The verdict types are shared with sink_redis. */
 #pragma once
 
@@ -23,18 +23,11 @@ struct sink_result {
 	char error[STORE_ERR_MAX]; /* for retry/dead: what went wrong, with the reply */
 };
 
-#define SINK_HTTP_SIG_LEN (7 + 64 + 1) /* "sha256=" + hex + NUL */
-
 /* The JSON document for row: {"event_id","payment_id","order_id","status","amount","source",
  * "conflict","received_at" (ISO 8601 UTC),"callback": the stored raw body parsed back}. A raw
  * body that is not JSON is sent as a string in "callback_raw" with "callback": null. Returns
  * a heap string (caller frees) and its length in *ret_len, or NULL on allocation failure. */
 char *sink_http_document(const struct store_outbox_row *row, size_t *ret_len);
-
-/* "sha256=" + lowercase hex HMAC-SHA256(secret, decimal timestamp + "." + body) into out.
- * Returns 0, or -ENOMEM / -EIO. */
-int sink_http_signature(const char *secret, int64_t timestamp, const char *body, size_t len,
-			char out[SINK_HTTP_SIG_LEN]);
 
 /* 2xx delivered; 408 and 429 retry; other 4xx dead; anything else (3xx, 5xx, 0) retry. */
 enum sink_verdict sink_http_classify(long status);

@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 
 #include "config.h"
+#include "sink_sign.h"
 #include "util.h"
 
 #define SLICE_MS 100
@@ -291,9 +292,9 @@ static int handshake(struct sink_redis *r, int64_t deadline, const int *stop, ch
 
 static int append_xadd(struct sink_redis *r, const struct store_outbox_row *row)
 {
-	char id[24], amount[24], maxlen[24], when[40];
-	const char *argv[24];
-	size_t lens[24];
+	char id[24], amount[24], maxlen[24], when[40], wid[SINK_SIGN_ID_LEN];
+	const char *argv[32]; /* XADD key [MAXLEN ~ n] * and 10 field-value pairs: 26 */
+	size_t lens[32];
 	size_t n = 0, dl = 0;
 	char *doc;
 	int rc;
@@ -302,6 +303,7 @@ static int append_xadd(struct sink_redis *r, const struct store_outbox_row *row)
 	if (doc == NULL)
 		return -ENOMEM;
 	snprintf(id, sizeof(id), "%lld", (long long)row->event_id);
+	sink_sign_webhook_id(row->event_id, wid);
 	if (row->amount >= 0)
 		snprintf(amount, sizeof(amount), "%lld", row->amount);
 	else
@@ -325,6 +327,8 @@ static int append_xadd(struct sink_redis *r, const struct store_outbox_row *row)
 	ARG("*");
 	ARG("event_id");
 	ARG(id);
+	ARG("webhook_id");
+	ARG(wid);
 	ARG("payment_id");
 	ARG(row->payment_id);
 	ARG("order_id");

@@ -588,3 +588,9 @@ int store_reconcile_watched(struct store *s, int64_t *ret)
 {
 	return s->be->reconcile_watched(s, ret);
 }
+
+int store_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending,
+			    int64_t *ret_expired)
+{
+	return s->be->reconcile_pending(s, now_s, ret_pending, ret_expired);
+}

@@ -199,6 +199,11 @@ int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
 int store_reconcile_next_due(struct store *s, int64_t *ret_ms);
 /* Watched payments (next_poll_at set). */
 int store_reconcile_watched(struct store *s, int64_t *ret);
+/* PENDING payments, and those of them past their expiry (now_s, unix seconds): neither a
+ * callback nor a poll settled them. One scan of the payments table (no index serves status):
+ * call it rarely. Returns 0 or -errno. */
+int store_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending,
+			    int64_t *ret_expired);
 
 /* ---- pure helpers (store_event.c) ---- */
 

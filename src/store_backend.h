@@ -69,6 +69,8 @@ struct store_backend {
 			     struct store_reconcile_row *rows, size_t *ret_n);
 	int (*reconcile_next_due)(struct store *s, int64_t *ret_ms);
 	int (*reconcile_watched)(struct store *s, int64_t *ret);
+	int (*reconcile_pending)(struct store *s, int64_t now_s, int64_t *ret_pending,
+				 int64_t *ret_expired);
 };
 
 extern const struct store_backend store_backend_sqlite;

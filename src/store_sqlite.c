@@ -213,4 +213,5 @@ const struct store_backend store_backend_sqlite = {
 	.reconcile_due = store_sqlite_reconcile_due,
 	.reconcile_next_due = store_sqlite_reconcile_next_due,
 	.reconcile_watched = store_sqlite_reconcile_watched,
+	.reconcile_pending = store_sqlite_reconcile_pending,
 };

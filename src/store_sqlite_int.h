@@ -108,6 +108,8 @@ int store_sqlite_reconcile_due(struct store *s, int64_t now_ms, size_t max,
 			       struct store_reconcile_row *rows, size_t *ret_n);
 int store_sqlite_reconcile_next_due(struct store *s, int64_t *ret_ms);
 int store_sqlite_reconcile_watched(struct store *s, int64_t *ret);
+int store_sqlite_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending,
+				   int64_t *ret_expired);
 
 /* ---- store_sqlite_query.c ---- */
 

@@ -88,6 +88,29 @@ int store_sqlite_reconcile_watched(struct store *s, int64_t *ret)
 	return store_sqlite_finish(s, st, rc, "reconcile watched");
 }
 
+int store_sqlite_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending,
+				   int64_t *ret_expired)
+{
+	static const char sql[] =
+		"SELECT count(*), total(expires_at IS NOT NULL AND expires_at < ?1) FROM payments "
+		"WHERE status = 'PENDING'";
+	sqlite3_stmt *st;
+	int rc, r;
+
+	r = store_sqlite_prepare(s, sql, &st, "reconcile pending");
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, now_s);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*ret_pending = sqlite3_column_int64(st, 0);
+		*ret_expired = sqlite3_column_int64(st, 1);
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_ERROR;
+	}
+	return store_sqlite_finish(s, st, rc, "reconcile pending");
+}
+
 /* ---- write request ---- */
 
 static int apply_one(struct store *s, sqlite3_stmt *st, struct store_reconcile_update *u)

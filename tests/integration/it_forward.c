@@ -1,8 +1,8 @@
 /* Integration suite for forwarding: the real daemon (harness) delivering to an HTTP receiver
  * written here (a small threaded socket server on 127.0.0.1 that records every request,
- * checks X-Hookd-Signature, and can be told to answer 500 / 400 / hang up / hang) and to a
- * real redis-server started on a free loopback port. Daemon-side state is read through the
- * store API on a read-only handle. Every wait is a condition with a deadline.
+ * checks the Standard Webhooks signature or X-Hookd-Signature, and can be told to answer 500 / 400
+ * / hang up / hang) and to a real redis-server started on a free loopback port. Daemon-side state
+ * is read through the store API on a read-only handle. Every wait is a condition with a deadline.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -83,13 +83,11 @@ static void rx_set_mode(struct receiver *rx, enum rx_mode m)
 
 static void check_request(const struct rx_request *q, struct rx_req *r)
 {
-	char id[32];
 	cJSON *doc, *cb;
 
 	memset(r, 0, sizeof(*r));
-	rx_header(q->head, "X-Hookd-Event-Id", id, sizeof(id));
-	r->event_id = atoll(id);
-	r->sig_ok = rx_hookd_signature_ok(q, SECRET);
+	r->event_id = rx_event_id(q);
+	r->sig_ok = rx_signature_ok(q, SECRET);
 	doc = cJSON_ParseWithLength(q->body, q->body_len);
 	if (doc == NULL)
 		return;
@@ -330,7 +328,7 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 		n = (long)rep->elements;
 		for (size_t i = 0; i < rep->elements; i++) {
 			redisReply *fields = rep->element[i]->element[1];
-			long long id = -1, doc_id = -2;
+			long long id = -1, doc_id = -2, wid = -3;
 
 			for (size_t k = 0; k + 1 < fields->elements; k += 2) {
 				const char *name = fields->element[k]->str;
@@ -338,6 +336,9 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 
 				if (strcmp(name, "event_id") == 0) {
 					id = atoll(val);
+				} else if (strcmp(name, "webhook_id") == 0) {
+					/* the HTTP sink's webhook-id of the same event */
+					wid = strncmp(val, "evt_", 4) == 0 ? atoll(val + 4) : -4;
 				} else if (strcmp(name, "document") == 0) {
 					cJSON *d = cJSON_Parse(val);
 
@@ -349,7 +350,7 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 					cJSON_Delete(d);
 				}
 			}
-			if (id != doc_id)
+			if (id != doc_id || id != wid)
 				(*bad)++;
 			if (id >= 0 && (size_t)id < max)
 				counts[id]++;
@@ -496,7 +497,7 @@ static void http_sink_conf(char *buf, size_t n, unsigned port, const char *more)
 {
 	snprintf(buf, n,
 		 NO_RECONCILE "[sink.app]\ntype = http\nurl = http://127.0.0.1:%u/hook\n"
-			      "secret = " SECRET "\ntimeout_ms = 3000\n%s",
+			      "secret = " SECRET "\nsignature = hookd\ntimeout_ms = 3000\n%s",
 		 port, more != NULL ? more : "");
 }
 

@@ -102,6 +102,57 @@ bool rx_hookd_signature_ok(const struct rx_request *req, const char *secret)
 	       labs(atol(ts) - (long)time(NULL)) < 300;
 }
 
+bool rx_standard_signature_ok(const struct rx_request *req, const char *secret)
+{
+	char wid[64], ts[32], sig[512], want[80];
+	unsigned char mac[32], b64[64];
+	unsigned int ml = sizeof(mac);
+	size_t pl;
+	char *msg;
+
+	if (rx_header(req->head, "webhook-id", wid, sizeof(wid)) == NULL ||
+	    rx_header(req->head, "webhook-timestamp", ts, sizeof(ts)) == NULL ||
+	    rx_header(req->head, "webhook-signature", sig, sizeof(sig)) == NULL)
+		return false;
+	pl = strlen(wid) + strlen(ts) + 2;
+	msg = malloc(pl + req->body_len + 1);
+	if (msg == NULL)
+		return false;
+	snprintf(msg, pl + 1, "%s.%s.", wid, ts);
+	memcpy(msg + pl, req->body, req->body_len);
+	HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, pl + req->body_len,
+	     mac, &ml);
+	free(msg);
+	EVP_EncodeBlock(b64, mac, sizeof(mac));
+	snprintf(want, sizeof(want), "v1,%s", (const char *)b64);
+	/* Several space-separated signatures during a rotation: any may match. */
+	for (char *tok = sig, *save = NULL; (tok = strtok_r(tok, " ", &save)) != NULL; tok = NULL)
+		if (strlen(tok) == strlen(want) && CRYPTO_memcmp(tok, want, strlen(want)) == 0)
+			return labs(atol(ts) - (long)time(NULL)) < 300;
+	return false;
+}
+
+bool rx_signature_ok(const struct rx_request *req, const char *secret)
+{
+	char tmp[8];
+
+	if (rx_header(req->head, "webhook-id", tmp, sizeof(tmp)) != NULL)
+		return rx_header(req->head, "X-Hookd-Signature", tmp, sizeof(tmp)) == NULL &&
+		       rx_standard_signature_ok(req, secret);
+	return rx_hookd_signature_ok(req, secret);
+}
+
+long long rx_event_id(const struct rx_request *req)
+{
+	char v[64];
+
+	if (rx_header(req->head, "webhook-id", v, sizeof(v)) != NULL)
+		return strncmp(v, "evt_", 4) == 0 ? atoll(v + 4) : -1;
+	if (rx_header(req->head, "X-Hookd-Event-Id", v, sizeof(v)) != NULL)
+		return atoll(v);
+	return -1;
+}
+
 /* Reads more bytes into buf; false on EOF, error or stop. */
 static bool read_more(struct rx *rx, int fd, char *buf, size_t *len)
 {

@@ -35,3 +35,11 @@ const char *rx_header(const char *head, const char *name, char *out, size_t n);
 /* X-Hookd-Signature of the request checked like a consumer does: sha256=HMAC(secret,
  * X-Hookd-Timestamp "." body), the timestamp within 300 s of now. */
 bool rx_hookd_signature_ok(const struct rx_request *req, const char *secret);
+/* Standard Webhooks as a consumer computes it: webhook-signature holds "v1,<base64
+ * HMAC-SHA256(secret, webhook-id "." webhook-timestamp "." body)>" (secret a raw secret, used
+ * as its bytes), the timestamp within 300 s of now. */
+bool rx_standard_signature_ok(const struct rx_request *req, const char *secret);
+/* Whichever scheme the headers carry: webhook-* (and then no X-Hookd-Signature), or X-Hookd-*. */
+bool rx_signature_ok(const struct rx_request *req, const char *secret);
+/* The event id: webhook-id "evt_N", or X-Hookd-Event-Id; -1 when neither. */
+long long rx_event_id(const struct rx_request *req);

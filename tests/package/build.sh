@@ -11,6 +11,7 @@ rm -rf "$out"
 mkdir -p "$src"
 tar --exclude='./build*' --exclude=./.git --exclude=./var --exclude='./obj-*' \
 	--exclude=./debian/komerce-hookd --exclude=./debian/.debhelper --exclude=./debian/files \
+	--exclude=./tests/node/node_modules \
 	--exclude='./debian/*.substvars' --exclude=./debian/debhelper-build-stamp \
 	-cf - . | tar -C "$src" -xf -
 (cd "$src" && dpkg-buildpackage -us -uc -b -J)

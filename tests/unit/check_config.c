@@ -3,6 +3,7 @@
  * overrides and secrets from the environment, *_file keys and $CREDENTIALS_DIRECTORY, key
  * rotation lists, and config_split_listen. */
 #include "config.h"
+#include "sink_sign.h"
 
 #include <check.h>
 #include <errno.h>
@@ -909,6 +910,51 @@ START_TEST(test_sink_errors)
 }
 END_TEST
 
+/* sink.NAME.signature: standardwebhooks by default, hookd on request; a Standard Webhooks
+ * secret may be a whsec_ secret or a raw one, and a comma-separated list during a rotation,
+ * each checked at load. The hookd scheme keeps taking the value whole, as before. */
+START_TEST(test_sink_signature)
+{
+	static const char head[] =
+		SECRETS "[sink.shop]\ntype = http\nurl = https://shop.example/h\n";
+	char text[1024];
+
+	snprintf(text, sizeof(text), "%ssecret = " SINK_SEC "\n", head);
+	ck_assert_msg(load(text, NULL) == 0, "%s", err);
+	ck_assert_int_eq(c->sinks[0].signature, SINK_SIGN_STANDARD);
+	snprintf(text, sizeof(text), "%ssecret = " SINK_SEC "\nsignature = hookd\n", head);
+	ck_assert_msg(load(text, NULL) == 0, "%s", err);
+	ck_assert_int_eq(c->sinks[0].signature, SINK_SIGN_HOOKD);
+	snprintf(text, sizeof(text),
+		 "%ssecret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, " SINK_SEC
+		 "\nsignature = StandardWebhooks\n",
+		 head);
+	ck_assert_msg(load(text, NULL) == 0, "%s", err);
+	ck_assert_int_eq(c->sinks[0].signature, SINK_SIGN_STANDARD);
+	/* hookd: a comma is part of the one secret, as it always was */
+	snprintf(text, sizeof(text), "%ssecret = " SINK_SEC ",x\nsignature = hookd\n", head);
+	ck_assert_msg(load(text, NULL) == 0, "%s", err);
+
+	snprintf(text, sizeof(text), "%ssecret = " SINK_SEC "\nsignature = svix\n", head);
+	expect_invalid(text, NULL, "sink.shop.signature");
+	snprintf(text, sizeof(text), "%ssecret = " SINK_SEC ",x\n", head);
+	expect_invalid(text, NULL, "sink.shop.secret: secret 2 of the list: shorter than 16");
+	snprintf(text, sizeof(text), "%ssecret = whsec_not+base64!!!!!!!!!!\n", head);
+	expect_invalid(text, NULL, "sink.shop.secret: secret 1 of the list: whsec_");
+	/* The environment can switch a sink back to the original scheme. */
+	{
+		char *envp[] = {(char *)"KOMERCE_HOOKD_SINK_SHOP_SIGNATURE=hookd", NULL};
+		struct config *fresh = config_new();
+
+		snprintf(text, sizeof(text), "%ssecret = " SINK_SEC "\n", head);
+		ck_assert_msg(config_load_string(fresh, text, envp, err, sizeof(err)) == 0, "%s",
+			      err);
+		ck_assert_int_eq(fresh->sinks[0].signature, SINK_SIGN_HOOKD);
+		config_free(fresh);
+	}
+}
+END_TEST
+
 START_TEST(test_syntax_error_line)
 {
 	expect_invalid(SECRETS "[server]\nlisten = 127.0.0.1:8080\nthis line has no equals sign\n",
@@ -1045,6 +1091,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, test_missing_secrets);
 	tcase_add_test(tc, test_missing_secret_file);
 	tcase_add_test(tc, test_sink_errors);
+	tcase_add_test(tc, test_sink_signature);
 	tcase_add_test(tc, test_syntax_error_line);
 	tcase_add_test(tc, test_syntax_error_reported_first);
 	tcase_add_test(tc, test_env_invalid_value);

@@ -1,5 +1,5 @@
-/* Check suite for the forwarding pieces that need no daemon: the HTTP document and its
- * signature (checked against an HMAC computed here with OpenSSL), status classification, the
+/* Check suite for the forwarding pieces that need no daemon: the HTTP document (its signatures
+ * are check_sink_sign.c's), status classification, the
  * retry schedule, redis:// URL parsing, the outbox queries and write requests against a
  * temporary database (one row per payment at a time, retry, dead letter, replay), and the
  * sinks' failure paths (refused connections, stop flag).
@@ -103,55 +103,6 @@ START_TEST(test_document_absent_fields_and_bad_raw)
 	ck_assert_str_eq(cJSON_GetObjectItem(j, "callback_raw")->valuestring, "not json {");
 	cJSON_Delete(j);
 	free(doc);
-}
-END_TEST
-
-/* ---- signature ---------------------------------------------------------------------------- */
-
-static void expected_sig(const char *secret, const char *msg, char out[72])
-{
-	unsigned char mac[32];
-	unsigned int n = sizeof(mac);
-
-	HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)msg, strlen(msg),
-	     mac, &n);
-	memcpy(out, "sha256=", 7);
-	for (unsigned i = 0; i < 32; i++)
-		snprintf(out + 7 + 2 * i, 3, "%02x", mac[i]);
-}
-
-START_TEST(test_signature_matches_openssl)
-{
-	const char *secret = "0123456789abcdef0123";
-	struct store_outbox_row r = sample_row();
-	char *doc = sink_http_document(&r, NULL);
-	char got[SINK_HTTP_SIG_LEN], want[72], *msg;
-	size_t ml = strlen(doc) + 32;
-
-	msg = malloc(ml);
-	snprintf(msg, ml, "1786529730.%s", doc);
-	expected_sig(secret, msg, want);
-	ck_assert_int_eq(sink_http_signature(secret, 1786529730, doc, strlen(doc), got), 0);
-	ck_assert_str_eq(got, want);
-	/* The timestamp is covered: another one gives another signature. */
-	ck_assert_int_eq(sink_http_signature(secret, 1786529731, doc, strlen(doc), got), 0);
-	ck_assert_str_ne(got, want);
-	/* So is the secret. */
-	ck_assert_int_eq(
-		sink_http_signature("another-secret-value", 1786529730, doc, strlen(doc), got), 0);
-	ck_assert_str_ne(got, want);
-	free(msg);
-	free(doc);
-}
-END_TEST
-
-START_TEST(test_signature_empty_body)
-{
-	char got[SINK_HTTP_SIG_LEN], want[72];
-
-	expected_sig("0123456789abcdef", "5.", want);
-	ck_assert_int_eq(sink_http_signature("0123456789abcdef", 5, "", 0, got), 0);
-	ck_assert_str_eq(got, want);
 }
 END_TEST
 
@@ -791,8 +742,6 @@ static Suite *forward_suite(void)
 	tc = tcase_create("core");
 	tcase_add_test(tc, test_document_fields);
 	tcase_add_test(tc, test_document_absent_fields_and_bad_raw);
-	tcase_add_test(tc, test_signature_matches_openssl);
-	tcase_add_test(tc, test_signature_empty_body);
 	tcase_add_test(tc, test_classify);
 	tcase_add_test(tc, test_redis_url_valid);
 	suite_add_tcase(s, tc);
