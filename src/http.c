@@ -521,6 +521,8 @@ static enum MHD_Result on_headers(struct http_request *req)
 			http_reply_error(req, 413, "body too large");
 			return queue_reply(req);
 		}
+		/* One allocation for the whole body (it is within max_body). */
+		(void)util_buf_reserve(&req->body, (size_t)v + 1);
 	}
 	return MHD_YES;
 }

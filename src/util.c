@@ -68,8 +68,7 @@ uint32_t util_rand_seed(const void *salt)
 	return s != 0 ? s : 1;
 }
 
-/* Grows b to hold at least need bytes: doubling, from 256. */
-static int buf_reserve(struct util_buf *b, size_t need)
+int util_buf_reserve(struct util_buf *b, size_t need)
 {
 	size_t cap = b->cap != 0 ? b->cap : 256;
 	char *p;
@@ -90,7 +89,7 @@ static int buf_reserve(struct util_buf *b, size_t need)
 
 int util_buf_add(struct util_buf *b, const void *data, size_t n)
 {
-	if (buf_reserve(b, b->len + n + 1) < 0)
+	if (util_buf_reserve(b, b->len + n + 1) < 0)
 		return -ENOMEM;
 	if (n > 0)
 		memcpy(b->p + b->len, data, n);
@@ -107,7 +106,7 @@ int util_buf_printf(struct util_buf *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	if (n < 0 || buf_reserve(b, b->len + (size_t)n + 1) < 0) {
+	if (n < 0 || util_buf_reserve(b, b->len + (size_t)n + 1) < 0) {
 		b->oom = true;
 		return -ENOMEM;
 	}

@@ -61,6 +61,8 @@ struct util_buf {
 	bool oom;
 };
 
+/* Makes room for at least cap bytes (e.g. a known Content-Length): 0 or -ENOMEM. */
+int util_buf_reserve(struct util_buf *b, size_t cap);
 /* Appends n bytes: 0, or -ENOMEM (nothing appended, oom set). */
 int util_buf_add(struct util_buf *b, const void *data, size_t n);
 int util_buf_printf(struct util_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
