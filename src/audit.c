@@ -221,7 +221,7 @@ int audit_events_page(struct store *s, const struct store_event_filter *f, size_
 	int r;
 
 	q.limit = p.want + 1; /* one more row tells whether another page follows */
-	util_buf_printf(&p.b, "{\"events\":[");
+	util_buf_printf(&p.b, "{\"status\":\"ok\",\"events\":[");
 	r = store_events_query(s, &q, page_event, &p);
 	if (r < 0) {
 		util_buf_free(&p.b);

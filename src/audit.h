@@ -29,7 +29,7 @@ void audit_json_time(struct cJSON *o, const char *key, int64_t ms);
 /* Adds key: v, or null when v is NULL or empty. */
 void audit_json_str_or_null(struct cJSON *o, const char *key, const char *v);
 
-/* One page of the events API: {"events":[...],"next_after_id":N|null}. Stops
+/* One page of the events API: {"status":"ok","events":[...],"next_after_id":N|null}. Stops
  * after f->limit events (100 when 0) or once the body passes max_bytes (at least one event is
  * always included), and sets next_after_id when more rows may follow. Returns 0 and *ret
  * (caller frees), -ENOMEM or the query's -errno. */

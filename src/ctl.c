@@ -712,7 +712,9 @@ static const char outbox_usage[] =
 	"usage: komerce-hookctl outbox [--dead | --all] [--sink NAME] [--limit N]\n"
 	"         [--format table|json|jsonl|csv]\n"
 	"List the outbox backlog (rows waiting for delivery), oldest first; --dead lists the\n"
-	"dead letters (given up after max_attempts; see replay), --all every row.\n";
+	"dead letters (given up after max_attempts; see replay), --all every row. A dead letter\n"
+	"queued again shows when and by whom (REPLAYED) and what became of it (AFTER REPLAY:\n"
+	"pending, delivered at T, or dead again).\n";
 
 static const struct column outbox_cols[] = {
 	{"id", "ID", true, true},
@@ -726,7 +728,33 @@ static const struct column outbox_cols[] = {
 	{"next_attempt_at", "NEXT ATTEMPT (UTC)", false, true},
 	{"delivered_at", "DELIVERED (UTC)", false, false},
 	{"last_error", "LAST ERROR", false, true},
+	{"replayed", "REPLAYED", false, true},
+	{"after_replay", "AFTER REPLAY", false, true},
 };
+
+/* "2026-08-12T10:15:30.000Z by komerce-hookctl" for a replayed dead row, else null; and what
+ * became of the row that replaced it. */
+static void add_replay(cJSON *o, const struct store_outbox_row *r)
+{
+	char iso[40], text[160];
+
+	if (r->replayed_at == 0) {
+		cJSON_AddNullToObject(o, "replayed");
+		cJSON_AddNullToObject(o, "after_replay");
+		return;
+	}
+	util_iso8601_ms(r->replayed_at, iso, sizeof(iso));
+	snprintf(text, sizeof(text), "%s by %s", iso,
+		 r->replayed_by[0] != '\0' ? r->replayed_by : "?");
+	cJSON_AddStringToObject(o, "replayed", text);
+	if (r->replay_state == STORE_OUTBOX_DELIVERED && r->replay_delivered_at != 0) {
+		util_iso8601_ms(r->replay_delivered_at, iso, sizeof(iso));
+		snprintf(text, sizeof(text), "delivered %s", iso);
+	} else {
+		snprintf(text, sizeof(text), "%s", store_outbox_state_name(r->replay_state));
+	}
+	cJSON_AddStringToObject(o, "after_replay", text);
+}
 
 static int print_outbox(void *arg, const struct store_outbox_row *r)
 {
@@ -745,6 +773,7 @@ static int print_outbox(void *arg, const struct store_outbox_row *r)
 	audit_json_time(o, "next_attempt_at", r->next_attempt_at);
 	audit_json_time(o, "delivered_at", r->delivered_at);
 	audit_json_str_or_null(o, "last_error", r->last_error);
+	add_replay(o, r);
 	return out_row(arg, o);
 }
 
@@ -842,6 +871,7 @@ static cJSON *stats_json(const struct store_stats *t)
 	ob = cJSON_AddObjectToObject(root, "outbox");
 	cJSON_AddNumberToObject(ob, "pending", (double)t->outbox_pending);
 	cJSON_AddNumberToObject(ob, "dead", (double)t->outbox_dead);
+	cJSON_AddNumberToObject(ob, "replayed", (double)t->outbox_replayed);
 	cJSON_AddNumberToObject(ob, "delivered", (double)t->outbox_delivered);
 	sinks = cJSON_AddArrayToObject(ob, "sinks");
 	for (size_t i = 0; i < t->n_sinks && sinks != NULL; i++) {
@@ -852,6 +882,7 @@ static cJSON *stats_json(const struct store_stats *t)
 		cJSON_AddStringToObject(k, "sink", t->sinks[i].sink);
 		cJSON_AddNumberToObject(k, "pending", (double)t->sinks[i].pending);
 		cJSON_AddNumberToObject(k, "dead", (double)t->sinks[i].dead);
+		cJSON_AddNumberToObject(k, "replayed", (double)t->sinks[i].replayed);
 		cJSON_AddNumberToObject(k, "delivered", (double)t->sinks[i].delivered);
 		audit_json_time(k, "oldest_pending", t->sinks[i].oldest_pending_ms);
 		cJSON_AddItemToArray(sinks, k);
@@ -886,9 +917,9 @@ static void stats_table(const struct store_stats *t)
 	printf("reconciled          %lld settled by polling: callback missed %lld, late %lld\n",
 	       (long long)t->reconciled, (long long)(t->reconciled - t->reconciled_late_cb),
 	       (long long)t->reconciled_late_cb);
-	printf("outbox backlog      %lld pending, %lld dead (%lld delivered)\n",
+	printf("outbox backlog      %lld pending, %lld dead, %lld dead replayed (%lld delivered)\n",
 	       (long long)t->outbox_pending, (long long)t->outbox_dead,
-	       (long long)t->outbox_delivered);
+	       (long long)t->outbox_replayed, (long long)t->outbox_delivered);
 	for (size_t i = 0; i < t->n_sinks; i++) {
 		char iso[40] = "-";
 
@@ -896,9 +927,9 @@ static void stats_table(const struct store_stats *t)
 			util_iso8601_ms(t->sinks[i].oldest_pending_ms, iso, sizeof(iso));
 		printf("  sink ");
 		table_cell(t->sinks[i].sink, 12, false, false);
-		printf("%lld pending (oldest %s), %lld dead, %lld delivered\n",
+		printf("%lld pending (oldest %s), %lld dead, %lld dead replayed, %lld delivered\n",
 		       (long long)t->sinks[i].pending, iso, (long long)t->sinks[i].dead,
-		       (long long)t->sinks[i].delivered);
+		       (long long)t->sinks[i].replayed, (long long)t->sinks[i].delivered);
 	}
 }
 
@@ -1042,7 +1073,7 @@ static int cmd_replay(struct ctl *c, int argc, char **argv)
 		return r;
 	/* The configuration's sinks were narrowed to --sink already; with --db alone the
 	 * request names it (or the event's earlier sinks are used). */
-	store_req_replay(&req, event_id, c->cfg == NULL ? sink : NULL);
+	store_req_replay(&req, event_id, c->cfg == NULL ? sink : NULL, "komerce-hookctl");
 	r = store_apply_now(c->store, &req);
 	if (r == -ENOENT) {
 		fail_line(c, "no event %lld", event_id);

@@ -123,6 +123,31 @@ const char *http_query(struct http_request *req, const char *name)
 	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+struct query_walk {
+	int (*fn)(void *arg, const char *name, const char *value);
+	void *arg;
+	int r;
+};
+
+static enum MHD_Result query_one(void *cls, enum MHD_ValueKind kind, const char *key,
+				 const char *value)
+{
+	struct query_walk *w = cls;
+
+	(void)kind;
+	w->r = w->fn(w->arg, key, value);
+	return w->r == 0 ? MHD_YES : MHD_NO;
+}
+
+int http_query_each(struct http_request *req,
+		    int (*fn)(void *arg, const char *name, const char *value), void *arg)
+{
+	struct query_walk w = {.fn = fn, .arg = arg};
+
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_one, &w);
+	return w.r;
+}
+
 const char *http_remote(struct http_request *req)
 {
 	return req->remote;

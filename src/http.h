@@ -57,6 +57,10 @@ const char *http_method(struct http_request *req);
 const char *http_url(struct http_request *req);
 const char *http_header(struct http_request *req, const char *name);
 const char *http_query(struct http_request *req, const char *name);
+/* Calls fn for each query parameter in order (value NULL for "?name" without "="); stops when
+ * fn returns non-zero, which is then returned. */
+int http_query_each(struct http_request *req,
+		    int (*fn)(void *arg, const char *name, const char *value), void *arg);
 /* The client's address: the TCP peer, or, when the peer is a trusted proxy, the client it
  * names (netaddr_client). Per-source accounting and receipts use this. */
 const char *http_remote(struct http_request *req);

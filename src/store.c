@@ -153,12 +153,13 @@ void store_req_outcome(struct store_req *r, int64_t outbox_id, enum store_outbox
 	r->u.outcomes.n = 1;
 }
 
-void store_req_replay(struct store_req *r, int64_t event_id, const char *sink)
+void store_req_replay(struct store_req *r, int64_t event_id, const char *sink, const char *by)
 {
 	req_init(r, STORE_REQ_REPLAY);
 	r->u.replay.event_id = event_id;
 	if (sink != NULL)
 		snprintf(r->u.replay.sink, sizeof(r->u.replay.sink), "%s", sink);
+	snprintf(r->u.replay.by, sizeof(r->u.replay.by), "%s", by != NULL ? by : "");
 }
 
 void store_req_reconcile(struct store_req *r, struct store_reconcile_update *u, size_t n)

@@ -92,6 +92,7 @@ struct store_req {
 		struct {
 			int64_t event_id;
 			char sink[STORE_SINK_NAME_MAX]; /* "" = the handle's sinks */
+			char by[32]; /* who asked, recorded on the dead row it replaces */
 		} replay;
 		struct {
 			struct store_reconcile_update *list;
@@ -118,9 +119,11 @@ void store_req_outcome(struct store_req *r, int64_t outbox_id, enum store_outbox
 		       int64_t at, const char *error);
 /* One new pending row (due now) per sink of the handle, or for sink only (NULL = all); with a
  * handle that has no sinks, the sinks the event was queued for before. A sink that already
- * has a pending row for the event is skipped. result: -ENOENT (no such event), -EINVAL (sink
- * unknown to the handle), -ENODATA (no sink to replay to), else 0 with the rows in changed. */
-void store_req_replay(struct store_req *r, int64_t event_id, const char *sink);
+ * has a pending row for the event is skipped. A dead row of the event for that sink is marked
+ * replayed (when, and by: who asked, e.g. "komerce-hookctl"), and the new row names it.
+ * result: -ENOENT (no such event), -EINVAL (sink unknown to the handle), -ENODATA (no sink
+ * to replay to), else 0 with the rows in changed. */
+void store_req_replay(struct store_req *r, int64_t event_id, const char *sink, const char *by);
 /* Updates applied in order in one savepoint (all or nothing): the "mark polled" write that
  * must commit before a status request is sent (only_if_watched, last_polled_at = now,
  * next_poll_at = the earliest safe re-poll) and poll results (event + schedule). */

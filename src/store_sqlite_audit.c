@@ -173,6 +173,7 @@ static int add_sink(void *arg, const struct store_outbox_summary *sum)
 	t->outbox_pending += sum->pending;
 	t->outbox_delivered += sum->delivered;
 	t->outbox_dead += sum->dead;
+	t->outbox_replayed += sum->replayed;
 	if (t->n_sinks < (sizeof(t->sinks) / sizeof(t->sinks[0]))) {
 		struct store_sink_stats *k = &t->sinks[t->n_sinks++];
 
@@ -180,6 +181,7 @@ static int add_sink(void *arg, const struct store_outbox_summary *sum)
 		k->pending = sum->pending;
 		k->delivered = sum->delivered;
 		k->dead = sum->dead;
+		k->replayed = sum->replayed;
 		k->oldest_pending_ms = sum->oldest_pending_at;
 	}
 	return 0;

@@ -12,10 +12,17 @@
 
 #include "util.h"
 
+/* The newest row that replaced a dead one (index outbox_replay_of; NULL for other rows). */
+#define REPLACEMENT(col) \
+	"(SELECT " col " FROM outbox x WHERE x.replay_of = o.id ORDER BY x.id DESC LIMIT 1)"
 #define ROW_COLUMNS                                                                        \
 	"o.id, o.event_id, o.sink, o.state, o.attempts, o.next_attempt_at, o.created_at, " \
 	"o.delivered_at, o.last_error, e.payment_id, e.order_id, e.status, e.amount, "     \
-	"e.source, e.conflict, e.received_at, e.raw_json"
+	"e.source, e.conflict, e.received_at, e.raw_json, o.replayed_at, o.replayed_by, "  \
+	"CASE WHEN o.replayed_at IS NULL THEN NULL ELSE " REPLACEMENT(                     \
+		"x.state") " END, "                                                        \
+			   "CASE WHEN o.replayed_at IS NULL THEN NULL ELSE " REPLACEMENT(  \
+				   "x.delivered_at") " END"
 #define COL_RAW 16
 
 /* Fills r from a row selected with ROW_COLUMNS; raw_json is left to the caller. */
@@ -38,6 +45,10 @@ static void read_row(sqlite3_stmt *st, struct store_outbox_row *r)
 	store_sqlite_col_copy(st, 13, r->source, sizeof(r->source));
 	r->conflict = sqlite3_column_int(st, 14) != 0;
 	r->received_at = sqlite3_column_int64(st, 15);
+	r->replayed_at = store_sqlite_col_i64(st, 17, 0);
+	store_sqlite_col_copy(st, 18, r->replayed_by, sizeof(r->replayed_by));
+	r->replay_state = store_outbox_state_parse((const char *)sqlite3_column_text(st, 19));
+	r->replay_delivered_at = store_sqlite_col_i64(st, 20, 0);
 }
 
 int store_sqlite_outbox_next(struct store *s, const char *sink, int64_t now_ms, long limit,
@@ -174,10 +185,11 @@ int store_sqlite_outbox_summaries(struct store *s,
 				  int (*fn)(void *arg, const struct store_outbox_summary *sum),
 				  void *arg)
 {
-	static const char sql[] =
-		"SELECT sink, sum(state = 'pending'), sum(state = 'delivered'), "
-		"sum(state = 'dead'), min(CASE WHEN state = 'pending' THEN created_at END) "
-		"FROM outbox GROUP BY sink ORDER BY sink";
+	static const char sql[] = "SELECT sink, sum(state = 'pending'), sum(state = 'delivered'), "
+				  "sum(state = 'dead' AND replayed_at IS NULL), "
+				  "min(CASE WHEN state = 'pending' THEN created_at END), "
+				  "sum(state = 'dead' AND replayed_at IS NOT NULL) "
+				  "FROM outbox GROUP BY sink ORDER BY sink";
 	sqlite3_stmt *st;
 	int rc, r;
 
@@ -193,6 +205,7 @@ int store_sqlite_outbox_summaries(struct store *s,
 		sum.delivered = sqlite3_column_int64(st, 2);
 		sum.dead = sqlite3_column_int64(st, 3);
 		sum.oldest_pending_at = store_sqlite_col_i64(st, 4, 0);
+		sum.replayed = sqlite3_column_int64(st, 5);
 		r = fn(arg, &sum);
 		if (r != 0) {
 			sqlite3_finalize(st);
@@ -274,28 +287,43 @@ int store_sqlite_apply_outcomes(struct store *s, struct store_req *r)
 	return err;
 }
 
-/* Inserts one pending row for (event, sink) unless one is already pending. */
-static int replay_one(struct store *s, int64_t event_id, const char *payment_id, const char *sink,
-		      int64_t now, size_t *changed)
+/* Inserts one pending row for (event, sink) unless one is already pending; the newest dead
+ * row of the pair, if any, is marked replayed and named by the new row. */
+static int replay_one(struct store *s, const struct store_req *req, const char *payment_id,
+		      const char *sink, int64_t now, size_t *changed)
 {
-	static const char sql[] =
-		"INSERT INTO outbox (event_id, payment_id, sink, next_attempt_at, created_at) "
-		"SELECT ?1, ?2, ?3, ?4, ?4 WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE "
-		"event_id = ?1 AND sink = ?3 AND state = 'pending')";
+	static const char insert[] =
+		"INSERT INTO outbox (event_id, payment_id, sink, next_attempt_at, created_at, "
+		"replay_of) SELECT ?1, ?2, ?3, ?4, ?4, (SELECT max(id) FROM outbox WHERE "
+		"event_id = ?1 AND sink = ?3 AND state = 'dead' AND replayed_at IS NULL) WHERE NOT "
+		"EXISTS (SELECT 1 FROM "
+		"outbox WHERE event_id = ?1 AND sink = ?3 AND state = 'pending')";
+	static const char mark[] =
+		"UPDATE outbox SET replayed_at = ?2, replayed_by = ?3 WHERE id = "
+		"(SELECT replay_of FROM outbox WHERE id = ?1)";
 	sqlite3_stmt *st;
 	int rc, r;
 
-	r = store_sqlite_prepare(s, sql, &st, "outbox replay");
+	r = store_sqlite_prepare(s, insert, &st, "outbox replay");
 	if (r < 0)
 		return r;
-	sqlite3_bind_int64(st, 1, event_id);
+	sqlite3_bind_int64(st, 1, req->u.replay.event_id);
 	sqlite3_bind_text(st, 2, payment_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, sink, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, now);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE)
-		*changed += (size_t)sqlite3_changes(store_sqlite_db(s));
-	return store_sqlite_finish(s, st, rc, "outbox replay");
+	r = store_sqlite_finish(s, st, rc, "outbox replay");
+	if (r < 0 || sqlite3_changes(store_sqlite_db(s)) == 0)
+		return r;
+	(*changed)++;
+	r = store_sqlite_prepare(s, mark, &st, "outbox replay mark");
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, sqlite3_last_insert_rowid(store_sqlite_db(s)));
+	sqlite3_bind_int64(st, 2, now);
+	store_sqlite_bind_text_or_null(st, 3, req->u.replay.by);
+	rc = sqlite3_step(st);
+	return store_sqlite_finish(s, st, rc, "outbox replay mark");
 }
 
 /* The sinks event_id was queued for before, into names (at most max): for a handle opened
@@ -373,6 +401,6 @@ int store_sqlite_apply_replay(struct store *s, struct store_req *r)
 		return -ENOENT;
 	err = replay_sinks(s, r, names, &n);
 	for (size_t i = 0; i < n && err == 0; i++)
-		err = replay_one(s, r->u.replay.event_id, payment_id, names[i], now, &r->changed);
+		err = replay_one(s, r, payment_id, names[i], now, &r->changed);
 	return err;
 }

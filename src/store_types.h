@@ -63,7 +63,7 @@ struct store_payment_filter {
 
 struct store_sink_stats {
 	char sink[STORE_SINK_NAME_MAX];
-	int64_t pending, delivered, dead;
+	int64_t pending, delivered, dead, replayed;
 	int64_t oldest_pending_ms; /* created_at of the oldest pending row, 0 when none */
 };
 
@@ -75,7 +75,7 @@ struct store_stats {
 	int64_t payments_by_status[4];
 	int64_t reconciled;	    /* terminal payments whose terminal event came from reconcile */
 	int64_t reconciled_late_cb; /* ... of which the callback arrived afterwards */
-	int64_t outbox_pending, outbox_delivered, outbox_dead;
+	int64_t outbox_pending, outbox_delivered, outbox_dead, outbox_replayed;
 	struct store_sink_stats sinks[2 * STORE_MAX_SINKS]; /* sinks of the table, by name */
 	size_t n_sinks; /* sinks beyond the array are counted in the totals only */
 };
@@ -108,6 +108,11 @@ struct store_outbox_row {
 	int64_t received_at; /* unix ms */
 	char *raw_json;	     /* NUL-terminated; see the function that returned the row */
 	size_t raw_len;
+	/* a dead row queued again (replay): when, by whom, and what became of the new row */
+	int64_t replayed_at; /* unix ms, 0 when never */
+	char replayed_by[32];
+	enum store_outbox_state replay_state; /* of the newest row that replaced it; ANY: none */
+	int64_t replay_delivered_at;	      /* its delivered_at, 0 when not (yet) */
 };
 
 struct store_outbox_filter {
@@ -118,10 +123,11 @@ struct store_outbox_filter {
 	long limit;		       /* 0 = no limit */
 };
 
-/* Per-sink totals (one per sink name found in the table, in name order). */
+/* Per-sink totals (one per sink name found in the table, in name order). dead counts the
+ * dead letters nobody has dealt with; replayed those queued again since. */
 struct store_outbox_summary {
 	char sink[STORE_SINK_NAME_MAX];
-	int64_t pending, delivered, dead;
+	int64_t pending, delivered, dead, replayed;
 	int64_t oldest_pending_at; /* created_at of the oldest pending row, 0 if none */
 };
 

@@ -281,6 +281,8 @@ START_TEST(create_va_then_pay_callback_is_stored)
 	/* Pay it in the simulator: its signed callback (first configured key) lands. */
 	snprintf(path, sizeof(path), "/_sim/payments/%s/pay", id);
 	ck_assert_int_eq(sim_req("POST", path, "", &r), 200);
+	/* issue 20: the reply ends its line when a newcomer runs it with curl */
+	ck_assert_msg(r.len > 0 && r.body[r.len - 1] == '\n', "no trailing newline: %s", r.body);
 	w.id = id;
 	ck_assert_msg(hk_wait_until(payment_has, &w, 10000), "callback never stored");
 	p = get_payment(id);

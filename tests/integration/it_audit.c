@@ -794,6 +794,8 @@ START_TEST(api_events_filters_and_cursor)
 	ck_assert_int_eq(pages, 3);
 	j = api_page("", ids, sizeof(ids), &next); /* default limit 100 */
 	ck_assert_str_eq(ids, "1,2,3,4,5,6,7,8,9,10,11");
+	/* issue 20: the same envelope as every other route */
+	ck_assert_str_eq(cJSON_GetObjectItem(j, "status")->valuestring, "ok");
 	cJSON_Delete(j);
 
 	/* an id with slashes and an order with a comma and quotes, percent-encoded */
@@ -828,6 +830,9 @@ START_TEST(api_events_filters_and_cursor)
 			{"?limit=ten", "limit"},	{"?after_id=-1", "after_id"},
 			{"?since=yesterday", "since"},	{"?until=2026-02-30x", "until"},
 			{"?status=REFUNDED", "status"}, {"?source=web", "source"},
+			/* issue 20: an unknown parameter is named, not ignored */
+			{"?bogus=1", "unknown parameter bogus"},
+			{"?limit=5&stauts=PAID", "unknown parameter stauts"},
 		};
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

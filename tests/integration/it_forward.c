@@ -753,6 +753,49 @@ static int run_hookctl(const struct hk_daemon *d, long long event_id)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* Issue 20: `komerce-hookctl outbox --dead` shows each replayed dead letter as dealt with: by
+ * whom, and delivered after the replay. e1 was replayed by komerce-hookctl, the other by the
+ * store API ("test"). */
+static void assert_dead_letters_dealt_with(const struct hk_daemon *d, const char *hookctl,
+					   long long e1)
+{
+	char cmd[800], out[16384];
+	size_t len;
+	cJSON *j;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "'%s' -c '%s' outbox --dead --format json", hookctl, d->conf);
+	f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	len = fread(out, 1, sizeof(out) - 1, f);
+	out[len] = '\0';
+	ck_assert_int_eq(pclose(f), 0);
+	j = cJSON_Parse(out);
+	ck_assert_msg(cJSON_GetArraySize(j) == 2, "%s", out);
+	for (int i = 0; i < 2; i++) {
+		cJSON *row = cJSON_GetArrayItem(j, i);
+		const char *by = cJSON_GetObjectItem(row, "replayed")->valuestring;
+		const char *after = cJSON_GetObjectItem(row, "after_replay")->valuestring;
+		bool by_ctl = cJSON_GetObjectItem(row, "event_id")->valuedouble == (double)e1;
+
+		ck_assert_msg(by != NULL && strstr(by, by_ctl ? "by komerce-hookctl" : "by test"),
+			      "%s", out);
+		ck_assert_msg(after != NULL && strncmp(after, "delivered 20", 12) == 0, "%s", out);
+	}
+	cJSON_Delete(j);
+	snprintf(cmd, sizeof(cmd), "'%s' -c '%s' stats --format json", hookctl, d->conf);
+	f = popen(cmd, "r");
+	len = fread(out, 1, sizeof(out) - 1, f);
+	out[len] = '\0';
+	pclose(f);
+	j = cJSON_Parse(out);
+	ck_assert_double_eq(
+		cJSON_GetObjectItem(cJSON_GetObjectItem(j, "outbox"), "dead")->valuedouble, 0);
+	ck_assert_double_eq(
+		cJSON_GetObjectItem(cJSON_GetObjectItem(j, "outbox"), "replayed")->valuedouble, 2);
+	cJSON_Delete(j);
+}
+
 START_TEST(test_4xx_dead_letter_and_replay)
 {
 	struct receiver *rx = rx_start_any();
@@ -800,10 +843,10 @@ START_TEST(test_4xx_dead_letter_and_replay)
 
 		ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
 		ck_assert_int_eq(store_writer_start(s), 0);
-		store_req_replay(&req, e2, NULL);
+		store_req_replay(&req, e2, NULL, "test");
 		ck_assert_int_eq(store_submit_wait(s, &req), 0);
 		ck_assert_uint_eq(req.changed, 1);
-		store_req_replay(&req, e2 + 1000, NULL);
+		store_req_replay(&req, e2 + 1000, NULL, "test");
 		ck_assert_int_eq(store_submit_wait(s, &req), -ENOENT);
 		store_close(s);
 	}
@@ -812,6 +855,8 @@ START_TEST(test_4xx_dead_letter_and_replay)
 	ck_assert(hk_wait_until(rx_accepted_reaches, &c, WAIT_MS));
 	ck_assert_int_eq(rx_accepted_count(rx, e2), 1);
 	ck_assert_int_eq(outbox_count(&d, "app", STORE_OUTBOX_DEAD), 2); /* history kept */
+	if (hookctl != NULL && hookctl[0] != '\0')
+		assert_dead_letters_dealt_with(&d, hookctl, e1);
 	hk_daemon_cleanup(&d);
 	rx_stop_all(rx);
 }

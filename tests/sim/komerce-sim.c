@@ -1195,9 +1195,14 @@ static enum MHD_Result sim_envelope(struct MHD_Connection *c, const char *method
 static enum MHD_Result sim_json(struct MHD_Connection *c, const char *method, const char *url,
 				unsigned status, cJSON *obj)
 {
-	char *body = obj ? cJSON_PrintUnformatted(obj) : NULL;
+	char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+	char *body = NULL;
 
 	cJSON_Delete(obj);
+	/* A trailing newline, so that a reply printed by curl ends its line. */
+	if (text != NULL && asprintf(&body, "%s\n", text) < 0)
+		body = NULL;
+	free(text);
 	return sim_send(c, method, url, status, body, "application/json", 0);
 }
 

@@ -553,7 +553,7 @@ START_TEST(test_outbox_replay)
 	store_outbox_rows_free(rows, n);
 
 	/* Replay to every sink: a gets a new row, b is already pending and is skipped. */
-	store_req_replay(&req, e1, NULL);
+	store_req_replay(&req, e1, NULL, "test");
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 1);
 	n = next_rows("a", util_now_ms(), &rows);
@@ -563,7 +563,7 @@ START_TEST(test_outbox_replay)
 	store_outbox_rows_free(rows, n);
 
 	/* Twice in a row does not queue it twice. */
-	store_req_replay(&req, e1, "a");
+	store_req_replay(&req, e1, "a", "test");
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 0);
 
@@ -582,10 +582,64 @@ START_TEST(test_outbox_replay)
 	ck_assert_int_eq(sums[1].pending, 1);
 
 	/* Unknown event, unknown sink. */
-	store_req_replay(&req, e1 + 1000, NULL);
+	store_req_replay(&req, e1 + 1000, NULL, "test");
 	ck_assert_int_eq(submit(&req), -ENOENT);
-	store_req_replay(&req, e1, "nosuchsink");
+	store_req_replay(&req, e1, "nosuchsink", "test");
 	ck_assert_int_eq(submit(&req), -EINVAL);
+}
+END_TEST
+
+static int first_row(void *arg, const struct store_outbox_row *r)
+{
+	*(struct store_outbox_row *)arg = *r;
+	((struct store_outbox_row *)arg)->raw_json = NULL;
+	return 1;
+}
+
+/* Issue 20: a replayed dead letter says when and by whom it was replayed and what became of
+ * it, and stops counting as an open dead letter. */
+START_TEST(test_replayed_dead_letter_state)
+{
+	int64_t t0 = util_now_ms();
+	int64_t e1 = add_event("P1", PAYMENT_PAID, t0);
+	struct store_outbox_filter dead = {.state = STORE_OUTBOX_DEAD, .sink = "a"};
+	struct store_outbox_summary sums[2];
+	struct store_outbox_row *rows, row;
+	struct store_req req;
+	size_t n;
+
+	n = next_rows("a", t0, &rows);
+	ck_assert_uint_eq(n, 1);
+	store_req_outcome(&req, rows[0].id, STORE_OUTBOX_MARK_DEAD, t0, "HTTP 400: no such order");
+	ck_assert_int_eq(submit(&req), 0);
+	store_outbox_rows_free(rows, n);
+	ck_assert_int_eq(store_outbox_list(rd, &dead, first_row, &row), 1);
+	ck_assert_int_eq(row.replayed_at, 0);
+	memset(sums, 0, sizeof(sums));
+	ck_assert_int_eq(store_outbox_summaries(rd, sum_cb, sums), 0);
+	ck_assert_int_eq(sums[0].dead, 1);
+	ck_assert_int_eq(sums[0].replayed, 0);
+
+	store_req_replay(&req, e1, "a", "komerce-hookctl");
+	ck_assert_int_eq(submit(&req), 0);
+	ck_assert_int_eq(store_outbox_list(rd, &dead, first_row, &row), 1);
+	ck_assert_int_ge(row.replayed_at, t0);
+	ck_assert_str_eq(row.replayed_by, "komerce-hookctl");
+	ck_assert_int_eq(row.replay_state, STORE_OUTBOX_PENDING);
+	memset(sums, 0, sizeof(sums));
+	ck_assert_int_eq(store_outbox_summaries(rd, sum_cb, sums), 0);
+	ck_assert_int_eq(sums[0].dead, 0);
+	ck_assert_int_eq(sums[0].replayed, 1);
+
+	/* The replacement is delivered: the dead row shows it. */
+	n = next_rows("a", util_now_ms(), &rows);
+	ck_assert_uint_eq(n, 1);
+	store_req_outcome(&req, rows[0].id, STORE_OUTBOX_MARK_DELIVERED, t0 + 5, NULL);
+	ck_assert_int_eq(submit(&req), 0);
+	store_outbox_rows_free(rows, n);
+	ck_assert_int_eq(store_outbox_list(rd, &dead, first_row, &row), 1);
+	ck_assert_int_eq(row.replay_state, STORE_OUTBOX_DELIVERED);
+	ck_assert_int_eq(row.replay_delivered_at, t0 + 5);
 }
 END_TEST
 
@@ -604,7 +658,7 @@ START_TEST(test_outbox_replay_orders_after_pending)
 	store_req_outcome(&req, rows[0].id, STORE_OUTBOX_MARK_DELIVERED, t0, NULL);
 	ck_assert_int_eq(submit(&req), 0);
 	store_outbox_rows_free(rows, n);
-	store_req_replay(&req, e1, "a");
+	store_req_replay(&req, e1, "a", "test");
 	ck_assert_int_eq(submit(&req), 0);
 	ck_assert_uint_eq(req.changed, 1);
 
@@ -757,6 +811,7 @@ static Suite *forward_suite(void)
 	tcase_add_test(tc, test_outbox_retry_blocks_the_payment);
 	tcase_add_test(tc, test_outbox_dead_list_and_counts);
 	tcase_add_test(tc, test_outbox_replay);
+	tcase_add_test(tc, test_replayed_dead_letter_state);
 	tcase_add_test(tc, test_outbox_replay_orders_after_pending);
 	tcase_add_test(tc, test_forward_without_sinks);
 	suite_add_tcase(s, tc);

@@ -199,7 +199,7 @@ static void make_v1(const char *path, bool wal)
 	uint8_t prev[STORE_HASH_LEN] = {0}, h[STORE_HASH_LEN];
 	sqlite3_stmt *q = NULL;
 
-	ck_assert_uint_ge(store_sqlite_migrations_count, 2);
+	ck_assert_uint_ge(store_sqlite_migrations_count, 3);
 	if (wal)
 		raw_exec(db, "PRAGMA journal_mode = WAL");
 	raw_exec(db, "BEGIN");
@@ -320,8 +320,11 @@ START_TEST(test_v1_migrated_data_intact_backup_kept)
 	assert_chain(dbpath, FX_EVENTS);
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
-	/* the migration ran: its column, index and table are there */
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_sqlite_migrations_count);
+	/* the migrations ran: the real 002's columns, the test 003's column, index and table */
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('outbox') "
+					 "WHERE name IN ('replayed_at', 'replayed_by', 'replay_of')"),
+			 3);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('payments') "
 					 "WHERE name = 'note'"),
 			 1);
@@ -519,8 +522,9 @@ START_TEST(test_failed_migration_rolls_back_backup_kept)
 	char err[512], *before, *after;
 	sqlite3 *db;
 
-	/* Migration 2 fails half-way (its table already exists): nothing of it remains, the
-	 * database is still version 1 with its data, and the backup taken before is kept. */
+	/* Migration 3 fails half-way (its table already exists): nothing of it remains, the
+	 * database is at version 2 (the migration before it committed) with its data, and the
+	 * backup taken before any of them is kept. */
 	make_v1(dbpath, true);
 	db = raw_open(dbpath, SQLITE_OPEN_READWRITE);
 	raw_exec(db, "CREATE TABLE upgrade_marker (x)");
@@ -528,8 +532,8 @@ START_TEST(test_failed_migration_rolls_back_backup_kept)
 	before = dump_v1(dbpath);
 	ck_assert_int_lt(open_at(dbpath, false, &s, err, sizeof(err)), 0);
 	ck_assert_ptr_null(s);
-	ck_assert_msg(strstr(err, "migration 2") != NULL, "%s", err);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 1);
+	ck_assert_msg(strstr(err, "migration 3") != NULL, "%s", err);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('payments') "
 					 "WHERE name = 'note'"),
 			 0);
