@@ -64,7 +64,8 @@ struct http_request {
 	char *reply;
 	size_t reply_len;
 	const char *content_type;
-	char extra_header[128];
+	/* "Name: value" lines joined by CRLF */
+	char extra_header[1024];
 	max_align_t data[]; /* the route's req_data */
 };
 
@@ -337,12 +338,16 @@ static enum MHD_Result queue_reply(struct http_request *req)
 	req->reply = NULL; /* owned by resp now */
 	if (req->content_type != NULL)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
-	if (req->extra_header[0] != '\0') {
-		char *colon = strchr(req->extra_header, ':');
+	for (char *line = req->extra_header, *next; *line != '\0'; line = next) {
+		char *colon, *eol = strstr(line, "\r\n");
 
+		next = eol != NULL ? eol + 2 : line + strlen(line);
+		if (eol != NULL)
+			*eol = '\0';
+		colon = strchr(line, ':');
 		if (colon != NULL) {
 			*colon = '\0';
-			MHD_add_response_header(resp, req->extra_header,
+			MHD_add_response_header(resp, line,
 						colon[1] == ' ' ? colon + 2 : colon + 1);
 		}
 	}

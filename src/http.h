@@ -70,7 +70,7 @@ const char *http_body(struct http_request *req, size_t *ret_len);
 
 /* Sets the reply (body copied). On a request suspended with http_suspend, also resumes it;
  * then it may be called from any thread, exactly once. extra_header may be NULL or
- * "Name: value". */
+ * "Name: value", or several such lines joined by "\r\n" (1023 bytes at most). */
 void http_reply(struct http_request *req, unsigned status, const char *content_type,
 		const char *body, size_t len, const char *extra_header);
 void http_reply_json(struct http_request *req, unsigned status, const char *json);
