@@ -16,7 +16,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "api_console.h"
 #include "api_events.h"
+#include "api_int.h"
 #include "api_methods.h"
 #include "api_req.h"
 #include "audit.h"
@@ -495,19 +497,25 @@ static void get_handler(struct http_request *req, void *ctx)
 
 		r = store_events_query(s, &f, add_event, events);
 	}
+	o = cJSON_CreateObject();
+	if (r == 0) {
+		cJSON_AddStringToObject(o, "status", "ok");
+		cJSON_AddItemToObject(o, "payment", audit_payment_json(&p));
+		cJSON_AddItemToObject(o, "events", events);
+		events = NULL;
+		/* receipts, deliveries and the reconciler's view, for the console */
+		r = api_console_payment_detail(s, &p, o);
+	}
 	if (r < 0) {
 		log_err("admin api: payment query failed: %s", store_errmsg(s));
 		store_close(s);
 		cJSON_Delete(events);
+		cJSON_Delete(o);
 		http_reply_error(req, r == -ENOMEM ? 500 : 503,
 				 r == -ENOMEM ? "out of memory" : "store unavailable");
 		return;
 	}
 	store_close(s);
-	o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "status", "ok");
-	cJSON_AddItemToObject(o, "payment", audit_payment_json(&p));
-	cJSON_AddItemToObject(o, "events", events);
 	reply_cjson(req, 200, o, NULL);
 }
 
@@ -711,6 +719,48 @@ static void events_handler(struct http_request *req, void *ctx)
 	api_events_handler(req, a->writer);
 }
 
+/* ---- for the API's other files (api_int.h) ------------------------------------------------ */
+
+bool api_authorized(struct api *a, struct http_request *req)
+{
+	return authorized(a, req);
+}
+
+const struct config *api_config(const struct api *a)
+{
+	return a->cfg;
+}
+
+struct store *api_writer(const struct api *a)
+{
+	return a->writer;
+}
+
+int api_open_reader(struct api *a, struct store **ret)
+{
+	return open_reader(a, ret);
+}
+
+void api_reply_cjson(struct http_request *req, unsigned status, cJSON *o, const char *extra_header)
+{
+	reply_cjson(req, status, o, extra_header);
+}
+
+cJSON *api_error_object(const char *msg)
+{
+	return error_object(msg);
+}
+
+void api_reply_invalid(struct http_request *req, const char *field, const char *rule)
+{
+	reply_invalid(req, field, rule);
+}
+
+cJSON *api_body_object(struct http_request *req)
+{
+	return body_object(req);
+}
+
 /* ---- the API object ----------------------------------------------------------------------- */
 
 int api_new(const struct config *cfg, struct store *writer, struct reconcile *rec, struct api **ret,
@@ -768,7 +818,7 @@ size_t api_routes(struct api *a, struct http_route *out, size_t max)
 	if (n > max)
 		n = max;
 	memcpy(out, routes, n * sizeof(routes[0]));
-	return n;
+	return n + api_console_routes(a, out + n, max - n);
 }
 
 void api_free(struct api *a)

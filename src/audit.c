@@ -1,6 +1,6 @@
-/* The audit log's presentation for the admin API (GET /v1/events, GET /v1/payments/{id}) and
- * komerce-hookctl: filters from text, events as JSON, cursor pages. Pure; called on the admin
- * listener's threads and by the CLI. */
+/* The audit log's presentation for the admin API (GET /v1/events, GET /v1/payments/{id},
+ * GET /v1/stats) and komerce-hookctl: filters from text, events as JSON, cursor pages,
+ * statistics. Pure; called on the admin listener's threads and by the CLI. */
 #include "audit.h"
 
 #include <errno.h>
@@ -233,4 +233,63 @@ int audit_events_page(struct store *s, const struct store_event_filter *f, size_
 		util_buf_printf(&p.b, "],\"next_after_id\":null}");
 	*ret = util_buf_steal(&p.b, NULL);
 	return *ret != NULL ? 0 : -ENOMEM;
+}
+
+/* ---- statistics ---- */
+
+static cJSON *by_status_object(const int64_t *by_status)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	for (int i = PAYMENT_PENDING; i <= PAYMENT_CANCELED && o != NULL; i++)
+		cJSON_AddNumberToObject(o, payment_status_name((enum payment_status)i),
+					(double)by_status[i]);
+	return o;
+}
+
+cJSON *audit_stats_json(const struct store_stats *t)
+{
+	cJSON *root = cJSON_CreateObject(), *ev, *src, *pay, *rec, *ob, *sinks;
+
+	if (root == NULL)
+		return NULL;
+	ev = cJSON_AddObjectToObject(root, "events");
+	cJSON_AddNumberToObject(ev, "total", (double)t->events);
+	cJSON_AddItemToObject(ev, "by_status", by_status_object(t->events_by_status));
+	src = cJSON_AddObjectToObject(ev, "by_source");
+	for (int i = 0; i < EVENT_SOURCE_COUNT; i++)
+		cJSON_AddNumberToObject(src, event_source_name((enum event_source)i),
+					(double)t->events_by_source[i]);
+	cJSON_AddNumberToObject(ev, "conflicts", (double)t->conflicts);
+	cJSON_AddNumberToObject(root, "receipts", (double)t->receipts);
+	cJSON_AddNumberToObject(root, "duplicates", (double)(t->receipts - t->events));
+	pay = cJSON_AddObjectToObject(root, "payments");
+	cJSON_AddNumberToObject(pay, "total", (double)t->payments);
+	cJSON_AddItemToObject(pay, "by_status", by_status_object(t->payments_by_status));
+	cJSON_AddNumberToObject(pay, "stale", (double)t->stale);
+	rec = cJSON_AddObjectToObject(root, "reconciled");
+	cJSON_AddNumberToObject(rec, "total", (double)t->reconciled);
+	cJSON_AddNumberToObject(rec, "callback_missed",
+				(double)(t->reconciled - t->reconciled_late_cb));
+	cJSON_AddNumberToObject(rec, "callback_late", (double)t->reconciled_late_cb);
+	ob = cJSON_AddObjectToObject(root, "outbox");
+	cJSON_AddNumberToObject(ob, "pending", (double)t->outbox_pending);
+	cJSON_AddNumberToObject(ob, "dead", (double)t->outbox_dead);
+	cJSON_AddNumberToObject(ob, "replayed", (double)t->outbox_replayed);
+	cJSON_AddNumberToObject(ob, "delivered", (double)t->outbox_delivered);
+	sinks = cJSON_AddArrayToObject(ob, "sinks");
+	for (size_t i = 0; i < t->n_sinks && sinks != NULL; i++) {
+		cJSON *k = cJSON_CreateObject();
+
+		if (k == NULL)
+			break;
+		cJSON_AddStringToObject(k, "sink", t->sinks[i].sink);
+		cJSON_AddNumberToObject(k, "pending", (double)t->sinks[i].pending);
+		cJSON_AddNumberToObject(k, "dead", (double)t->sinks[i].dead);
+		cJSON_AddNumberToObject(k, "replayed", (double)t->sinks[i].replayed);
+		cJSON_AddNumberToObject(k, "delivered", (double)t->sinks[i].delivered);
+		audit_json_time(k, "oldest_pending", t->sinks[i].oldest_pending_ms);
+		cJSON_AddItemToArray(sinks, k);
+	}
+	return root;
 }

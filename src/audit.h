@@ -1,6 +1,6 @@
 /* The audit log as the admin API and komerce-hookctl present it: the events filter read from
- * text (CLI options, API query parameters), an event as a JSON object, and a page of the
- * events API. Pure (no logging); queries go through store.h. */
+ * text (CLI options, API query parameters), an event as a JSON object, a page of the events
+ * API, and the statistics. Pure (no logging); queries go through store.h. */
 #pragma once
 
 #include <stddef.h>
@@ -35,3 +35,10 @@ void audit_json_str_or_null(struct cJSON *o, const char *key, const char *v);
  * (caller frees), -ENOMEM or the query's -errno. */
 int audit_events_page(struct store *s, const struct store_event_filter *f, size_t max_bytes,
 		      char **ret);
+
+/* The statistics as `komerce-hookctl stats --format json` and GET /v1/stats show them: events
+ * (total, by_status, by_source, conflicts), receipts, duplicates, payments (total, by_status,
+ * stale), reconciled (total, callback_missed, callback_late) and outbox (pending, dead (open
+ * dead letters), replayed, delivered, sinks: [{sink, pending, dead, replayed, delivered,
+ * oldest_pending}]). NULL on allocation failure. Caller frees. */
+struct cJSON *audit_stats_json(const struct store_stats *t);

@@ -833,63 +833,6 @@ static const char stats_usage[] =
 	"by status (and stale ones), payments settled by the reconciler because the callback\n"
 	"never came (or came late), and the outbox backlog per sink. One consistent snapshot.\n";
 
-static cJSON *status_object(const int64_t *by_status)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	for (int i = PAYMENT_PENDING; i <= PAYMENT_CANCELED && o != NULL; i++)
-		cJSON_AddNumberToObject(o, payment_status_name((enum payment_status)i),
-					(double)by_status[i]);
-	return o;
-}
-
-static cJSON *stats_json(const struct store_stats *t)
-{
-	cJSON *root = cJSON_CreateObject(), *ev, *src, *pay, *rec, *ob, *sinks;
-
-	if (root == NULL)
-		return NULL;
-	ev = cJSON_AddObjectToObject(root, "events");
-	cJSON_AddNumberToObject(ev, "total", (double)t->events);
-	cJSON_AddItemToObject(ev, "by_status", status_object(t->events_by_status));
-	src = cJSON_AddObjectToObject(ev, "by_source");
-	for (int i = 0; i < 3; i++)
-		cJSON_AddNumberToObject(src, event_source_name((enum event_source)i),
-					(double)t->events_by_source[i]);
-	cJSON_AddNumberToObject(ev, "conflicts", (double)t->conflicts);
-	cJSON_AddNumberToObject(root, "receipts", (double)t->receipts);
-	cJSON_AddNumberToObject(root, "duplicates", (double)(t->receipts - t->events));
-	pay = cJSON_AddObjectToObject(root, "payments");
-	cJSON_AddNumberToObject(pay, "total", (double)t->payments);
-	cJSON_AddItemToObject(pay, "by_status", status_object(t->payments_by_status));
-	cJSON_AddNumberToObject(pay, "stale", (double)t->stale);
-	rec = cJSON_AddObjectToObject(root, "reconciled");
-	cJSON_AddNumberToObject(rec, "total", (double)t->reconciled);
-	cJSON_AddNumberToObject(rec, "callback_missed",
-				(double)(t->reconciled - t->reconciled_late_cb));
-	cJSON_AddNumberToObject(rec, "callback_late", (double)t->reconciled_late_cb);
-	ob = cJSON_AddObjectToObject(root, "outbox");
-	cJSON_AddNumberToObject(ob, "pending", (double)t->outbox_pending);
-	cJSON_AddNumberToObject(ob, "dead", (double)t->outbox_dead);
-	cJSON_AddNumberToObject(ob, "replayed", (double)t->outbox_replayed);
-	cJSON_AddNumberToObject(ob, "delivered", (double)t->outbox_delivered);
-	sinks = cJSON_AddArrayToObject(ob, "sinks");
-	for (size_t i = 0; i < t->n_sinks && sinks != NULL; i++) {
-		cJSON *k = cJSON_CreateObject();
-
-		if (k == NULL)
-			break;
-		cJSON_AddStringToObject(k, "sink", t->sinks[i].sink);
-		cJSON_AddNumberToObject(k, "pending", (double)t->sinks[i].pending);
-		cJSON_AddNumberToObject(k, "dead", (double)t->sinks[i].dead);
-		cJSON_AddNumberToObject(k, "replayed", (double)t->sinks[i].replayed);
-		cJSON_AddNumberToObject(k, "delivered", (double)t->sinks[i].delivered);
-		audit_json_time(k, "oldest_pending", t->sinks[i].oldest_pending_ms);
-		cJSON_AddItemToArray(sinks, k);
-	}
-	return root;
-}
-
 static void print_by_status(const int64_t *by_status)
 {
 	for (int i = PAYMENT_PENDING; i <= PAYMENT_CANCELED; i++)
@@ -966,7 +909,7 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 		return CTL_FAIL;
 	}
 	if (fmt == FMT_JSON) {
-		cJSON *j = stats_json(&t);
+		cJSON *j = audit_stats_json(&t);
 		char *text = j != NULL ? cJSON_Print(j) : NULL;
 
 		cJSON_Delete(j);

@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "store.h"
+#include "store_console.h"
 
 /* What a new fact means for its payment: decided from the payment as stored (or its absence)
  * by store_event_decide(), the same for every backend. */
@@ -71,6 +72,18 @@ struct store_backend {
 	int (*reconcile_watched)(struct store *s, int64_t *ret);
 	int (*reconcile_pending)(struct store *s, int64_t now_s, int64_t *ret_pending,
 				 int64_t *ret_expired);
+
+	/* The payments console (store_console.h); NULL: -ENOTSUP. */
+	int (*console_payments)(struct store *s, const struct store_console_payment_filter *f,
+				int (*fn)(void *arg, const struct store_console_payment *p),
+				void *arg);
+	int (*console_receipts)(struct store *s, const char *payment_id, long limit,
+				int (*fn)(void *arg, const struct store_console_receipt *r),
+				void *arg);
+	int (*console_deliveries)(struct store *s, const char *payment_id,
+				  int (*fn)(void *arg, const struct store_outbox_row *r),
+				  void *arg);
+	int (*console_last_event_id)(struct store *s, int64_t *ret);
 };
 
 extern const struct store_backend store_backend_sqlite;

@@ -214,4 +214,8 @@ const struct store_backend store_backend_sqlite = {
 	.reconcile_next_due = store_sqlite_reconcile_next_due,
 	.reconcile_watched = store_sqlite_reconcile_watched,
 	.reconcile_pending = store_sqlite_reconcile_pending,
+	.console_payments = store_sqlite_console_payments,
+	.console_receipts = store_sqlite_console_receipts,
+	.console_deliveries = store_sqlite_console_deliveries,
+	.console_last_event_id = store_sqlite_console_last_event_id,
 };

@@ -129,6 +129,19 @@ int store_sqlite_stats(struct store *s, int64_t now_ms, struct store_stats *ret)
 int store_sqlite_events_plan(struct store *s, const struct store_event_filter *f, char *out,
 			     size_t out_len);
 
+/* ---- store_sqlite_console.c ---- */
+
+int store_sqlite_console_payments(struct store *s, const struct store_console_payment_filter *f,
+				  int (*fn)(void *arg, const struct store_console_payment *p),
+				  void *arg);
+int store_sqlite_console_receipts(struct store *s, const char *payment_id, long limit,
+				  int (*fn)(void *arg, const struct store_console_receipt *r),
+				  void *arg);
+int store_sqlite_console_deliveries(struct store *s, const char *payment_id,
+				    int (*fn)(void *arg, const struct store_outbox_row *r),
+				    void *arg);
+int store_sqlite_console_last_event_id(struct store *s, int64_t *ret);
+
 /* ---- store_sqlite_backup.c ---- */
 
 /* SQLite's online backup API in one step (one snapshot), written as dest.partial, fsynced,
