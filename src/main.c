@@ -16,6 +16,7 @@
 #include "build_config.h"
 #include "api.h"
 #include "config.h"
+#include "console.h"
 #include "forward.h"
 #include "http.h"
 #include "ingest.h"
@@ -220,6 +221,7 @@ static int build_routes(struct daemon *d, char *err, size_t err_len)
 	d->admin_routes[d->n_admin++] =
 		get_route("/openapi.json", METRICS_EP_OTHER, openapi_handler, NULL);
 	d->n_admin += api_routes(d->api, d->admin_routes + d->n_admin, MAX_ROUTES - d->n_admin);
+	d->n_admin += console_routes(d->admin_routes + d->n_admin, MAX_ROUTES - d->n_admin);
 	return 0;
 }
 
