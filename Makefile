@@ -123,3 +123,28 @@ systemd-test:
 		$(MAKE) deb; \
 	fi
 	tests/systemd/test-unit.sh $$(ls $(DEB_DIR)/komerce-hookd_*.deb | head -n 1)
+
+# ---- the payments console in a real browser (issue 18) ----
+.PHONY: browser-deps test-browser console-screenshot
+BROWSER_NODE_MODULES = tests/browser/node_modules/.package-lock.json
+
+# Debian's chromium, plus node and npm unless a node is already installed (needs root).
+browser-deps:
+	@if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+	pkgs=chromium; command -v npm >/dev/null 2>&1 || pkgs="$$pkgs nodejs npm"; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs
+
+# puppeteer-core exactly as tests/browser/package-lock.json pins it (it never downloads a
+# browser; the test points it at /usr/bin/chromium).
+$(BROWSER_NODE_MODULES): tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+
+# Drives headless chromium against build/komerce-hookd + build/komerce-sim on loopback: login,
+# search, the payment's story, replay of a dead letter, CSP, network log, phone layout. Prints
+# the page weight and first paint; screenshots in $(BUILD)/console-screenshots/.
+test-browser: all $(BROWSER_NODE_MODULES)
+	BUILD=$(BUILD) node tests/browser/console.test.mjs
+
+# The same run, also retaking the README's screenshot (docs/console.png).
+console-screenshot: all $(BROWSER_NODE_MODULES)
+	BUILD=$(BUILD) CONSOLE_DOCS_SCREENSHOT=docs/console.png node tests/browser/console.test.mjs
