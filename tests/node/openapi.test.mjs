@@ -31,6 +31,15 @@ const UNEXERCISED = new Map([
   ['post /v1/payments/{payment_id}/cancel 503', 'store unavailable'],
   ['get /v1/events 500', 'out of memory'],
   ['get /v1/events 503', 'store unavailable'],
+  ['get /v1/payments 500', 'out of memory'],
+  ['get /v1/payments 503', 'store unavailable'],
+  ['get /v1/outbox 500', 'out of memory'],
+  ['get /v1/outbox 503', 'store unavailable'],
+  ['post /v1/outbox/replay 409', 'no sink configured (this daemon has one)'],
+  ['post /v1/outbox/replay 500', 'out of memory'],
+  ['post /v1/outbox/replay 503', 'store unavailable'],
+  ['get /v1/stats 500', 'out of memory'],
+  ['get /v1/stats 503', 'store unavailable'],
 ]);
 
 let sim;
@@ -48,7 +57,9 @@ before(async () => {
   daemon = new Daemon(
     '[server]\nmax_body = 2048\n' +
     `[komerce]\nbase_url = ${sim.base}/user\ntimeout_ms = 1000\nconnect_timeout_ms = 1000\n` +
-    '[reconcile]\nenabled = false\n');
+    '[reconcile]\nenabled = false\n' +
+    // a sink nobody listens on: its rows stay pending (the outbox routes have a backlog)
+    '[sink.oas]\nurl = http://127.0.0.1:9/nowhere\nsecret = node-oas-sink-secret-0001\n');
   await daemon.start();
   ajv = new Ajv2020({ strict: false, allErrors: true });
   addFormats(ajv);
@@ -73,6 +84,7 @@ function template(path) {
   if (path in doc.paths) return path;
   if (/^\/v1\/payments\/.+\/cancel$/.test(path)) return '/v1/payments/{payment_id}/cancel';
   if (/^\/v1\/payments\/.+$/.test(path)) return '/v1/payments/{payment_id}';
+  if (/^\/console\/.+$/.test(path)) return '/console/{asset}';
   throw new Error(`no document path for ${path}`);
 }
 
@@ -207,11 +219,13 @@ const createBody = (order) => JSON.stringify({
   customer: { name: 'Budi', email: 'budi@example.com', phone: '081234567890' },
 });
 let created; // a payment id created through the API
+let createdVa; // its VA number
 
 test('POST /v1/payments: 201, 400, 401, 405, 413, 415, 502, 504', async () => {
   const ok = await call('post', '/v1/payments', { headers: { ...auth, ...json }, body: createBody('OAS-1') });
   assert.equal(ok.status, 201);
   created = ok.body.data.payment_id;
+  createdVa = ok.body.data.va_number;
   const r400 = await call('post', '/v1/payments', { headers: { ...auth, ...json }, body: JSON.stringify({ order_id: 'OAS-2' }) });
   assert.equal(r400.status, 400);
   assert.ok(r400.body.field && r400.body.rule);
@@ -221,7 +235,7 @@ test('POST /v1/payments: 201, 400, 401, 405, 413, 415, 502, 504', async () => {
   assert.equal((await call('post', '/v1/payments', { headers: json, body: createBody('OAS-4') })).status, 401);
   assert.equal((await call('post', '/v1/payments', { headers: { ...auth, 'Content-Type': 'text/plain' }, body: createBody('OAS-5') })).status, 415);
   assert.equal((await call('post', '/v1/payments', { headers: { ...auth, ...json }, body: createBody('x'.repeat(3000)) })).status, 413);
-  assert.equal((await call('get', '/v1/payments', { headers: auth, as: 'post' })).status, 405);
+  assert.equal((await call('put', '/v1/payments', { headers: auth, as: 'post' })).status, 405);
   await simConfig({ fail_status: 503, fail_count: 1 });
   assert.equal((await call('post', '/v1/payments', { headers: { ...auth, ...json }, body: createBody('OAS-6') })).status, 502);
   await simConfig({ slow_ms: 1500 });
@@ -295,6 +309,98 @@ test('GET /v1/events: pages with a cursor, 400, 401, 405', async () => {
   }
   assert.equal((await call('get', '/v1/events', {})).status, 401);
   assert.equal((await call('post', '/v1/events', { headers: auth, as: 'get' })).status, 405);
+});
+
+test('GET /v1/payments: search by id, order id and VA number, lists, pages; 400, 401, 405', async () => {
+  const byId = await call('get', `/v1/payments?q=${encodeURIComponent(created)}`, { headers: auth });
+  assert.equal(byId.body.payments[0].payment_id, created);
+  assert.equal(byId.body.payments[0].matched, 'payment_id');
+  const byVa = await call('get', `/v1/payments?q=${createdVa}`, { headers: auth });
+  assert.equal(byVa.body.payments[0].matched, 'va_number');
+  const byOrder = await call('get', '/v1/payments?q=ORD-OAS-1', { headers: auth });
+  assert.deepEqual(byOrder.body.payments.map((p) => p.matched), ['order_id', 'order_id']);
+  const first = await call('get', '/v1/payments?limit=1', { headers: auth });
+  assert.equal(first.body.payments.length, 1);
+  assert.equal(typeof first.body.next_after, 'string');
+  const next = await call('get', `/v1/payments?limit=1&after=${encodeURIComponent(first.body.next_after)}`, { headers: auth });
+  assert.notEqual(next.body.payments[0].payment_id, first.body.payments[0].payment_id);
+  await call('get', '/v1/payments?status=PENDING&stale=true', { headers: auth });
+  await call('get', '/v1/payments?conflict=true', { headers: auth });
+  for (const bad of ['limit=0', 'limit=501', 'status=LOST', 'stale=maybe', 'conflict=2', 'after=x', 'q=%20', 'stal=true']) {
+    const r = await call('get', `/v1/payments?${bad}`, { headers: auth });
+    assert.equal(r.status, 400, bad);
+    assert.equal(r.body.field, bad.split('=')[0]);
+  }
+  assert.equal((await call('get', '/v1/payments', {})).status, 401);
+  assert.equal((await call('delete', '/v1/payments', { headers: auth, as: 'get' })).status, 405);
+});
+
+test('GET /v1/outbox and POST /v1/outbox/replay: 200, 400, 401, 404, 405, 413, 415', async () => {
+  const backlog = await call('get', '/v1/outbox?state=pending&sink=oas', { headers: auth });
+  assert.ok(backlog.body.outbox.length > 0);
+  assert.ok(backlog.body.outbox.every((o) => o.sink === 'oas' && o.state === 'pending'));
+  const page = await call('get', '/v1/outbox?limit=1', { headers: auth });
+  assert.equal(typeof page.body.next_after_id, 'number');
+  await call('get', `/v1/outbox?after_id=${page.body.next_after_id}&limit=1000`, { headers: auth });
+  for (const bad of ['state=lost', 'sink=a%20b', 'limit=1001', 'after_id=-1', 'states=dead']) {
+    const r = await call('get', `/v1/outbox?${bad}`, { headers: auth });
+    assert.equal(r.status, 400, bad);
+    assert.equal(r.body.field, bad.split('=')[0]);
+  }
+  assert.equal((await call('get', '/v1/outbox', {})).status, 401);
+  assert.equal((await call('post', '/v1/outbox', { headers: auth, as: 'get' })).status, 405);
+
+  const eventId = backlog.body.outbox[0].event_id;
+  const replay = (body, headers = { ...auth, ...json }) =>
+    call('post', '/v1/outbox/replay', { headers, body: JSON.stringify(body) });
+  const ok = await replay({ event_id: eventId, sink: 'oas' });
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.queued, 0); // still pending: not queued twice
+  assert.equal((await replay({ event_id: eventId, sink: null })).status, 200);
+  const r400 = await replay({ event_id: eventId, sink: 'nope' });
+  assert.equal(r400.body.field, 'sink');
+  assert.equal((await replay({ event_id: 0 })).body.field, 'event_id');
+  const nf = await replay({ event_id: 999999 });
+  assert.equal(nf.status, 404);
+  assert.equal(nf.body.event_id, 999999);
+  assert.equal((await replay({ event_id: eventId }, json)).status, 401);
+  assert.equal((await replay({ event_id: eventId }, { ...auth, 'Content-Type': 'text/plain' })).status, 415);
+  assert.equal((await replay({ event_id: eventId, pad: 'x'.repeat(3000) })).status, 413);
+  assert.equal((await call('get', '/v1/outbox/replay', { headers: auth, as: 'post' })).status, 405);
+});
+
+test('GET /v1/stats: 200, 400, 401, 405', async () => {
+  const r = await call('get', '/v1/stats', { headers: auth });
+  assert.equal(r.status, 200);
+  assert.ok(r.body.stats.events.total > 0);
+  assert.deepEqual(r.body.sinks, ['oas']);
+  const events = await call('get', '/v1/events?limit=1000', { headers: auth });
+  assert.equal(r.body.last_event_id, events.body.events.at(-1).id);
+  const unknown = await call('get', '/v1/stats?since=1', { headers: auth });
+  assert.equal(unknown.status, 400);
+  assert.equal(unknown.body.field, 'since');
+  assert.equal((await call('get', '/v1/stats', {})).status, 401);
+  assert.equal((await call('put', '/v1/stats', { headers: auth, as: 'get' })).status, 405);
+});
+
+test('the console: the page and its assets without a token, 304, 404, 405', async () => {
+  const page = await call('get', '/');
+  assert.equal(page.status, 200);
+  assert.equal(page.headers.get('cache-control'), 'no-cache');
+  assert.equal(page.headers.get('x-frame-options'), 'DENY');
+  const assets = [...page.text.matchAll(/(?:src|href)="(\/console\/[^"]+)"/g)].map((m) => m[1]);
+  assert.ok(assets.some((a) => a.endsWith('.js')) && assets.some((a) => a.endsWith('.css')), assets.join());
+  for (const a of new Set(assets)) {
+    const r = await call('get', a);
+    assert.equal(r.status, 200, a);
+    assert.match(r.headers.get('cache-control'), /immutable/);
+    const again = await call('get', a, { headers: { 'If-None-Match': r.headers.get('etag') } });
+    assert.equal(again.status, 304, a);
+  }
+  assert.equal((await call('get', '/', { headers: { 'If-None-Match': page.headers.get('etag') } })).status, 304);
+  assert.equal((await call('get', '/console/app.js')).status, 404);
+  assert.equal((await call('post', '/', { as: 'get' })).status, 405);
+  assert.equal((await call('post', assets[0], { as: 'get' })).status, 405);
 });
 
 test('coverage: every operation with a success and an error; every documented status but UNEXERCISED', () => {
