@@ -1,6 +1,7 @@
 // Browser tests of the payments console (issue 18): Debian's chromium, headless, driven by
 // puppeteer-core, against the real build/komerce-hookd with build/komerce-sim as its Komerce
-// and two HTTP sinks served by this script. Everything listens on 127.0.0.1.
+// (started by tests/node/lib/hookd.mjs, the node suites' harness) and two HTTP sinks served by
+// this script. Everything listens on 127.0.0.1.
 //
 //   make test-browser            (npm ci here, then this file)
 //   BUILD=build-asan node tests/browser/console.test.mjs
@@ -10,11 +11,8 @@
 // Screenshots go to $BUILD/console-screenshots/. Page weight and first paint are printed.
 import {describe, test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
-import {spawn} from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -22,25 +20,21 @@ import puppeteer from 'puppeteer-core';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BUILD = path.resolve(REPO, process.env.BUILD || 'build');
+process.env.HOOKD_BIN ||= path.join(BUILD, 'komerce-hookd');
+process.env.SIM_BIN ||= path.join(BUILD, 'komerce-sim');
+const {ADMIN_TOKEN: TOKEN, Daemon, Sim, postCallback, sleep} = await import('../node/lib/hookd.mjs');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = path.join(BUILD, 'console-screenshots');
-const TOKEN = 'browser-test-admin-token-0123456789';
-const CALLBACK_KEY = 'browser-test-callback-key-01';
-const API_KEY = 'browser-test-komerce-key';
 const SINK_SECRET = 'browser-test-sink-secret-0001';
 const WEIGHT_LIMIT = 200 * 1024;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hookd-browser-'));
-const procs = [];
 const servers = [];
-let sim, daemon, browser, page;
-let simPort, publicPort, adminPort, origin;
+let sim, daemon, browser, page, origin;
 const requests = []; // every URL the page requested
 const receivers = {};
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(fn, what, ms = 10000) {
   const deadline = Date.now() + ms;
@@ -55,24 +49,6 @@ async function waitFor(fn, what, ms = 10000) {
     if (Date.now() > deadline) throw new Error('timed out waiting for ' + what + (last instanceof Error ? ': ' + last.message : ''));
     await sleep(50);
   }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const {port} = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function start(bin, args, log) {
-  const out = fs.openSync(log, 'a');
-  const p = spawn(bin, args, {stdio: ['ignore', out, out]});
-  procs.push(p);
-  return p;
 }
 
 /* An HTTP sink: answers `status` (changeable), records the documents it accepted. */
@@ -115,17 +91,8 @@ async function admin(method, p, body) {
 }
 
 async function simPost(p) {
-  const res = await fetch(`http://127.0.0.1:${simPort}${p}`, {method: 'POST'});
+  const res = await fetch(`${sim.base}${p}`, {method: 'POST'});
   return {status: res.status, body: await res.json()};
-}
-
-async function signedCallback(doc) {
-  const body = JSON.stringify(doc);
-  const sig = crypto.createHmac('sha256', CALLBACK_KEY).update(body).digest('hex');
-  const res = await fetch(`http://127.0.0.1:${publicPort}/v1/komerce/callback`, {
-    method: 'POST', headers: {'Content-Type': 'application/json', 'X-Callback-Api-Key': sig}, body,
-  });
-  assert.equal(res.status, 200, 'callback stored: ' + (await res.text()));
 }
 
 async function createPaid(orderId) {
@@ -203,32 +170,12 @@ before(async () => {
   await receiver('app', 200); // a healthy shop
   await receiver('ledger', 400); // refuses everything at first: dead letters at once
 
-  sim = start(path.join(BUILD, 'komerce-sim'),
-    ['--listen', '127.0.0.1:0', '--api-key', API_KEY, '--port-file', path.join(tmp, 'sim.port'), '--quiet'],
-    path.join(tmp, 'sim.log'));
-  simPort = Number(await waitFor(() => fs.existsSync(path.join(tmp, 'sim.port')) &&
-    fs.readFileSync(path.join(tmp, 'sim.port'), 'utf8').trim(), 'komerce-sim'));
-
-  publicPort = await freePort();
-  do adminPort = await freePort(); while (adminPort === publicPort);
-  origin = `http://127.0.0.1:${adminPort}`;
-  const conf = path.join(tmp, 'hookd.conf');
-  fs.writeFileSync(conf, `[server]
-listen = 127.0.0.1:${publicPort}
-[admin]
-listen = 127.0.0.1:${adminPort}
-token = ${TOKEN}
-[komerce]
-base_url = http://127.0.0.1:${simPort}/user
-api_key = ${API_KEY}
-callback_keys = ${CALLBACK_KEY}
-callback_url = http://127.0.0.1:${publicPort}/v1/komerce/callback
-[store]
-path = ${path.join(tmp, 'events.db')}
+  sim = await new Sim().start();
+  daemon = new Daemon((d) => `[komerce]
+base_url = ${sim.base}/user
+callback_url = ${d.base}/v1/komerce/callback
 [reconcile]
 grace_seconds = 3600
-[log]
-level = debug
 [sink.app]
 type = http
 url = http://127.0.0.1:${receivers.app.port}/payments
@@ -238,8 +185,8 @@ type = http
 url = http://127.0.0.1:${receivers.ledger.port}/ledger
 secret = ${SINK_SECRET}
 `);
-  daemon = start(path.join(BUILD, 'komerce-hookd'), ['-c', conf], path.join(tmp, 'hookd.log'));
-  await waitFor(async () => (await fetch(origin + '/readyz')).status === 200, 'komerce-hookd /readyz');
+  await daemon.start();
+  origin = daemon.admin;
 
   browser = await puppeteer.launch({
     executablePath: CHROMIUM,
@@ -267,15 +214,12 @@ secret = ${SINK_SECRET}
 
 after(async () => {
   if (browser) await browser.close().catch(() => {});
-  for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
-  await Promise.all(procs.map((p) => (p.exitCode === null ? new Promise((r) => p.once('exit', r)) : null)));
-  for (const s of servers) s.close();
-  if (process.exitCode && process.exitCode !== 0) {
-    for (const f of ['hookd.log', 'sim.log']) {
-      const p = path.join(tmp, f);
-      if (fs.existsSync(p)) console.error(`---- ${f} (tail)\n` + fs.readFileSync(p, 'utf8').split('\n').slice(-40).join('\n'));
-    }
+  if (daemon) {
+    if (process.exitCode) console.error('---- komerce-hookd log (tail)\n' + daemon.log.split('\n').slice(-40).join('\n'));
+    await daemon.cleanup();
   }
+  await sim?.stop();
+  for (const srv of servers) srv.close();
   if (!process.env.HK_KEEP) fs.rmSync(tmp, {recursive: true, force: true});
   else console.log('kept', tmp);
 });
@@ -479,7 +423,8 @@ describe('payments console', () => {
     assert.deepEqual(await page.evaluate(() => window.__violations), [], 'the console itself never trips the CSP');
     const evilId = 'KPAY-<script>window.__pwned=1</script>/1';
     const evilOrder = '<img src=x onerror="window.__pwned=2">';
-    await signedCallback({payment_id: evilId, order_id: evilOrder, status: 'PENDING', amount: 1000});
+    const stored = await postCallback(daemon, {payment_id: evilId, order_id: evilOrder, status: 'PENDING', amount: 1000});
+    assert.equal(stored.status, 200, JSON.stringify(stored.body));
     await searchFor(evilId);
     await page.waitForSelector('#payment h1');
     assert.equal(await text('#payment h1'), evilId);
@@ -536,6 +481,13 @@ describe('payments console', () => {
     await go('#/');
     await page.waitForSelector('#live tbody tr');
     await shot('live', {fullPage: false});
+  });
+
+  test('the daemon drains and exits 0, with nothing reported by a sanitizer', async () => {
+    await browser.close();
+    browser = null;
+    assert.deepEqual(await daemon.stop(), {code: 0, sig: null});
+    assert.doesNotMatch(daemon.log, /Sanitizer|runtime error:/);
   });
 
   test('no request left loopback', async () => {

@@ -43,7 +43,8 @@ export async function waitFor(fn, timeoutMs, what) {
 }
 
 export class Daemon {
-  /** extra: INI text appended to the generated configuration. */
+  /** extra: INI text appended to the generated configuration, or a function of the daemon
+   * (its ports are chosen by then) that returns it. */
   constructor(extra = '', env = {}) {
     this.extra = extra;
     this.env = env;
@@ -61,7 +62,8 @@ export class Daemon {
       `[server]\nlisten = 127.0.0.1:${this.port}\n` +
       `[admin]\nlisten = 127.0.0.1:${this.adminPort}\ntoken = ${ADMIN_TOKEN}\n` +
       `[komerce]\napi_key = ${API_KEY}\ncallback_keys = ${CALLBACK_KEY}\n` +
-      `[store]\npath = ${this.db}\n[log]\nlevel = debug\n${this.extra}\n`);
+      `[store]\npath = ${this.db}\n[log]\nlevel = debug\n` +
+      `${typeof this.extra === 'function' ? this.extra(this) : this.extra}\n`);
     if (!existsSync(HOOKD_BIN)) throw new Error(`${HOOKD_BIN} not built (run make)`);
     this.log = '';
     this.proc = spawn(HOOKD_BIN, ['-c', this.conf], {
