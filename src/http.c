@@ -413,8 +413,10 @@ static bool within_deadline(struct http_request *req)
 		gate_reply_timeout(req->srv->gate, connection_fd(req->conn), req->remote);
 		return false;
 	}
-	MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
-				  (unsigned)((left + 999) / 1000));
+	left = (left + 999) / 1000;
+	if (left > (int64_t)req->srv->opts.connection_timeout_s)
+		left = req->srv->opts.connection_timeout_s;
+	MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)left);
 	return true;
 }
 
