@@ -76,6 +76,9 @@ static const struct key_def key_table[] = {
 	{"store", "busy_timeout_ms", KEY_INT, C(busy_timeout_ms), "5000", 0, 600000},
 	{"store", "batch_max", KEY_INT, C(batch_max), "512", 1, 65536},
 	{"store", "queue_max", KEY_INT, C(queue_max), "65536", 1, 1048576},
+	{"store", "retention_days", KEY_INT, C(retention_days), "0", 0, 36500},
+	{"store", "checkpoint_interval", KEY_INT, C(checkpoint_interval), "15", 0, 10080},
+	{"store", "checkpoint_key", KEY_SECRET, C(checkpoint_key), "", 0, 0},
 	{"reconcile", "enabled", KEY_BOOL, C(reconcile_enabled), "true", 0, 0},
 	{"reconcile", "grace_seconds", KEY_INT, C(grace_seconds), "60", 0, 86400},
 	{"reconcile", "max_requests_per_second", KEY_DOUBLE, C(max_requests_per_second), "5", 0,
@@ -445,6 +448,7 @@ static const struct {
 	{"komerce.api_key", "api_key"},
 	{"komerce.callback_keys", "callback_keys"},
 	{"admin.token", "admin_token"},
+	{"store.checkpoint_key", "checkpoint_key"},
 };
 
 static bool readable(const char *path)
@@ -609,6 +613,10 @@ static int validate(struct load_ctx *x)
 			    "reads " SECRETS_DIR "/api_key)");
 	if (c->store_path[0] == '\0')
 		return fail(x, -EINVAL, "config: store.path: must not be empty");
+	if (c->checkpoint_key[0] != '\0' && strlen(c->checkpoint_key) < 16)
+		return fail(x, -EINVAL,
+			    "config: store.checkpoint_key: shorter than 16 characters (the unit "
+			    "reads " SECRETS_DIR "/checkpoint_key)");
 	for (size_t i = 0; i < c->n_sinks; i++) {
 		struct config_sink *s = &c->sinks[i];
 

@@ -61,7 +61,10 @@ struct config {
 	bool synchronous_full;
 	long busy_timeout_ms;
 	long batch_max;
-	long queue_max; /* requests waiting for the writer; 503 past it */
+	long queue_max;		  /* requests waiting for the writer; 503 past it */
+	long retention_days;	  /* receipts and delivered outbox rows; 0 = keep */
+	long checkpoint_interval; /* minutes between logged chain checkpoints; 0 = start/stop */
+	char *checkpoint_key;	  /* HMAC key of the checkpoints (secret); "" = unsigned */
 	/* [reconcile] */
 	bool reconcile_enabled;
 	long grace_seconds;

@@ -60,6 +60,10 @@ static const struct {
 					  "reason=\"request_timeout\""},
 	[METRICS_HTTP_BAD_FRAMING] = {"hookd_http_rejected_total", NULL,
 				      "reason=\"bad_content_length\""},
+	[METRICS_PRUNED_RECEIPTS] = {"hookd_pruned_total",
+				     "Rows deleted by retention (store.retention_days), by table",
+				     "table=\"receipts\""},
+	[METRICS_PRUNED_OUTBOX] = {"hookd_pruned_total", NULL, "table=\"outbox\""},
 };
 
 #define MAX_GAUGES 32

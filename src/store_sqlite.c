@@ -182,6 +182,8 @@ static int sqlite_apply(struct store *s, struct store_req *r)
 		return store_sqlite_apply_replay(s, r);
 	case STORE_REQ_RECONCILE:
 		return store_sqlite_apply_reconcile(s, r);
+	case STORE_REQ_PRUNE:
+		break; /* store.c hands it to .prune */
 	}
 	return -EINVAL;
 }
@@ -214,4 +216,6 @@ const struct store_backend store_backend_sqlite = {
 	.reconcile_next_due = store_sqlite_reconcile_next_due,
 	.reconcile_watched = store_sqlite_reconcile_watched,
 	.reconcile_pending = store_sqlite_reconcile_pending,
+	.chain_head = store_sqlite_chain_head,
+	.prune = store_sqlite_prune,
 };

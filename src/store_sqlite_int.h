@@ -1,8 +1,8 @@
 /* Internals of the SQLite backend (store_sqlite*.c), one file per job: store_sqlite.c (the
  * backend table, open, close, transactions), _util (statements, binding, errors), _event (the
  * event and track requests), _outbox, _reconcile, _query (payments, events, counts), _audit
- * (verify, orphans, statistics, query plans), _migrate (schema versions) and _backup (online
- * copies). Not for other modules. */
+ * (verify, orphans, statistics, query plans), _prune (retention), _migrate (schema versions)
+ * and _backup (online copies). Not for other modules. */
 #pragma once
 
 #include <sqlite3.h>
@@ -128,6 +128,10 @@ int store_sqlite_orphans(struct store *s, int64_t *ret_bad_id, char *why, size_t
 int store_sqlite_stats(struct store *s, int64_t now_ms, struct store_stats *ret);
 int store_sqlite_events_plan(struct store *s, const struct store_event_filter *f, char *out,
 			     size_t out_len);
+
+/* ---- store_sqlite_prune.c (writer) ---- */
+
+int store_sqlite_prune(struct store *s, struct store_req *r);
 
 /* ---- store_sqlite_backup.c ---- */
 
