@@ -491,11 +491,13 @@ static void take(struct gate *g, int fd, const struct sockaddr_storage *sa, sock
 static void pause_accepting(struct gate *g)
 {
 	unsigned long long sup;
+	int err = errno;
 
 	if (g->accept_paused_until != 0)
 		return;
 	epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->o.listen_fd, NULL);
 	g->accept_paused_until = util_mono_ms() + TICK_MS;
+	errno = err;
 	if (log_rl_allow(&g->rl_refused, 1000, &sup))
 		log_warn("http %s: cannot accept: %m (descriptors exhausted?) suppressed=%llu",
 			 g->o.name, sup);
@@ -613,13 +615,16 @@ int gate_start(const struct gate_opts *o, struct gate **ret)
 		r = -errno;
 		goto fail;
 	}
+	/* Published before the thread runs: MHD's threads read it for what the gate hands off. */
+	*ret = g;
+	g->running = true;
 	r = pthread_create(&g->thread, NULL, gate_main, g);
 	if (r != 0) {
+		*ret = NULL;
+		g->running = false;
 		r = -r;
 		goto fail;
 	}
-	g->running = true;
-	*ret = g;
 	return 0;
 fail:
 	g->o.listen_fd = -1; /* the caller still owns it */

@@ -399,9 +399,9 @@ static int connection_fd(struct MHD_Connection *conn)
 }
 
 /* A gated request's body must be in by its deadline (the gate saw its head in time). MHD's
- * idle timeout of the connection is kept within the time left, so a client that goes quiet is
- * dropped by then; one that trickles is answered 408 on its next byte. Returns false (408
- * written, the caller closes) past the deadline. */
+ * idle timeout of the connection is kept within the time left (plus a second), so a client
+ * that goes quiet is dropped by then; one that trickles is answered 408 on its next byte. Returns
+ * false (408 written, the caller closes) past the deadline. */
 static bool within_deadline(struct http_request *req)
 {
 	int64_t left;
@@ -413,7 +413,9 @@ static bool within_deadline(struct http_request *req)
 		gate_reply_timeout(req->srv->gate, connection_fd(req->conn), req->remote);
 		return false;
 	}
-	left = (left + 999) / 1000;
+	/* A second past the deadline, so that the next byte of a trickle arrives (and gets its
+	 * 408) before the idle timeout closes the connection without a word. */
+	left = (left + 999) / 1000 + 1;
 	if (left > (int64_t)req->srv->opts.connection_timeout_s)
 		left = req->srv->opts.connection_timeout_s;
 	MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)left);
