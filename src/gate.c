@@ -180,16 +180,22 @@ static void addr_text(const struct sockaddr *sa, char *out, size_t n)
 			  out, (socklen_t)n);
 }
 
-/* The slot of key (mu held), created when create is true. NULL when absent or out of memory. */
-static struct ip_slot *ip_slot(struct gate *g, const uint8_t key[16], bool create)
+static size_t ip_bucket(const uint8_t key[16])
 {
 	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	struct ip_slot *s;
-	size_t b;
 
 	for (int i = 0; i < 16; i++)
 		h = (h ^ key[i]) * 1099511628211ULL;
-	b = (size_t)(h % IP_BUCKETS);
+	return (size_t)(h % IP_BUCKETS);
+}
+
+/* The slot of key (mu held), created (with n = 0) when create is true. NULL when absent or out
+ * of memory. */
+static struct ip_slot *ip_slot(struct gate *g, const uint8_t key[16], bool create)
+{
+	size_t b = ip_bucket(key);
+	struct ip_slot *s;
+
 	for (s = g->ips[b]; s != NULL; s = s->next)
 		if (memcmp(s->key, key, 16) == 0)
 			return s;
@@ -204,25 +210,32 @@ static struct ip_slot *ip_slot(struct gate *g, const uint8_t key[16], bool creat
 	return s;
 }
 
-static void ip_slot_drop(struct gate *g, const uint8_t key[16])
+/* Frees slot s of key when it counts no connection (mu held). */
+static void ip_slot_gc(struct gate *g, const uint8_t key[16], struct ip_slot *s)
 {
-	uint64_t h = 1469598103934665603ULL;
 	struct ip_slot **pp;
 
-	for (int i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 1099511628211ULL;
-	for (pp = &g->ips[h % IP_BUCKETS]; *pp != NULL; pp = &(*pp)->next) {
-		struct ip_slot *s = *pp;
-
-		if (memcmp(s->key, key, 16) != 0)
-			continue;
-		if (s->n > 0 && --s->n == 0) {
+	if (s->n > 0)
+		return;
+	for (pp = &g->ips[ip_bucket(key)]; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == s) {
 			*pp = s->next;
 			free(s);
+			return;
 		}
-		g->total--;
-		return;
 	}
+}
+
+/* One connection of key closed (mu held). */
+static void ip_slot_drop(struct gate *g, const uint8_t key[16])
+{
+	struct ip_slot *s = ip_slot(g, key, false);
+
+	if (s == NULL || s->n == 0)
+		return;
+	s->n--;
+	g->total--;
+	ip_slot_gc(g, key, s);
 }
 
 /* The accept policy. NULL when the connection may stay, else the reason it may not. */
@@ -247,10 +260,8 @@ static const char *admit(struct gate *g, const struct sockaddr *sa, unsigned *re
 	if (why == NULL) {
 		s->n++;
 		g->total++;
-	} else if (s != NULL && s->n == 0) {
-		s->n = 1; /* let ip_slot_drop free it */
-		g->total++;
-		ip_slot_drop(g, key);
+	} else if (s != NULL) {
+		ip_slot_gc(g, key, s); /* created for nothing */
 	}
 	pthread_mutex_unlock(&g->mu);
 	return why;
