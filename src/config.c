@@ -53,6 +53,8 @@ static const struct key_def key_table[] = {
 	{"server", "max_body", KEY_INT, C(max_body), "65536", 1024, 16 * 1024 * 1024},
 	{"server", "max_connections", KEY_INT, C(max_connections), "1024", 1, 65536},
 	{"server", "connection_timeout", KEY_INT, C(connection_timeout), "10", 1, 3600},
+	{"server", "request_timeout", KEY_INT, C(request_timeout), "10", 0, 3600},
+	{"server", "max_connections_per_ip", KEY_INT, C(max_connections_per_ip), "64", 0, 65536},
 	{"server", "threads", KEY_INT, C(threads), "0", 0, 64},
 	{"server", "trusted_proxies", KEY_STR, C(trusted_proxies), "", 0, 0},
 	{"server", "drain_timeout", KEY_INT, C(drain_timeout), "10", 0, 300},
@@ -74,6 +76,9 @@ static const struct key_def key_table[] = {
 	{"store", "busy_timeout_ms", KEY_INT, C(busy_timeout_ms), "5000", 0, 600000},
 	{"store", "batch_max", KEY_INT, C(batch_max), "512", 1, 65536},
 	{"store", "queue_max", KEY_INT, C(queue_max), "65536", 1, 1048576},
+	{"store", "retention_days", KEY_INT, C(retention_days), "0", 0, 36500},
+	{"store", "checkpoint_interval", KEY_INT, C(checkpoint_interval), "15", 0, 10080},
+	{"store", "checkpoint_key", KEY_SECRET, C(checkpoint_key), "", 0, 0},
 	{"reconcile", "enabled", KEY_BOOL, C(reconcile_enabled), "true", 0, 0},
 	{"reconcile", "grace_seconds", KEY_INT, C(grace_seconds), "60", 0, 86400},
 	{"reconcile", "max_requests_per_second", KEY_DOUBLE, C(max_requests_per_second), "5", 0,
@@ -443,6 +448,7 @@ static const struct {
 	{"komerce.api_key", "api_key"},
 	{"komerce.callback_keys", "callback_keys"},
 	{"admin.token", "admin_token"},
+	{"store.checkpoint_key", "checkpoint_key"},
 };
 
 static bool readable(const char *path)
@@ -607,6 +613,10 @@ static int validate(struct load_ctx *x)
 			    "reads " SECRETS_DIR "/api_key)");
 	if (c->store_path[0] == '\0')
 		return fail(x, -EINVAL, "config: store.path: must not be empty");
+	if (c->checkpoint_key[0] != '\0' && strlen(c->checkpoint_key) < 16)
+		return fail(x, -EINVAL,
+			    "config: store.checkpoint_key: shorter than 16 characters (the unit "
+			    "reads " SECRETS_DIR "/checkpoint_key)");
 	for (size_t i = 0; i < c->n_sinks; i++) {
 		struct config_sink *s = &c->sinks[i];
 

@@ -36,12 +36,14 @@ struct config {
 	char *callback_path;
 	long max_body;
 	long max_connections;
-	long connection_timeout;
-	long threads;		  /* MHD worker threads, 0 = one per core */
-	char *trusted_proxies;	  /* IPs / CIDRs whose X-Forwarded-For is believed */
-	long drain_timeout;	  /* s: at stop, wait this long for callbacks being stored */
-	long auth_failure_burst;  /* failed signatures a source may send at once ... */
-	double auth_failure_rate; /* ... and then per second before it gets 429 */
+	long connection_timeout;     /* s: idle */
+	long request_timeout;	     /* s: head and body from accept (408); 0 = off */
+	long max_connections_per_ip; /* of one TCP peer; 0 = no limit (behind a proxy) */
+	long threads;		     /* MHD worker threads, 0 = one per core */
+	char *trusted_proxies;	     /* IPs / CIDRs whose X-Forwarded-For is believed */
+	long drain_timeout;	     /* s: at stop, wait this long for callbacks being stored */
+	long auth_failure_burst;     /* failed signatures a source may send at once ... */
+	double auth_failure_rate;    /* ... and then per second before it gets 429 */
 	/* [admin] */
 	char *admin_listen;
 	char *admin_token;
@@ -59,7 +61,10 @@ struct config {
 	bool synchronous_full;
 	long busy_timeout_ms;
 	long batch_max;
-	long queue_max; /* requests waiting for the writer; 503 past it */
+	long queue_max;		  /* requests waiting for the writer; 503 past it */
+	long retention_days;	  /* receipts and delivered outbox rows; 0 = keep */
+	long checkpoint_interval; /* minutes between logged chain checkpoints; 0 = start/stop */
+	char *checkpoint_key;	  /* HMAC key of the checkpoints (secret); "" = unsigned */
 	/* [reconcile] */
 	bool reconcile_enabled;
 	long grace_seconds;

@@ -15,6 +15,7 @@
 
 #include "build_config.h"
 #include "audit.h"
+#include "checkpoint.h"
 #include "config.h"
 #include "store.h"
 #include "util.h"
@@ -407,6 +408,8 @@ enum {
 	OPT_ALL,
 	OPT_SINK,
 	OPT_VERSION,
+	OPT_CHECKPOINT,
+	OPT_CHECKPOINTS,
 };
 
 /* The options every command takes; ends a longopts table. */
@@ -928,34 +931,158 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 /* ---- verify ---- */
 
 static const char verify_usage[] =
-	"usage: komerce-hookctl verify\n"
+	"usage: komerce-hookctl verify [--checkpoint ID:HASH]... [--checkpoints FILE]\n"
 	"Walk the events hash chain from the first row. Exit 0 printing how many events were\n"
 	"checked; exit 1 naming the first row that was altered, deleted or moved, and why.\n"
 	"Receipts and outbox rows that refer to a missing event are reported too (a deleted\n"
-	"tail). Reads one snapshot; safe while the daemon runs.\n";
+	"tail). Reads one snapshot; safe while the daemon runs.\n"
+	"  --checkpoint ID:HASH  a chain head the daemon published (its log line \"chain head\n"
+	"                        published ... checkpoint=ID:HASH\"); exit 1 when the database no\n"
+	"                        longer reaches it (newest events deleted) or event ID has\n"
+	"                        another hash (chain rewritten). Repeatable.\n"
+	"  --checkpoints FILE    every checkpoint=ID:HASH in FILE (e.g. journalctl output; lines\n"
+	"                        without one are skipped), or FILE of ID:HASH lines; - = stdin.\n"
+	"A checkpoint with a mac= is checked against store.checkpoint_key when it is configured.\n";
 
-static int cmd_verify(struct ctl *c, int argc, char **argv)
+#define MAX_CHECKPOINTS 4096
+
+struct checkpoints {
+	struct checkpoint *list;
+	size_t n;
+};
+
+static int checkpoint_add(struct ctl *c, struct checkpoints *cps, const char *text,
+			  const char *where)
 {
-	static const struct option longopts[] = {COMMON_OPTS};
-	int64_t checked = 0, bad = 0, t0;
-	char why[256];
+	struct checkpoint cp;
+	int r = checkpoint_parse(text, &cp);
+
+	if (r == -ENOENT && where != NULL)
+		return 0; /* a line of the file without a checkpoint */
+	if (r < 0) {
+		fail_line(c, "%s%s'%.80s' is not a checkpoint (ID:HASH, 64 hex digits)",
+			  where != NULL ? where : "--checkpoint: ", where != NULL ? ": " : "",
+			  text);
+		return CTL_USAGE;
+	}
+	if (cps->n == MAX_CHECKPOINTS) {
+		fail_line(c, "more than %d checkpoints", MAX_CHECKPOINTS);
+		return CTL_USAGE;
+	}
+	cps->list[cps->n++] = cp;
+	return 0;
+}
+
+static int checkpoint_file(struct ctl *c, struct checkpoints *cps, const char *path)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+	char line[4096], where[300];
+	int r = 0;
+
+	if (f == NULL) {
+		fail_line(c, "--checkpoints: cannot open '%s': %m", path);
+		return CTL_USAGE;
+	}
+	for (long no = 1; r == 0 && fgets(line, sizeof(line), f) != NULL; no++) {
+		snprintf(where, sizeof(where), "%s line %ld", path, no);
+		r = checkpoint_add(c, cps, line, where);
+	}
+	if (f != stdin)
+		fclose(f);
+	return r;
+}
+
+static int grab_event_hash(void *arg, const struct store_event *e)
+{
+	memcpy(arg, e->hash, STORE_HASH_LEN);
+	return 1;
+}
+
+/* One checkpoint against the intact chain of `head` events: 0 when reached with its hash. */
+static int check_checkpoint(struct ctl *c, const struct checkpoint *cp, int64_t head)
+{
+	const char *key = c->cfg != NULL ? c->cfg->checkpoint_key : "";
+	struct store_event_filter f = {
+		.status = PAYMENT_UNKNOWN, .after_id = cp->id - 1, .limit = 1};
+	uint8_t h[STORE_HASH_LEN] = {0};
+	char want[2 * STORE_HASH_LEN + 1], got[2 * STORE_HASH_LEN + 1];
+	int r;
+
+	util_hex(cp->hash, STORE_HASH_LEN, want);
+	if (cp->has_mac && key[0] != '\0' && !checkpoint_mac_ok(cp, key, strlen(key))) {
+		printf("verify: FAILED: checkpoint %lld:%.12s... has a mac that "
+		       "store.checkpoint_key "
+		       "did not make (forged, or another key)\n",
+		       (long long)cp->id, want);
+		return CTL_FAIL;
+	}
+	if (cp->id > head) {
+		printf("verify: FAILED: checkpoint %lld:%.12s... not reached: the chain ends at "
+		       "%lld "
+		       "(events %lld to %lld are missing)\n",
+		       (long long)cp->id, want, (long long)head, (long long)head + 1,
+		       (long long)cp->id);
+		return CTL_FAIL;
+	}
+	r = store_events_query(c->store, &f, grab_event_hash, h);
+	if (r < 0) {
+		fail_line(c, "cannot read event %lld: %s", (long long)cp->id,
+			  store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	if (!util_ct_equal(h, cp->hash, STORE_HASH_LEN)) {
+		util_hex(h, STORE_HASH_LEN, got);
+		printf("verify: FAILED: checkpoint %lld:%.12s... does not match: event %lld has "
+		       "hash %.12s... (the chain was rewritten)\n",
+		       (long long)cp->id, want, (long long)cp->id, got);
+		return CTL_FAIL;
+	}
+	printf("verify: checkpoint %lld:%.12s... reached%s\n", (long long)cp->id, want,
+	       cp->has_mac && key[0] == '\0' ? " (mac not checked: no store.checkpoint_key)" : "");
+	return CTL_OK;
+}
+
+static int verify_opts(struct ctl *c, int argc, char **argv, struct checkpoints *cps)
+{
+	static const struct option longopts[] = {
+		{"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+		{"checkpoints", required_argument, NULL, OPT_CHECKPOINTS},
+		COMMON_OPTS,
+	};
 	bool handled;
 	int opt, r;
 
 	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			fputs(verify_usage, stdout);
-			return CTL_OK;
+			return -1;
 		}
 		r = common_opt(c, opt, argv, &handled);
+		if (r == 0 && !handled)
+			r = opt == OPT_CHECKPOINT ? checkpoint_add(c, cps, optarg, NULL)
+						  : checkpoint_file(c, cps, optarg);
 		if (r != 0)
 			return r;
 	}
-	r = no_operands(c, argc, argv);
+	return no_operands(c, argc, argv);
+}
+
+static int cmd_verify(struct ctl *c, int argc, char **argv)
+{
+	struct checkpoints cps = {.list = calloc(MAX_CHECKPOINTS, sizeof(struct checkpoint))};
+	int64_t checked = 0, bad = 0, t0;
+	char why[256];
+	int r;
+
+	if (cps.list == NULL)
+		return CTL_FAIL;
+	r = verify_opts(c, argc, argv, &cps);
 	if (r == 0)
 		r = open_ro(c);
-	if (r != 0)
-		return r;
+	if (r != 0) {
+		free(cps.list);
+		return r < 0 ? CTL_OK : r;
+	}
 	t0 = util_mono_ms();
 	why[0] = '\0';
 	r = store_verify(c->store, &checked, &bad, why, sizeof(why));
@@ -964,12 +1091,16 @@ static int cmd_verify(struct ctl *c, int argc, char **argv)
 	if (r == -EBADMSG) {
 		printf("verify: FAILED at event %lld: %s (%lld events before it are intact)\n",
 		       (long long)bad, why, (long long)checked);
-		return CTL_FAIL;
-	}
-	if (r < 0) {
+		r = CTL_FAIL;
+	} else if (r < 0) {
 		fail_line(c, "cannot read the events: %s", store_errmsg(c->store));
-		return CTL_FAIL;
+		r = CTL_FAIL;
 	}
+	for (size_t i = 0; i < cps.n && r == 0; i++)
+		r = check_checkpoint(c, &cps.list[i], checked);
+	free(cps.list);
+	if (r != 0)
+		return r;
 	printf("verify: OK, %lld events checked, hash chain intact (%.2f s)\n", (long long)checked,
 	       (double)(util_mono_ms() - t0) / 1000.0);
 	return CTL_OK;
@@ -1092,7 +1223,8 @@ static const struct command {
 	{"payments", cmd_payments, "list payments (--status S, --stale)"},
 	{"outbox", cmd_outbox, "list the delivery backlog (--dead: dead letters)"},
 	{"stats", cmd_stats, "counts by status and source, reconciled, conflicts, backlog"},
-	{"verify", cmd_verify, "check the hash chain; exit 1 naming the first bad row"},
+	{"verify", cmd_verify,
+	 "check the hash chain (and published checkpoints); exit 1 naming the first bad row"},
 	{"replay", cmd_replay, "queue an event for delivery again: replay EVENT_ID"},
 	{"backup", cmd_backup, "consistent copy of the live database: backup PATH"},
 };

@@ -22,6 +22,7 @@
 #include <microhttpd.h>
 
 #include "config.h"
+#include "gate.h"
 #include "log.h"
 #include "netaddr.h"
 #include "util.h"
@@ -36,6 +37,7 @@ struct http_server {
 	struct http_request *parked; /* under mu: suspended requests whose owner has not replied */
 	int resuming;		     /* atomic: MHD_resume_connection calls under way */
 	bool suspend_ok;
+	struct gate *gate; /* the front door of a gated listener (accepts for MHD), or NULL */
 };
 
 enum req_state { REQ_READING, REQ_WAITING, REQ_READY };
@@ -66,6 +68,7 @@ struct http_request {
 	const char *content_type;
 	/* "Name: value" lines joined by CRLF */
 	char extra_header[1024];
+	int64_t deadline;   /* monotonic ms by which the body must be in; 0 = none */
 	max_align_t data[]; /* the route's req_data */
 };
 
@@ -331,6 +334,8 @@ static enum MHD_Result queue_reply(struct http_request *req)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
+	bool close_it =
+		req->srv->gate != NULL && strncasecmp(req->extra_header, "Connection:", 11) != 0;
 
 	resp = MHD_create_response_from_buffer(req->reply_len, req->reply, MHD_RESPMEM_MUST_FREE);
 	if (resp == NULL)
@@ -351,6 +356,9 @@ static enum MHD_Result queue_reply(struct http_request *req)
 						colon[1] == ' ' ? colon + 2 : colon + 1);
 		}
 	}
+	/* Every request of a gated listener comes through the gate on a new connection. */
+	if (close_it)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(req->conn, req->status, resp);
 	MHD_destroy_response(resp);
 	metrics_http(req->route != NULL ? req->route->ep : METRICS_EP_OTHER, req->status);
@@ -410,6 +418,38 @@ static void client_address(struct MHD_Connection *conn, char *out, size_t n)
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
 			  out, (socklen_t)n);
+}
+
+static int connection_fd(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+	return ci != NULL ? ci->connect_fd : -1;
+}
+
+/* A gated request's body must be in by its deadline (the gate saw its head in time). MHD's
+ * idle timeout of the connection is kept within the time left (plus a second), so a client
+ * that goes quiet is dropped by then; one that trickles is answered 408 on its next byte. Returns
+ * false (408 written, the caller closes) past the deadline. */
+static bool within_deadline(struct http_request *req)
+{
+	int64_t left;
+
+	if (req->deadline == 0)
+		return true;
+	left = req->deadline - util_mono_ms();
+	if (left <= 0) {
+		gate_reply_timeout(req->srv->gate, connection_fd(req->conn), req->remote);
+		return false;
+	}
+	/* A second past the deadline, so that the next byte of a trickle arrives (and gets its
+	 * 408) before the idle timeout closes the connection without a word. */
+	left = (left + 999) / 1000 + 1;
+	if (left > (int64_t)req->srv->opts.connection_timeout_s)
+		left = req->srv->opts.connection_timeout_s;
+	MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)left);
+	return true;
 }
 
 static bool append_body(struct http_request *req, const char *data, size_t len)
@@ -499,6 +539,8 @@ static struct http_request *new_request(struct http_server *srv, struct MHD_Conn
 	req->method = method;
 	req->route = route;
 	req->refs = 1; /* MHD's, dropped by on_completed */
+	if (srv->gate != NULL)
+		req->deadline = gate_deadline(srv->gate, connection_fd(conn));
 	client_address(conn, req->peer, sizeof(req->peer));
 	netaddr_client(srv->opts.trusted_proxies, req->peer,
 		       MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For"),
@@ -573,6 +615,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (req == NULL)
 			return MHD_NO;
 		*con_cls = req;
+		if (!within_deadline(req))
+			return MHD_NO;
 		return route == NULL ? reply_no_route(req, path_known) : on_headers(req);
 	}
 	if (*upload_data_size != 0) {
@@ -581,6 +625,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*upload_data_size = 0;
 		if (req->state != REQ_READING)
 			return MHD_YES;
+		if (!within_deadline(req))
+			return MHD_NO;
 		return append_body(req, upload_data, len) ? MHD_YES : MHD_NO;
 	}
 	/* Acquire: a reply set on another thread (http_reply of a suspended request) is read
@@ -640,6 +686,124 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warn("http: %s suppressed=%llu", line, sup);
 }
 
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct http_server *srv = cls;
+	const union MHD_ConnectionInfo *ci;
+
+	(void)socket_context;
+	if (toe != MHD_CONNECTION_NOTIFY_CLOSED || srv->gate == NULL)
+		return;
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	gate_closed(srv->gate, ci != NULL ? ci->client_addr : NULL);
+}
+
+static int hand_off(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct http_server *srv = arg;
+
+	return MHD_add_connection(srv->d, fd, sa, len) == MHD_YES ? 0 : -EIO;
+}
+
+/* A gated listener's own socket (the gate accepts; MHD gets sockets from it). */
+static int open_listener(const struct addrinfo *ai)
+{
+	int one = 1;
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ai->ai_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+static int start_gate(struct http_server *srv, int fd)
+{
+	const struct http_opts *o = &srv->opts;
+	struct gate_opts go = {
+		.name = srv->name,
+		.listen_fd = fd,
+		.max_connections = o->max_connections,
+		.max_per_ip = o->max_connections_per_ip,
+		.request_timeout_ms = (long)o->request_timeout_s * 1000,
+		.idle_timeout_ms = (long)o->connection_timeout_s * 1000,
+		.hand_off = hand_off,
+		.arg = srv,
+	};
+
+	return gate_start(&go, &srv->gate);
+}
+
+/* Starts MHD: listening itself, or (gated) fed by the gate with MHD_add_connection. */
+static struct MHD_Daemon *start_mhd(struct http_server *srv, const struct addrinfo *ai, bool gated)
+{
+	const struct http_opts *o = &srv->opts;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	struct MHD_OptionItem opts[8];
+	size_t n = 0;
+
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	if (o->threads > 0)
+		flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+	else
+		flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
+	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
+					    (intptr_t)o->connection_timeout_s, NULL};
+	opts[n++] =
+		(struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv};
+	if (gated) {
+		/* The gate keeps the count: MHD's own limit must never refuse what it admitted
+		 * (a refusal inside MHD's thread would not be reported back). */
+		flags |= MHD_USE_NO_LISTEN_SOCKET;
+		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
+						    (intptr_t)o->max_connections * 2 + 64, NULL};
+		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
+						    (intptr_t)on_connection, srv};
+	} else {
+		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
+		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
+						    (intptr_t)o->max_connections, NULL};
+	}
+	if (o->threads > 1)
+		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
+						    (intptr_t)o->threads, NULL};
+	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+	return MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY, opts,
+				MHD_OPTION_END);
+}
+
+/* Gated: our listener and the gate in front of MHD. 0 or -errno with a line in err. */
+static int start_gated(struct http_server *srv, const struct addrinfo *ai, char *err,
+		       size_t err_len)
+{
+	int fd = open_listener(ai);
+	int r;
+
+	if (fd < 0) {
+		snprintf(err, err_len, "http %s: cannot listen on %s: %s", srv->name,
+			 srv->opts.listen, fd == -EADDRINUSE ? "address in use" : "not local?");
+		return fd;
+	}
+	srv->d = start_mhd(srv, ai, true);
+	r = srv->d != NULL ? start_gate(srv, fd) : -EIO;
+	if (r < 0) {
+		close(fd);
+		snprintf(err, err_len, "http %s: cannot start the server", srv->name);
+	}
+	return r;
+}
+
 int http_start(const struct http_opts *o, struct http_server **ret, char *err, size_t err_len)
 {
 	struct http_server *srv;
@@ -647,7 +811,7 @@ int http_start(const struct http_opts *o, struct http_server **ret, char *err, s
 				 .ai_socktype = SOCK_STREAM};
 	struct addrinfo *ai = NULL;
 	char host[256], port_s[8];
-	unsigned port, flags;
+	unsigned port;
 	int rc;
 
 	if (config_split_listen(o->listen, host, sizeof(host), &port) < 0) {
@@ -670,29 +834,21 @@ int http_start(const struct http_opts *o, struct http_server **ret, char *err, s
 	srv->opts = *o;
 	pthread_mutex_init(&srv->mu, NULL);
 	snprintf(srv->name, sizeof(srv->name), "%s", o->name);
-	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-	if (ai->ai_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	if (o->threads > 0) {
-		flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-		srv->suspend_ok = true;
+	srv->suspend_ok = o->threads > 0;
+	if (o->threads > 0 && o->request_timeout_s > 0) {
+		rc = start_gated(srv, ai, err, err_len);
 	} else {
-		flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+		srv->d = start_mhd(srv, ai, false);
+		rc = srv->d != NULL ? 0 : -EADDRINUSE;
+		if (rc < 0)
+			snprintf(err, err_len,
+				 "http %s: cannot listen on %s (address in use or not local?)",
+				 o->name, o->listen);
 	}
-	srv->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv,
-				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-				  ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
-				  MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
-				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-				  o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-				  o->threads > 1 ? o->threads : 0, MHD_OPTION_END);
 	freeaddrinfo(ai);
-	if (srv->d == NULL) {
-		snprintf(err, err_len,
-			 "http %s: cannot listen on %s (address in use or not local?)", o->name,
-			 o->listen);
-		free(srv);
-		return -EADDRINUSE;
+	if (rc < 0) {
+		http_free(srv);
+		return rc;
 	}
 	*ret = srv;
 	return 0;
@@ -700,8 +856,11 @@ int http_start(const struct http_opts *o, struct http_server **ret, char *err, s
 
 unsigned http_port(struct http_server *srv)
 {
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
+	const union MHD_DaemonInfo *di;
 
+	if (srv->gate != NULL)
+		return gate_port(srv->gate);
+	di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
 	return di != NULL ? di->port : 0;
 }
 
@@ -713,9 +872,13 @@ void http_stop(struct http_server *srv, long drain_ms)
 
 	if (srv == NULL)
 		return;
-	fd = MHD_quiesce_daemon(srv->d);
-	if (fd != MHD_INVALID_SOCKET)
-		close(fd);
+	if (srv->gate != NULL) {
+		gate_stop(srv->gate); /* closes the listener and the heads still arriving */
+	} else {
+		fd = MHD_quiesce_daemon(srv->d);
+		if (fd != MHD_INVALID_SOCKET)
+			close(fd);
+	}
 	/* Requests we owe a reply (their event is with the writer) are answered before the
 	 * server stops; from now on a callback is answered 503 instead of waiting, and a client
 	 * still sending its body is cut off and will retry. MHD must not be stopped with a
@@ -743,8 +906,10 @@ void http_free(struct http_server *srv)
 {
 	if (srv == NULL)
 		return;
+	gate_stop(srv->gate);
 	if (srv->d != NULL)
 		MHD_stop_daemon(srv->d);
+	gate_free(srv->gate);
 	pthread_mutex_destroy(&srv->mu);
 	free(srv);
 }

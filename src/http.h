@@ -31,7 +31,13 @@ struct http_opts {
 	const char *listen; /* HOST:PORT */
 	unsigned threads;   /* 0 = thread per connection (admin: handlers may block) */
 	unsigned max_connections;
-	unsigned connection_timeout_s;
+	unsigned connection_timeout_s; /* idle */
+	/* With threads > 0 and request_timeout_s > 0 the listener is gated (gate.h): a request
+	 * must be complete this long after its connection was accepted (408), each TCP peer
+	 * may hold max_connections_per_ip connections (0 = no limit), and every reply closes
+	 * its connection, so that each request passes the gate. */
+	unsigned request_timeout_s;
+	unsigned max_connections_per_ip;
 	size_t max_body;
 	/* Peers whose X-Forwarded-For / Forwarded name the client (NULL or empty: none). */
 	const struct netaddr_list *trusted_proxies;

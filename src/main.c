@@ -21,6 +21,7 @@
 #include "http.h"
 #include "ingest.h"
 #include "log.h"
+#include "maintain.h"
 #include "metrics.h"
 #include "openapi.h"
 #include "reconcile.h"
@@ -43,6 +44,7 @@ struct daemon {
 	struct reconcile *rec;
 	struct api *api;
 	struct ingest *ingest;
+	struct maintain *maint;
 	struct http_server *pub, *admin;
 	struct store_sink sinks[CONFIG_MAX_SINKS];
 	struct http_route pub_routes[4], admin_routes[MAX_ROUTES];
@@ -187,7 +189,17 @@ static int start_workers(struct daemon *d, char *err, size_t err_len)
 		if (r < 0)
 			return r;
 	}
-	return api_new(d->cfg, d->store, d->rec, &d->api, err, err_len);
+	r = api_new(d->cfg, d->store, d->rec, &d->api, err, err_len);
+	if (r < 0)
+		return r;
+	return maintain_start(
+		&(struct maintain_opts){.store = d->store,
+					.checkpoint_interval_s = d->cfg->checkpoint_interval * 60,
+					.checkpoint_key = d->cfg->checkpoint_key,
+					.retention_days = d->cfg->retention_days,
+					.prune_batch = 300,
+					.prune_pause_ms = 20},
+		&d->maint, err, err_len);
 }
 
 static int build_routes(struct daemon *d, char *err, size_t err_len)
@@ -236,6 +248,8 @@ static int start_listeners(struct daemon *d, char *err, size_t err_len)
 					    : (unsigned)(nproc > 0 ? nproc : 2),
 		.max_connections = (unsigned)cfg->max_connections,
 		.connection_timeout_s = (unsigned)cfg->connection_timeout,
+		.request_timeout_s = (unsigned)cfg->request_timeout,
+		.max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
 		.max_body = (size_t)cfg->max_body,
 		.trusted_proxies = &cfg->proxies,
 		.routes = d->pub_routes,
@@ -305,14 +319,17 @@ static void block_signals(void)
 }
 
 /* Order matters: stop taking callbacks and let those in flight commit, stop the threads that
- * use the writer, then the writer (it drains its queue) and the database; only then free the
- * listeners, since the writer may still answer a callback that http_stop gave up on. */
+ * use the writer, then the writer (it drains its queue), log the final chain checkpoint, close
+ * the database; only then free the listeners, since the writer may still answer a callback
+ * that http_stop gave up on. */
 static void drain(struct daemon *d)
 {
 	http_stop(d->pub, d->cfg->drain_timeout * 1000);
 	http_stop(d->admin, ADMIN_DRAIN_MS);
 	reconcile_stop(d->rec);
 	forward_stop(d->fwd);
+	store_writer_stop(d->store); /* everything committed: the last checkpoint is the head */
+	maintain_stop(d->maint);
 	store_close(d->store);
 	http_free(d->pub);
 	http_free(d->admin);

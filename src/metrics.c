@@ -50,6 +50,20 @@ static const struct {
 				       "outcome=\"delivered\""},
 	[METRICS_FORWARD_FAILED] = {"hookd_forward_total", NULL, "outcome=\"retry\""},
 	[METRICS_FORWARD_DEAD] = {"hookd_forward_total", NULL, "outcome=\"dead\""},
+	[METRICS_HTTP_REFUSED_PER_IP] = {"hookd_http_rejected_total",
+					 "Connections or requests of the public listener refused "
+					 "before reaching a handler, by reason",
+					 "reason=\"per_ip_limit\""},
+	[METRICS_HTTP_REFUSED_CAPACITY] = {"hookd_http_rejected_total", NULL,
+					   "reason=\"capacity\""},
+	[METRICS_HTTP_REQUEST_TIMEOUT] = {"hookd_http_rejected_total", NULL,
+					  "reason=\"request_timeout\""},
+	[METRICS_HTTP_BAD_FRAMING] = {"hookd_http_rejected_total", NULL,
+				      "reason=\"bad_content_length\""},
+	[METRICS_PRUNED_RECEIPTS] = {"hookd_pruned_total",
+				     "Rows deleted by retention (store.retention_days), by table",
+				     "table=\"receipts\""},
+	[METRICS_PRUNED_OUTBOX] = {"hookd_pruned_total", NULL, "table=\"outbox\""},
 };
 
 #define MAX_GAUGES 32

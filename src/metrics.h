@@ -28,6 +28,12 @@ enum metrics_counter {
 	METRICS_FORWARD_DELIVERED,
 	METRICS_FORWARD_FAILED,
 	METRICS_FORWARD_DEAD,
+	METRICS_HTTP_REFUSED_PER_IP,   /* connection closed at accept: its address holds too many */
+	METRICS_HTTP_REFUSED_CAPACITY, /* ... the listener is full (or only its reserve is left) */
+	METRICS_HTTP_REQUEST_TIMEOUT,  /* 408: request not complete within request_timeout */
+	METRICS_HTTP_BAD_FRAMING,      /* 400/413 for a malformed Content-Length, before MHD */
+	METRICS_PRUNED_RECEIPTS,       /* retention */
+	METRICS_PRUNED_OUTBOX,
 	METRICS__COUNT,
 };
 

@@ -169,6 +169,13 @@ void store_req_reconcile(struct store_req *r, struct store_reconcile_update *u, 
 	r->u.reconcile.n = n;
 }
 
+void store_req_prune(struct store_req *r, int64_t before_ms, long limit)
+{
+	req_init(r, STORE_REQ_PRUNE);
+	r->u.prune.before_ms = before_ms;
+	r->u.prune.limit = limit;
+}
+
 /* ---- the writer ---- */
 
 /* Per-transaction tallies, added to the statistics after a successful commit. */
@@ -224,6 +231,14 @@ static void observe(uint64_t *buckets, const double *bounds, size_t n, double v)
 	__atomic_fetch_add(&buckets[i], 1, __ATOMIC_RELAXED);
 }
 
+/* One request, inside the open transaction: the backend's apply(), or its optional prune(). */
+static int apply_one(struct store *s, struct store_req *r)
+{
+	if (r->kind == STORE_REQ_PRUNE)
+		return s->be->prune != NULL ? s->be->prune(s, r) : -ENOTSUP;
+	return s->be->apply(s, r);
+}
+
 /* Runs each request of the batch in a savepoint of one open transaction. Returns 0, or the
  * storage error that stopped it (the caller rolls back). */
 static int apply_batch(struct store *s, struct store_req *batch)
@@ -237,7 +252,7 @@ static int apply_batch(struct store *s, struct store_req *batch)
 		err = be->savepoint(s);
 		if (err < 0)
 			break;
-		e = be->apply(s, r);
+		e = apply_one(s, r);
 		if (e < 0 && storage_error(e))
 			return e;
 		if (e < 0) {
@@ -327,7 +342,10 @@ static void *writer_main(void *arg)
 		if (s->head == NULL)
 			break; /* stopping and drained */
 		batch = last = s->head;
-		while (last->next != NULL && (long)n < s->opts.batch_max) {
+		/* A prune batch runs in a transaction of its own (and ends the batch before it),
+		 * so that no callback's commit carries its deletes. */
+		while (last->next != NULL && (long)n < s->opts.batch_max &&
+		       last->kind != STORE_REQ_PRUNE && last->next->kind != STORE_REQ_PRUNE) {
 			last = last->next;
 			n++;
 		}
@@ -443,7 +461,7 @@ int store_apply_now(struct store *s, struct store_req *r)
 	r->result = 0;
 	err = s->be->begin(s);
 	if (err == 0) {
-		int e = s->be->apply(s, r);
+		int e = apply_one(s, r);
 
 		if (e < 0 && storage_error(e))
 			err = e;
@@ -508,6 +526,13 @@ int store_count(struct store *s, const char *table, int64_t *ret)
 		if (strcmp(table, allowed[i]) == 0)
 			return s->be->count(s, allowed[i], ret);
 	return -EINVAL;
+}
+
+int store_chain_head(struct store *s, int64_t *ret_id, uint8_t ret_hash[STORE_HASH_LEN])
+{
+	if (s->be->chain_head == NULL)
+		return -ENOTSUP;
+	return s->be->chain_head(s, ret_id, ret_hash);
 }
 
 int store_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, char *why,

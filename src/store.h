@@ -72,6 +72,7 @@ enum store_req_kind {
 	STORE_REQ_OUTCOMES,  /* record delivery outcomes of outbox rows still pending */
 	STORE_REQ_REPLAY,    /* queue an event again for delivery */
 	STORE_REQ_RECONCILE, /* poll schedule changes, each optionally with a learned event */
+	STORE_REQ_PRUNE,     /* retention: old receipts and delivered outbox rows, one batch */
 };
 
 /* One unit of work. The submitter owns the memory (and anything it points to) until done()
@@ -98,6 +99,11 @@ struct store_req {
 			struct store_reconcile_update *list;
 			size_t n;
 		} reconcile;
+		struct {
+			int64_t before_ms;	 /* rows older than this (unix ms) */
+			long limit;		 /* at most this many of each table */
+			size_t receipts, outbox; /* set by the writer: rows deleted */
+		} prune;
 	} u;
 	/* set by the writer before done() */
 	int result; /* 0, or -ENOSPC / -EAGAIN / -EIO / -EINVAL / -EEXIST / -ENOENT / -ESHUTDOWN */
@@ -128,6 +134,11 @@ void store_req_replay(struct store_req *r, int64_t event_id, const char *sink, c
  * must commit before a status request is sent (only_if_watched, last_polled_at = now,
  * next_poll_at = the earliest safe re-poll) and poll results (event + schedule). */
 void store_req_reconcile(struct store_req *r, struct store_reconcile_update *u, size_t n);
+/* One retention batch: at most limit receipts and at most limit delivered outbox rows whose
+ * time (received_at, delivered_at) is before before_ms, oldest first. The writer runs it in a
+ * transaction of its own, so callbacks queued behind it wait one short batch at most. Events
+ * (and their hash chain) are never pruned. result -ENOTSUP where the backend cannot prune. */
+void store_req_prune(struct store_req *r, int64_t before_ms, long limit);
 
 int store_writer_start(struct store *s) __attribute__((warn_unused_result));
 /* Refuses new requests, finishes what is queued, joins the writer thread. */
@@ -163,6 +174,9 @@ int store_events_plan(struct store *s, const struct store_event_filter *f, char 
 		      size_t out_len);
 /* Rows of table: events, payments, receipts or outbox (-EINVAL for anything else). */
 int store_count(struct store *s, const char *table, int64_t *ret);
+/* The newest event's id and hash (0 and zeros when there is none): the chain head a
+ * checkpoint publishes. -ENOTSUP where the backend cannot tell, -EIO on a storage error. */
+int store_chain_head(struct store *s, int64_t *ret_id, uint8_t ret_hash[STORE_HASH_LEN]);
 /* Walks the hash chain. 0 with *ret_checked rows when intact; -EBADMSG with *ret_bad_id and a
  * reason in why when not; -EIO on a storage error. */
 int store_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, char *why,

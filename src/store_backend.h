@@ -84,6 +84,13 @@ struct store_backend {
 				  int (*fn)(void *arg, const struct store_outbox_row *r),
 				  void *arg);
 	int (*console_last_event_id)(struct store *s, int64_t *ret);
+
+	/* Optional (NULL: store_chain_head gives -ENOTSUP): the newest event's id and hash. */
+	int (*chain_head)(struct store *s, int64_t *ret_id, uint8_t ret_hash[STORE_HASH_LEN]);
+	/* Optional (NULL: a prune request gives -ENOTSUP): inside the writer's transaction,
+	 * deletes at most limit receipts and at most limit delivered outbox rows older than
+	 * before_ms (oldest first; events are never pruned). Sets r->u.prune's counts. */
+	int (*prune)(struct store *s, struct store_req *r);
 };
 
 extern const struct store_backend store_backend_sqlite;

@@ -182,6 +182,8 @@ static int sqlite_apply(struct store *s, struct store_req *r)
 		return store_sqlite_apply_replay(s, r);
 	case STORE_REQ_RECONCILE:
 		return store_sqlite_apply_reconcile(s, r);
+	case STORE_REQ_PRUNE:
+		break; /* store.c hands it to .prune */
 	}
 	return -EINVAL;
 }
@@ -218,4 +220,6 @@ const struct store_backend store_backend_sqlite = {
 	.console_receipts = store_sqlite_console_receipts,
 	.console_deliveries = store_sqlite_console_deliveries,
 	.console_last_event_id = store_sqlite_console_last_event_id,
+	.chain_head = store_sqlite_chain_head,
+	.prune = store_sqlite_prune,
 };

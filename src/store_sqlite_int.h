@@ -1,8 +1,8 @@
 /* Internals of the SQLite backend (store_sqlite*.c), one file per job: store_sqlite.c (the
  * backend table, open, close, transactions), _util (statements, binding, errors), _event (the
  * event and track requests), _outbox, _reconcile, _query (payments, events, counts), _audit
- * (verify, orphans, statistics, query plans), _migrate (schema versions) and _backup (online
- * copies). Not for other modules. */
+ * (verify, orphans, statistics, query plans), _prune (retention), _migrate (schema versions)
+ * and _backup (online copies). Not for other modules. */
 #pragma once
 
 #include <sqlite3.h>
@@ -141,6 +141,10 @@ int store_sqlite_console_deliveries(struct store *s, const char *payment_id,
 				    int (*fn)(void *arg, const struct store_outbox_row *r),
 				    void *arg);
 int store_sqlite_console_last_event_id(struct store *s, int64_t *ret);
+
+/* ---- store_sqlite_prune.c (writer) ---- */
+
+int store_sqlite_prune(struct store *s, struct store_req *r);
 
 /* ---- store_sqlite_backup.c ---- */
 

@@ -680,17 +680,14 @@ START_TEST(filter_parameters_are_validated)
 	ck_assert_int_eq(audit_filter_set(&f, "limit", "0", why, sizeof(why)), -EINVAL);
 	ck_assert_int_eq(audit_filter_set(&f, "limit", "-3", why, sizeof(why)), -EINVAL);
 	ck_assert_int_eq(audit_filter_set(&f, "after_id", "x1", why, sizeof(why)), -EINVAL);
-	ck_assert_int_eq(audit_filter_set(&f, "since", "yesterday", why, sizeof(why)),
-			 -EINVAL);
-	ck_assert_int_eq(audit_filter_set(&f, "status", "REFUNDED", why, sizeof(why)),
-			 -EINVAL);
+	ck_assert_int_eq(audit_filter_set(&f, "since", "yesterday", why, sizeof(why)), -EINVAL);
+	ck_assert_int_eq(audit_filter_set(&f, "status", "REFUNDED", why, sizeof(why)), -EINVAL);
 	ck_assert_int_eq(audit_filter_set(&f, "source", "web", why, sizeof(why)), -EINVAL);
 	ck_assert_int_eq(audit_filter_set(&f, "colour", "red", why, sizeof(why)), -ENOENT);
 	ck_assert_int_eq(audit_filter_set(&f, "source", "Reconcile", why, sizeof(why)), 0);
 	ck_assert_str_eq(f.source, "reconcile");
-	ck_assert_int_eq(audit_filter_set(&f, "until", "2026-08-12T10:15:30.5+07:00", why,
-						sizeof(why)),
-			 0);
+	ck_assert_int_eq(
+		audit_filter_set(&f, "until", "2026-08-12T10:15:30.5+07:00", why, sizeof(why)), 0);
 	ck_assert_int_eq(f.until_ms, 1786504530500LL);
 }
 END_TEST
@@ -917,7 +914,7 @@ static void tamper_setup(void)
 {
 	char id[32];
 
-	hk_daemon_init(&d, NO_RECONCILE);
+	hk_daemon_init(&d, NO_RECONCILE "[store]\ncheckpoint_key = audit-checkpoint-key-0001\n");
 	ck_assert_msg(hk_daemon_start(&d) == 0, "daemon did not become ready (log: %s)", d.log);
 	for (int i = 1; i <= TAMPER_EVENTS; i++) {
 		snprintf(id, sizeof(id), "KOMPAY-T%d", i);
@@ -1349,6 +1346,260 @@ START_TEST(verify_and_query_100k_events)
 }
 END_TEST
 
+/* ---- chain checkpoints (issue 14): the tail deleted with its receipts ---- */
+
+/* The last "checkpoint=ID:HASH" the daemon logged into out (the shutdown one). */
+static void last_checkpoint(char *out, size_t n)
+{
+	char *log = slurp(d.log), *at = log, *next;
+
+	out[0] = '\0';
+	while ((next = strstr(at, "checkpoint=")) != NULL) {
+		snprintf(out, n, "%.*s", (int)strcspn(next + 11, " \n"), next + 11);
+		at = next + 11;
+	}
+	free(log);
+	ck_assert_msg(out[0] != '\0', "no checkpoint in %s", d.log);
+}
+
+static void assert_ctl_fails(const char *needle, const char *const *args)
+{
+	struct run r;
+
+	ctl_argv(&r, args);
+	ck_assert_msg(r.rc == 1, "exit %d: %s%s", r.rc, r.out, r.err);
+	ck_assert_msg(strstr(r.out, needle) != NULL, "'%s' not in: %s", needle, r.out);
+	fprintf(stderr, "%s", r.out);
+	run_free(&r);
+}
+
+START_TEST(checkpoint_catches_a_deleted_tail)
+{
+	char cp[128], cp_id[32], wrong[128], want[128];
+	struct run r;
+
+	last_checkpoint(cp, sizeof(cp));
+	snprintf(cp_id, sizeof(cp_id), "%.*s", (int)strcspn(cp, ":"), cp);
+	ck_assert_str_eq(cp_id, "10"); /* the head at shutdown */
+	ck_assert(hk_log_contains(&d, "chain head published reason=shutdown"));
+	CTL(&r, "--db", d.db, "verify", "--checkpoint", cp);
+	ck_assert_msg(r.rc == 0 && strstr(r.out, "reached") != NULL, "%s%s", r.out, r.err);
+	run_free(&r);
+
+	/* The newest three events go, with their receipts and outbox rows: the file alone no
+	 * longer shows it ... */
+	attack("DROP TRIGGER events_no_delete; DELETE FROM receipts WHERE event_id > 7;"
+	       "DELETE FROM outbox WHERE event_id > 7; DELETE FROM events WHERE id > 7");
+	CTL(&r, "--db", d.db, "verify");
+	ck_assert_msg(r.rc == 0 && strstr(r.out, "OK, 7 events checked") != NULL, "%s%s", r.out,
+		      r.err);
+	run_free(&r);
+	/* ... the published checkpoint does, naming the gap, from the command line or from the
+	 * log itself ... */
+	snprintf(want, sizeof(want), "checkpoint 10:%.12s... not reached: the chain ends at 7",
+		 cp + 3);
+	assert_ctl_fails(want,
+			 (const char *const[]){"--db", d.db, "verify", "--checkpoint", cp, NULL});
+	assert_ctl_fails(
+		want, (const char *const[]){"--db", d.db, "verify", "--checkpoints", d.log, NULL});
+	/* ... and a checkpoint whose event exists with another hash is a rewritten chain. */
+	snprintf(wrong, sizeof(wrong), "5:%s", cp + 3);
+	assert_ctl_fails("checkpoint 5:", (const char *const[]){"--db", d.db, "verify",
+								"--checkpoint", wrong, NULL});
+	assert_ctl_fails(
+		"does not match: event 5 has hash",
+		(const char *const[]){"--db", d.db, "verify", "--checkpoint", wrong, NULL});
+}
+END_TEST
+
+START_TEST(checkpoint_mac_is_checked)
+{
+	char cp[128], line[512], path[400], *log = slurp(d.log), *at;
+	struct run r;
+	FILE *f;
+
+	/* The fixture's daemon signs its checkpoints (store.checkpoint_key); komerce-hookctl
+	 * with the same configuration checks the signature ... */
+	at = strstr(log, "reason=shutdown checkpoint=");
+	ck_assert_ptr_nonnull(at);
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(at, "\n"), at);
+	free(log);
+	ck_assert_msg(strstr(line, " mac=") != NULL, "unsigned: %s", line);
+	CTL(&r, "-c", d.conf, "verify", "--checkpoints", d.log);
+	ck_assert_msg(r.rc == 0 && strstr(r.out, "reached\n") != NULL, "%s%s", r.out, r.err);
+	run_free(&r);
+	/* ... and refuses a line whose hash was changed to match a rewritten chain. */
+	last_checkpoint(cp, sizeof(cp));
+	at = strstr(line, "mac=");
+	snprintf(path, sizeof(path), "%s/forged.txt", d.dir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "checkpoint=9:%s %s\n", cp + 3, at);
+	fclose(f);
+	assert_ctl_fails(
+		"has a mac that store.checkpoint_key did not make",
+		(const char *const[]){"-c", d.conf, "verify", "--checkpoints", path, NULL});
+}
+END_TEST
+
+/* ---- retention (issue 14): a large backlog pruned while callbacks keep coming ---- */
+
+#define OLD_EVENTS	20000
+#define RECEIPT_COPIES	4 /* extra receipts per old event */
+#define OUTBOX_COPIES	3 /* delivered outbox rows per old event */
+#define RETENTION_CHUNK 2000
+
+/* OLD_EVENTS events received 30 days ago, through the store writer (daemon stopped). */
+static void seed_old_events(void)
+{
+	struct store_opts o = {.path = d.db, .busy_timeout_ms = 5000, .batch_max = 1024};
+	struct store_req *reqs = calloc(RETENTION_CHUNK, sizeof(*reqs));
+	char(*raw)[128] = calloc(RETENTION_CHUNK, 128);
+	int64_t old = util_now_ms() - 30LL * 24 * 3600 * 1000;
+	struct store *s;
+	char err[512];
+	long submitted = 0;
+
+	big_done = big_failed = 0;
+	ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(store_writer_start(s), 0);
+	for (int base = 0; base < OLD_EVENTS; base += RETENTION_CHUNK) {
+		for (int i = 0; i < RETENTION_CHUNK; i++) {
+			struct event ev;
+
+			memset(&ev, 0, sizeof(ev));
+			snprintf(ev.payment_id, sizeof(ev.payment_id), "KOMPAY-OLD-%d", base + i);
+			ev.status = PAYMENT_PAID;
+			ev.amount = 1000;
+			ev.source = EVENT_SOURCE_CALLBACK;
+			snprintf(raw[i], 128, "{\"payment_id\":\"%s\",\"status\":\"PAID\"}",
+				 ev.payment_id);
+			ev.raw = raw[i];
+			ev.raw_len = strlen(raw[i]);
+			store_req_event(&reqs[i], &ev);
+			reqs[i].received_at = old + base + i;
+			reqs[i].done = big_req_done;
+			ck_assert_int_eq(store_submit(s, &reqs[i]), 0);
+			submitted++;
+		}
+		ck_assert(hk_wait_until(chunk_done, &submitted, 120000));
+	}
+	ck_assert_int_eq(big_failed, 0);
+	store_close(s);
+	free(reqs);
+	free(raw);
+	for (int i = 0; i < RECEIPT_COPIES; i++)
+		attack("INSERT INTO receipts (event_id, source, remote_addr, received_at) "
+		       "SELECT id, 'callback', '203.0.113.9', received_at FROM events");
+	for (int i = 0; i < OUTBOX_COPIES; i++)
+		attack("INSERT INTO outbox (event_id, payment_id, sink, state, attempts, "
+		       "next_attempt_at, created_at, delivered_at) SELECT id, payment_id, 'app', "
+		       "'delivered', 0, received_at, received_at, received_at + 5 FROM events");
+}
+
+struct latency {
+	long long n, failed, total_ms, worst_ms;
+	long long ms[20000];
+};
+
+/* One signed callback, timed. */
+static void timed_post(struct latency *l, const char *tag)
+{
+	char body[256];
+	struct hk_reply r;
+	long long t0 = hk_mono_ms(), ms;
+
+	snprintf(body, sizeof(body),
+		 "{\"payment_id\":\"KOMPAY-%s-%lld\",\"status\":\"PAID\",\"amount\":1}", tag, l->n);
+	l->failed += hk_post_callback(&d, body, HK_CALLBACK_KEY, &r) != 200;
+	ms = hk_mono_ms() - t0;
+	if (l->n < (long long)(sizeof(l->ms) / sizeof(l->ms[0])))
+		l->ms[l->n] = ms;
+	l->n++;
+	l->total_ms += ms;
+	if (ms > l->worst_ms)
+		l->worst_ms = ms;
+}
+
+static int cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return (x > y) - (x < y);
+}
+
+static long long p99(struct latency *l)
+{
+	size_t n = l->n < 20000 ? (size_t)l->n : 20000;
+
+	qsort(l->ms, n, sizeof(l->ms[0]), cmp_ll);
+	return n > 0 ? l->ms[n * 99 / 100] : 0;
+}
+
+static struct latency base_lat, prune_lat;
+
+START_TEST(retention_prunes_a_backlog_while_callbacks_get_200)
+{
+	long long receipts0, outbox0, t0, prune_ms = 0;
+	FILE *f;
+	struct run r;
+
+	hk_daemon_init(&d, NO_RECONCILE);
+	ck_assert_int_eq(hk_daemon_start(&d), 0); /* creates the schema */
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+	seed_old_events();
+	receipts0 = hk_count(&d, "receipts");
+	outbox0 = hk_count(&d, "outbox");
+	ck_assert_int_eq(receipts0, OLD_EVENTS * (1 + RECEIPT_COPIES));
+	ck_assert_int_eq(outbox0, OLD_EVENTS * OUTBOX_COPIES);
+
+	/* The baseline: the same callbacks without pruning. */
+	memset(&base_lat, 0, sizeof(base_lat));
+	memset(&prune_lat, 0, sizeof(prune_lat));
+	ck_assert_int_eq(hk_daemon_start(&d), 0);
+	for (int i = 0; i < 300; i++)
+		timed_post(&base_lat, "BASE");
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+
+	/* Now with a retention of a day: the daemon prunes at start, callbacks keep coming. */
+	f = fopen(d.conf, "a");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[store]\nretention_days = 1\n");
+	fclose(f);
+	ck_assert_int_eq(hk_daemon_start(&d), 0);
+	t0 = hk_mono_ms();
+	while (hk_mono_ms() - t0 < 180000) {
+		timed_post(&prune_lat, "LOAD");
+		if (prune_lat.n % 25 == 0 && hk_log_contains(&d, "retention: pruned")) {
+			prune_ms = hk_mono_ms() - t0;
+			break;
+		}
+	}
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+	fprintf(stderr,
+		"retention: %lld receipts and %lld outbox rows pruned in about %lld ms; callbacks "
+		"without pruning: %lld, mean %lld ms, p99 %lld ms, max %lld ms; during pruning: "
+		"%lld, mean %lld ms, p99 %lld ms, max %lld ms\n",
+		receipts0, outbox0, prune_ms, base_lat.n, base_lat.total_ms / base_lat.n,
+		p99(&base_lat), base_lat.worst_ms, prune_lat.n,
+		prune_lat.total_ms / (prune_lat.n > 0 ? prune_lat.n : 1), p99(&prune_lat),
+		prune_lat.worst_ms);
+	ck_assert_msg(prune_ms > 0, "the backlog was not pruned within 180 s");
+	ck_assert_int_eq(base_lat.failed, 0);
+	ck_assert_int_eq(prune_lat.failed, 0);
+	ck_assert_int_ge(prune_lat.n, 25);
+	/* Generous: a callback never waits behind the whole backlog, only one batch. */
+	ck_assert_msg(prune_lat.worst_ms < 2000, "a callback waited %lld ms", prune_lat.worst_ms);
+	/* Old receipts and delivered rows are gone; every event and every new receipt stays. */
+	ck_assert_int_eq(hk_count(&d, "receipts"), base_lat.n + prune_lat.n);
+	ck_assert_int_eq(hk_count(&d, "outbox"), 0);
+	ck_assert_int_eq(hk_count(&d, "events"), OLD_EVENTS + base_lat.n + prune_lat.n);
+	CTL(&r, "--db", d.db, "verify");
+	ck_assert_msg(r.rc == 0, "%s%s", r.out, r.err);
+	run_free(&r);
+}
+END_TEST
+
 static Suite *audit_suite(void)
 {
 	Suite *s = suite_create("audit");
@@ -1356,6 +1607,7 @@ static Suite *audit_suite(void)
 	TCase *tamper = tcase_create("tamper");
 	TCase *load_tc = tcase_create("load");
 	TCase *size = tcase_create("limits");
+	TCase *retention = tcase_create("retention");
 
 	tcase_add_unchecked_fixture(core, core_setup, core_teardown);
 	tcase_add_test(core, events_json_has_every_field);
@@ -1383,7 +1635,14 @@ static Suite *audit_suite(void)
 	tcase_add_test(tamper, tamper_delete_tail);
 	tcase_add_test(tamper, tamper_swap_ids);
 	tcase_add_test(tamper, replay_while_running);
+	tcase_add_test(tamper, checkpoint_catches_a_deleted_tail);
+	tcase_add_test(tamper, checkpoint_mac_is_checked);
 	suite_add_tcase(s, tamper);
+
+	tcase_add_checked_fixture(retention, NULL, core_teardown);
+	tcase_add_test(retention, retention_prunes_a_backlog_while_callbacks_get_200);
+	tcase_set_timeout(retention, 400);
+	suite_add_tcase(s, retention);
 
 	tcase_add_checked_fixture(load_tc, NULL, core_teardown);
 	tcase_add_test(load_tc, ctl_and_backup_while_daemon_under_load);

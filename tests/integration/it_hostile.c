@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -592,18 +594,38 @@ static const struct row rows[] = {
 	{"Content-Length 99999999999", 413,
 	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: 99999999999\r\n"
 	     "Connection: close\r\n\r\n{")},
-	{"Content-Length 2^64", E_4XX_OR_CLOSED,
+	/* libmicrohttpd 0.9.75 answers these with its header block twice; the gate answers them
+	 * once, itself (every row's reply is checked for a single status line). */
+	{"Content-Length 2^64", 413,
 	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: 18446744073709551616\r\n"
 	     "Connection: close\r\n\r\n{")},
-	{"Content-Length -1", E_4XX_OR_CLOSED,
+	{"Content-Length -1", 400,
 	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: -1\r\n"
 	     "Connection: close\r\n\r\n{}")},
-	{"Content-Length abc", E_4XX_OR_CLOSED,
+	{"Content-Length abc", 400,
 	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: abc\r\n"
 	     "Connection: close\r\n\r\n{}")},
-	{"Content-Length 2x", E_4XX_OR_CLOSED,
+	{"Content-Length 2x", 400,
 	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: 2x\r\n"
 	     "Connection: close\r\n\r\n{}")},
+	{"Content-Length -5", 400,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: -5\r\n"
+	     "Connection: close\r\n\r\n{}")},
+	{"Content-Length +2", 400,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: +2\r\n"
+	     "Connection: close\r\n\r\n{}")},
+	{"Content-Length 0x2", 400,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: 0x2\r\n"
+	     "Connection: close\r\n\r\n{}")},
+	{"Content-Length empty", 400,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length:\r\n"
+	     "Connection: close\r\n\r\n{}")},
+	{"Content-Length 1e3", 400,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: 1e3\r\n"
+	     "Connection: close\r\n\r\n{}")},
+	{"Content-Length 2^70, keep-alive", 413,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS
+	     "Content-Length: 1180591620717411303424\r\n\r\n{}")},
 	{"two different Content-Lengths", E_4XX_OR_CLOSED,
 	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "X-Callback-Api-Key: {SIG}\r\n"
 	     "Content-Length: 2\r\nContent-Length: 40\r\nConnection: close\r\n\r\n"
@@ -694,8 +716,13 @@ static const struct row rows[] = {
 	 .flags = F_HALF_CLOSE},
 	{"request line of spaces", E_PROTO, RAW("     \r\n\r\n"), .flags = F_HALF_CLOSE},
 	/* pipelining */
-	{"two bad callbacks in one write", 400, 400, .gen = gen_pipelined_bad},
-	{"healthz and a bad callback in one write", 200, 400, .gen = gen_pipelined_health},
+	/* pipelining: every public reply closes its connection (each request must pass the
+	 * gate, see README "Running it on the internet"), so the second request is not read */
+	{"two bad callbacks in one write", 400, E_NONE, .gen = gen_pipelined_bad},
+	{"healthz and a bad callback in one write", 200, E_NONE, .gen = gen_pipelined_health},
+	{"a bad Content-Length pipelined after an unsigned request", 401, E_NONE,
+	 RAW("POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: 2\r\n\r\n{}"
+	     "POST " CALLBACK_PATH " HTTP/1.1\r\n" HDRS "Content-Length: abc\r\n\r\n{}")},
 	/* methods */
 	{"GET on the callback path", 405,
 	 RAW("GET " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")},
@@ -747,6 +774,22 @@ static const struct row rows[] = {
 	{"64 KiB header", E_4XX_OR_CLOSED, .gen = gen_header_64k},
 	{"2000 headers", E_4XX_OR_CLOSED, .gen = gen_many_headers},
 };
+
+/* Status lines ("HTTP/1.x NNN " at the start of a line) in what was received: one per
+ * response, never a header block twice. */
+static int status_lines(const struct raw_result *r)
+{
+	int n = 0;
+
+	for (size_t i = 0; i + 13 <= r->len; i++) {
+		const char *p = r->data + i;
+
+		if ((i == 0 || p[-1] == '\n') && strncmp(p, "HTTP/1.", 7) == 0 && p[8] == ' ' &&
+		    p[12] == ' ')
+			n++;
+	}
+	return n;
+}
 
 static bool status_ok(int expect, const struct raw_result *r, int i)
 {
@@ -828,11 +871,12 @@ START_TEST(malformed_requests_table)
 		build_row(row, &req);
 		raw_exchange(req.p, req.len, row->flags, row->expect2 ? 2 : 1, 8000, &r);
 		ok = (!r.timed_out || row->expect2 == E_NONE) && status_ok(row->expect, &r, 0) &&
+		     status_lines(&r) == r.n &&
 		     (row->expect2 == 0 || status_ok(row->expect2, &r, 1)) &&
 		     (row->forbid == NULL || strstr(r.data, row->forbid) == NULL);
-		fprintf(stderr, "%-3zu %-44s expect %-12s got %d%s%s %s\n", i, row->name,
+		fprintf(stderr, "%-3zu %-44s expect %-12s got %d%s%s%s %s\n", i, row->name,
 			expect_name(row->expect, e1, sizeof(e1)), r.n > 0 ? r.status[0] : 0,
-			r.n > 1 ? "+" : "",
+			r.n > 1 ? "+" : "", status_lines(&r) != r.n ? " TWO-HEADER-BLOCKS" : "",
 			r.closed      ? " closed"
 			: r.timed_out ? " TIMEOUT"
 				      : "",
@@ -907,156 +951,287 @@ static long long log_sum_suppressed(const char *needle, int *ret_lines)
 	return sum;
 }
 
-/* ---- slow clients ---- */
+/* ---- slow and greedy clients ---- */
 
-#define SLOW_CLIENTS 500
-#define SLOW_SECONDS 15
+#define TRICKLE_MAIN	  2000 /* connections from 127.0.0.1 */
+#define TRICKLE_OTHERS	  50   /* addresses 127.0.0.2 .. 127.0.0.51 ... */
+#define TRICKLE_PER_OTHER 10   /* ... with this many connections each */
+#define TRICKLE_TOTAL	  (TRICKLE_MAIN + TRICKLE_OTHERS * TRICKLE_PER_OTHER)
+#define TRICKLE_SECONDS	  9
+#define REQUEST_TIMEOUT_S 5
+#define PER_IP_LIMIT	  64
+#define NORMAL_CALLBACKS  50
+#define NORMAL_ADDR	  "127.0.0.52"
+
+/* A socket bound to the loopback address src, connecting (non-blocking) to the daemon. */
+static int connect_from(const char *src, bool nonblock)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d.port)};
+	struct sockaddr_in me = {.sin_family = AF_INET};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+
+	if (fd < 0)
+		return -1;
+	inet_pton(AF_INET, src, &me.sin_addr);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&me, sizeof(me)) < 0 ||
+	    (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
 
 struct normal_client {
-	bool stop; /* atomic */
 	int sent, ok;
-	long long worst_ms;
-	long last_status;
+	long long worst_ms, total_ms;
+	int last_status;
 };
+
+/* One signed callback from NORMAL_ADDR on its own connection: the status, or -1. No
+ * assertions here (this runs on a thread of its own). */
+static int post_from_normal(const char *body, long long *ret_ms)
+{
+	struct buf req = {0};
+	char got[4096];
+	size_t len = 0;
+	long long t0 = hk_mono_ms();
+	int fd = connect_from(NORMAL_ADDR, false), status = -1;
+	struct timeval tv = {.tv_sec = 10};
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	std_request(&req, body, strlen(body), NULL, 0);
+	if (send(fd, req.p, req.len, MSG_NOSIGNAL) == (ssize_t)req.len) {
+		ssize_t n;
+
+		while (len < sizeof(got) - 1 &&
+		       (n = recv(fd, got + len, sizeof(got) - 1 - len, 0)) > 0)
+			len += (size_t)n;
+		got[len] = '\0';
+		if (sscanf(got, "HTTP/1.1 %3d", &status) != 1)
+			status = -1;
+	}
+	*ret_ms = hk_mono_ms() - t0;
+	close(fd);
+	free(req.p);
+	return status;
+}
 
 static void *normal_client_main(void *arg)
 {
 	struct normal_client *nc = arg;
 
-	while (!__atomic_load_n(&nc->stop, __ATOMIC_ACQUIRE)) {
+	hk_sleep_ms(500); /* the flood is connected first */
+	for (int i = 0; i < NORMAL_CALLBACKS; i++) {
 		char body[256], pid[64];
-		struct hk_reply r;
-		long long t0 = hk_mono_ms(), took;
-		long st;
+		long long ms = 0;
+		int st;
 
-		snprintf(pid, sizeof(pid), "KOMPAY-NORMAL-%d", nc->sent);
+		snprintf(pid, sizeof(pid), "KOMPAY-NORMAL-%d", i);
 		snprintf(body, sizeof(body), valid_tmpl, pid);
-		st = hk_post_callback(&d, body, HK_CALLBACK_KEY, &r);
-		took = hk_mono_ms() - t0;
+		st = post_from_normal(body, &ms);
 		nc->sent++;
 		nc->last_status = st;
-		if (st == 200)
-			nc->ok++;
-		if (took > nc->worst_ms)
-			nc->worst_ms = took;
-		hk_sleep_ms(1000);
+		nc->ok += st == 200;
+		nc->total_ms += ms;
+		if (ms > nc->worst_ms)
+			nc->worst_ms = ms;
+		hk_sleep_ms(100);
 	}
 	return NULL;
 }
 
-START_TEST(slow_clients_do_not_starve_a_normal_one)
+struct trickler {
+	int fd;
+	bool connected, closed, got_408, got_other;
+	long long closed_at; /* ms after the start */
+};
+
+static struct trickler tr[TRICKLE_TOTAL];
+
+static void trickle_open(void)
 {
-	static const char trickle[] = "POST " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d.port)};
-	static int fds[SLOW_CLIENTS];
-	static bool connected[SLOW_CLIENTS], dead[SLOW_CLIENTS];
-	struct normal_client nc = {0};
-	long long start = hk_mono_ms();
-	int n_connected = 0, n_closed_by_server = 0, max_open = 0, lines;
-	pthread_t th;
+	char src[32];
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	for (int i = 0; i < SLOW_CLIENTS; i++) {
-		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		ck_assert_int_ge(fds[i], 0);
-		connected[i] = dead[i] = false;
-		if (connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			connected[i] = true;
+	for (int i = 0; i < TRICKLE_TOTAL; i++) {
+		if (i < TRICKLE_MAIN)
+			snprintf(src, sizeof(src), "127.0.0.1");
 		else
-			ck_assert_msg(errno == EINPROGRESS, "connect: %m");
+			snprintf(src, sizeof(src), "127.0.0.%d",
+				 2 + (i - TRICKLE_MAIN) / TRICKLE_PER_OTHER);
+		memset(&tr[i], 0, sizeof(tr[i]));
+		tr[i].fd = connect_from(src, true);
+		ck_assert_msg(tr[i].fd >= 0, "connection %d from %s: %m", i, src);
 	}
-	ck_assert_int_eq(pthread_create(&th, NULL, normal_client_main, &nc), 0);
+}
 
-	/* One thread, non-blocking: each second every slow client sends its next byte. */
-	for (int tick = 0; tick < SLOW_SECONDS; tick++) {
+/* Reads what the server says to trickler t; notes a 408 and the close. */
+static void trickle_read(struct trickler *t, long long now)
+{
+	char tmp[1024];
+	ssize_t n = recv(t->fd, tmp, sizeof(tmp) - 1, MSG_DONTWAIT);
+
+	if (n > 0) {
+		tmp[n] = '\0';
+		if (strncmp(tmp, "HTTP/1.1 408 ", 13) == 0)
+			t->got_408 = true;
+		else
+			t->got_other = true;
+		return;
+	}
+	if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+		t->closed = true;
+		t->closed_at = now;
+	}
+}
+
+/* Each second every open trickler sends its next byte; in between, what the server says is
+ * read as it comes. */
+static void trickle_run(long long start)
+{
+	static const char line[] = "POST " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+	static struct pollfd p[TRICKLE_TOTAL];
+
+	for (int tick = 0; tick < TRICKLE_SECONDS; tick++) {
 		long long next = start + (long long)(tick + 1) * 1000;
-		int open_now = 0;
 
-		for (int i = 0; i < SLOW_CLIENTS; i++) {
-			char ch = trickle[(size_t)tick % (sizeof(trickle) - 1)];
-
-			if (dead[i])
-				continue;
-			if (!connected[i]) {
-				int err = 0;
-				socklen_t len = sizeof(err);
-				struct pollfd p = {.fd = fds[i], .events = POLLOUT};
-
-				if (poll(&p, 1, 0) <= 0)
-					continue;
-				getsockopt(fds[i], SOL_SOCKET, SO_ERROR, &err, &len);
-				if (err != 0) {
-					dead[i] = true;
-					continue;
-				}
-				connected[i] = true;
-			}
-			if (send(fds[i], &ch, 1, MSG_NOSIGNAL) != 1 && errno != EAGAIN) {
-				dead[i] = true;
-				n_closed_by_server++;
-				continue;
-			}
-			open_now++;
+		for (int i = 0; i < TRICKLE_TOTAL; i++) {
+			if (!tr[i].closed && send(tr[i].fd, &line[tick], 1, MSG_NOSIGNAL) == 1)
+				tr[i].connected = true;
 		}
-		if (open_now > max_open)
-			max_open = open_now;
 		while (hk_mono_ms() < next) {
-			/* Notice connections the server hangs up on. */
-			struct pollfd p[SLOW_CLIENTS];
-
-			for (int i = 0; i < SLOW_CLIENTS; i++) {
-				p[i].fd = dead[i] || !connected[i] ? -1 : fds[i];
+			for (int i = 0; i < TRICKLE_TOTAL; i++) {
+				p[i].fd = tr[i].closed ? -1 : tr[i].fd;
 				p[i].events = POLLIN;
 				p[i].revents = 0;
 			}
-			if (poll(p, SLOW_CLIENTS, (int)(next - hk_mono_ms())) <= 0)
+			if (poll(p, TRICKLE_TOTAL, (int)(next - hk_mono_ms())) <= 0)
 				continue;
-			for (int i = 0; i < SLOW_CLIENTS; i++) {
-				char tmp[512];
-
-				if (p[i].revents == 0)
-					continue;
-				if (recv(fds[i], tmp, sizeof(tmp), 0) <= 0) {
-					dead[i] = true;
-					n_closed_by_server++;
-				}
-			}
+			for (int i = 0; i < TRICKLE_TOTAL; i++)
+				if (p[i].revents != 0)
+					trickle_read(&tr[i], hk_mono_ms() - start);
 		}
 	}
-	__atomic_store_n(&nc.stop, true, __ATOMIC_RELEASE);
-	pthread_join(th, NULL);
-	for (int i = 0; i < SLOW_CLIENTS; i++) {
-		if (connected[i])
-			n_connected++;
-		close(fds[i]);
-	}
-	fprintf(stderr,
-		"slow clients: %d connected, at most %d open at once, %d closed by the server; "
-		"normal client: %d/%d got 200, slowest %lld ms\n",
-		n_connected, max_open, n_closed_by_server, nc.ok, nc.sent, nc.worst_ms);
-	ck_assert_msg(max_open >= SLOW_CLIENTS * 9 / 10,
-		      "only %d slow clients were ever open at once: the load was not real",
-		      max_open);
-	ck_assert_int_ge(nc.sent, 5);
-	ck_assert_msg(nc.ok == nc.sent, "normal client: only %d of %d got 200 (last %ld)", nc.ok,
-		      nc.sent, nc.last_status);
-	ck_assert_msg(nc.worst_ms < 5000, "normal client waited %lld ms (connection timeout 5 s)",
-		      nc.worst_ms);
-	ck_assert_int_eq(hk_count(&d, "events"), nc.ok);
+}
 
-	/* 500 clients hanging up half-way must not write 500 log lines (journald flood). Stopping
-	 * the daemon closes what is left, so every line it would write is in the log. */
+/* The value of a series in the admin listener's /metrics, or -1. */
+static long long metric(const char *series)
+{
+	static struct hk_reply r;
+	char url[128];
+	const char *at;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", d.admin_port);
+	if (hk_request("GET", url, NULL, NULL, 0, 5000, &r) != 200)
+		return -1;
+	at = strstr(r.body, series);
+	return at != NULL ? strtoll(at + strlen(series), NULL, 10) : -1;
+}
+
+START_TEST(slow_and_greedy_clients_do_not_starve_komerce)
+{
+	struct normal_client nc = {0};
+	int main_408 = 0, main_refused = 0, other_408 = 0, open_at_end = 0, lines;
+	long long start, last_close = 0, refused_metric, timeout_metric;
+	pthread_t th;
+
+	start = hk_mono_ms();
+	trickle_open();
+	ck_assert_int_eq(pthread_create(&th, NULL, normal_client_main, &nc), 0);
+	trickle_run(start);
+	pthread_join(th, NULL);
+	for (int i = 0; i < TRICKLE_TOTAL; i++) {
+		bool main_addr = i < TRICKLE_MAIN;
+
+		if (!tr[i].closed)
+			open_at_end++;
+		else if (tr[i].closed_at > last_close)
+			last_close = tr[i].closed_at;
+		if (main_addr && tr[i].got_408)
+			main_408++;
+		else if (main_addr && !tr[i].got_other)
+			main_refused++;
+		other_408 += !main_addr && tr[i].got_408;
+		ck_assert_msg(!tr[i].got_other, "connection %d got something else than a 408", i);
+		close(tr[i].fd);
+	}
+	refused_metric = metric("hookd_http_rejected_total{reason=\"per_ip_limit\"} ");
+	timeout_metric = metric("hookd_http_rejected_total{reason=\"request_timeout\"} ");
+	fprintf(stderr,
+		"flood: %d connections from 127.0.0.1 (%d answered 408, %d refused at accept), "
+		"%d from %d other addresses (%d answered 408); %d still open after %d s, last "
+		"closed at %lld ms; metrics per_ip_limit=%lld request_timeout=%lld\n"
+		"komerce from " NORMAL_ADDR ": %d/%d got 200, mean %lld ms, slowest %lld ms\n",
+		TRICKLE_MAIN, main_408, main_refused, TRICKLE_OTHERS * TRICKLE_PER_OTHER,
+		TRICKLE_OTHERS, other_408, open_at_end, TRICKLE_SECONDS, last_close, refused_metric,
+		timeout_metric, nc.ok, nc.sent, nc.sent > 0 ? nc.total_ms / nc.sent : 0,
+		nc.worst_ms);
+	/* Every callback of the sender on another address was answered 200 in time ... */
+	ck_assert_int_eq(nc.sent, NORMAL_CALLBACKS);
+	ck_assert_msg(nc.ok == nc.sent, "only %d of %d callbacks got 200 (last %d)", nc.ok, nc.sent,
+		      nc.last_status);
+	ck_assert_msg(nc.worst_ms < 2000, "a callback waited %lld ms", nc.worst_ms);
+	ck_assert_int_eq(hk_count(&d, "events"), NORMAL_CALLBACKS);
+	/* ... 127.0.0.1 held at most its share, the rest was closed at accept ... */
+	ck_assert_int_le(main_408, PER_IP_LIMIT);
+	ck_assert_int_ge(main_408, PER_IP_LIMIT / 2);
+	ck_assert_int_eq(main_408 + main_refused, TRICKLE_MAIN);
+	ck_assert_int_ge(refused_metric, TRICKLE_MAIN - PER_IP_LIMIT);
+	/* ... every trickler the daemon took was answered 408 at its deadline and closed. */
+	ck_assert_int_eq(other_408, TRICKLE_OTHERS * TRICKLE_PER_OTHER);
+	ck_assert_int_eq(open_at_end, 0);
+	ck_assert_int_ge(timeout_metric, other_408 + main_408);
+	ck_assert_int_lt(last_close, (REQUEST_TIMEOUT_S + 3) * 1000);
+
+	/* The hostile pattern is logged, rate-limited: about a line a second, not thousands. */
 	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
-	log_sum_suppressed("http:", &lines);
-	ck_assert_msg(lines <= 10,
-		      "%d \"http:\" log lines for %d dropped connections: not rate-limited", lines,
-		      SLOW_CLIENTS);
+	log_sum_suppressed("connection refused reason=per_ip_limit", &lines);
+	ck_assert_msg(lines >= 1 && lines <= TRICKLE_SECONDS + 3, "%d refusal lines", lines);
+	log_sum_suppressed("request not complete in time", &lines);
+	ck_assert_msg(lines >= 1 && lines <= TRICKLE_SECONDS + 3, "%d timeout lines", lines);
+}
+END_TEST
+
+START_TEST(slow_body_gets_408)
+{
+	/* The head in time, then the body one byte a second: 408 by the deadline. */
+	static const char head[] = "POST " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+				   "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+	int fd = connect_from("127.0.0.60", false);
+	long long t0 = hk_mono_ms(), took;
+	char got[512] = "";
+	size_t len = 0;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(send(fd, head, strlen(head), 0), (ssize_t)strlen(head));
+	for (int i = 0; i < 2 * REQUEST_TIMEOUT_S + 4; i++) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+
+		if (send(fd, "x", 1, MSG_NOSIGNAL) != 1 || poll(&p, 1, 1000) != 1)
+			continue;
+		n = recv(fd, got + len, sizeof(got) - 1 - len, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		got[len] = '\0';
+	}
+	took = hk_mono_ms() - t0;
+	close(fd);
+	fprintf(stderr, "slow body: %lld ms, got \"%.40s\"\n", took, got);
+	ck_assert_msg(strncmp(got, "HTTP/1.1 408 ", 13) == 0, "got \"%s\"", got);
+	ck_assert_int_lt(took, (REQUEST_TIMEOUT_S + 3) * 1000);
+	ck_assert_int_ge(took, REQUEST_TIMEOUT_S * 1000 - 500);
 }
 END_TEST
 
 static void setup_slow(void)
 {
-	start_with("[server]\nconnection_timeout = 5\n");
+	/* The defaults but a shorter deadline (the test is shorter): max_connections 1024,
+	 * max_connections_per_ip 64. */
+	start_with("[server]\nrequest_timeout = 5\nconnection_timeout = 5\n");
 }
 
 /* ---- logs ---- */
@@ -1278,7 +1453,8 @@ static Suite *hostile_suite(void)
 	tc = tcase_create("slow");
 	tcase_add_checked_fixture(tc, setup_slow, teardown);
 	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, slow_clients_do_not_starve_a_normal_one);
+	tcase_add_test(tc, slow_and_greedy_clients_do_not_starve_komerce);
+	tcase_add_test(tc, slow_body_gets_408);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("logs");
@@ -1300,8 +1476,14 @@ static Suite *hostile_suite(void)
 int main(void)
 {
 	SRunner *sr = srunner_create(hostile_suite());
+	struct rlimit rl;
 	int failed;
 
+	/* 2,500 connections of the flood, here and in the daemon (which inherits it). */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 8192) {
+		rl.rlim_cur = rl.rlim_max < 8192 ? rl.rlim_max : 8192;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	/* No fork: a failed assertion still runs the teardown, which stops the daemon. */
 	srunner_set_fork_status(sr, CK_NOFORK);
 	srunner_run_all(sr, CK_NORMAL);

@@ -579,6 +579,57 @@ START_TEST(test_wal_mode)
 }
 END_TEST
 
+/* Retention: one prune batch deletes at most `limit` old receipts and delivered outbox rows,
+ * oldest first; pending rows, recent rows and every event stay, and the chain is intact. */
+START_TEST(test_prune)
+{
+	int64_t now = util_now_ms(), old = now - 10LL * 24 * 3600 * 1000;
+	struct store_outbox_row *rows = NULL;
+	struct store_req r;
+	uint8_t head_hash[STORE_HASH_LEN];
+	int64_t head = 0, checked = 0, bad = 0;
+	size_t n = 0, receipts = 0, outbox = 0, batches = 0;
+	char pid[32], why[128];
+
+	for (int i = 0; i < 15; i++) {
+		snprintf(pid, sizeof(pid), "KOMPAY-PRUNE-%02d", i);
+		ck_assert_int_eq(
+			put_at(&r, pid, "PAID", 100, EVENT_SOURCE_CALLBACK, i < 10 ? old + i : 0),
+			0);
+	}
+	/* The shop sink delivered everything (the old ones long ago); the stream sink nothing. */
+	ck_assert_int_eq(store_outbox_next(st, "shop", now + 60000, 100, &rows, &n), 0);
+	ck_assert_uint_eq(n, 15);
+	for (size_t i = 0; i < n; i++) {
+		store_req_outcome(&r, rows[i].id, STORE_OUTBOX_MARK_DELIVERED,
+				  rows[i].event_id <= 10 ? old + 1000 : now, NULL);
+		ck_assert_int_eq(store_submit_wait(st, &r), 0);
+	}
+	store_outbox_rows_free(rows, n);
+	do {
+		store_req_prune(&r, now - 24 * 3600 * 1000, 3);
+		ck_assert_int_eq(store_submit_wait(st, &r), 0);
+		ck_assert_uint_le(r.u.prune.receipts, 3);
+		ck_assert_uint_le(r.u.prune.outbox, 3);
+		receipts += r.u.prune.receipts;
+		outbox += r.u.prune.outbox;
+		batches++;
+	} while (r.u.prune.receipts == 3 || r.u.prune.outbox == 3);
+	ck_assert_uint_eq(receipts, 10);
+	ck_assert_uint_eq(outbox, 10);
+	ck_assert_uint_eq(batches, 4);
+	ck_assert_int_eq(count(st, "events"), 15);
+	ck_assert_int_eq(count(st, "receipts"), 5);
+	ck_assert_int_eq(count(st, "outbox"), 20); /* 15 pending for stream, 5 recent for shop */
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 15);
+	ck_assert_int_eq(store_orphans(st, &bad, why, sizeof(why)), 0);
+	/* The chain head (what a checkpoint publishes) is the newest event. */
+	ck_assert_int_eq(store_chain_head(st, &head, head_hash), 0);
+	ck_assert_int_eq(head, 15);
+}
+END_TEST
+
 START_TEST(test_verify_intact)
 {
 	int64_t checked = -1, bad = -1;
@@ -1240,6 +1291,7 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_user_version);
 	tcase_add_test(tc, test_wal_mode);
 	tcase_add_test(tc, test_verify_intact);
+	tcase_add_test(tc, test_prune);
 	tcase_add_test(tc, test_chain_survives_reopen);
 	tcase_add_test(tc, test_readonly_queries);
 	tcase_add_test(tc, test_query_stops_early);
