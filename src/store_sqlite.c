@@ -214,4 +214,5 @@ const struct store_backend store_backend_sqlite = {
 	.reconcile_next_due = store_sqlite_reconcile_next_due,
 	.reconcile_watched = store_sqlite_reconcile_watched,
 	.reconcile_pending = store_sqlite_reconcile_pending,
+	.polls_list = store_sqlite_polls_list,
 };

@@ -1,6 +1,6 @@
 /* Check suite for the upgrade path of src/store.c (store_open -> migrate): this binary is the
- * real store linked with a migration table one version ahead of the shipped one (sql/001 and
- * the test-only tests/migrate/002_test_upgrade.sql). A version-1 database with data (built
+ * real store linked with a migration table one version ahead of the shipped one (sql/sqlite/
+ * and the test-only tests/migrate/003_test_upgrade.sql). A version-1 database with data (built
  * with the real migration 001 and a valid hash chain) is migrated with its data intact and a
  * backup <db>.v1.bak left beside it; a database from the future is refused and not altered
  * by a single byte; no backup, no migration; a failing migration rolls back. */
@@ -320,8 +320,15 @@ START_TEST(test_v1_migrated_data_intact_backup_kept)
 	assert_chain(dbpath, FX_EVENTS);
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
-	/* the migration ran: its column, index and table are there */
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
+			 (int)store_sqlite_migrations_count);
+	/* the migrations ran: the shipped 002's columns and table, the test one's column, index
+	 * and table are there */
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('events') "
+					 "WHERE name IN ('confirmation', 'held_event_id')"),
+			 2);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM sqlite_master WHERE name = 'polls'"),
+			 1);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('payments') "
 					 "WHERE name = 'note'"),
 			 1);
@@ -405,7 +412,8 @@ START_TEST(test_new_database_has_no_backup)
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
 	store_close(s);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_sqlite_migrations_count);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
+			 (int)store_sqlite_migrations_count);
 	snprintf(path, sizeof(path), "%s.v0.bak", dbpath);
 	ck_assert(!exists(path));
 	ck_assert(!exists(bakpath));
@@ -516,11 +524,12 @@ END_TEST
 START_TEST(test_failed_migration_rolls_back_backup_kept)
 {
 	struct store *s = NULL;
-	char err[512], *before, *after;
+	char err[512], want[32], *before, *after;
 	sqlite3 *db;
 
-	/* Migration 2 fails half-way (its table already exists): nothing of it remains, the
-	 * database is still version 1 with its data, and the backup taken before is kept. */
+	/* The last migration fails half-way (its table already exists): nothing of it remains,
+	 * the database is at the version before it with its version-1 data, and the backup taken
+	 * before is kept. */
 	make_v1(dbpath, true);
 	db = raw_open(dbpath, SQLITE_OPEN_READWRITE);
 	raw_exec(db, "CREATE TABLE upgrade_marker (x)");
@@ -528,8 +537,10 @@ START_TEST(test_failed_migration_rolls_back_backup_kept)
 	before = dump_v1(dbpath);
 	ck_assert_int_lt(open_at(dbpath, false, &s, err, sizeof(err)), 0);
 	ck_assert_ptr_null(s);
-	ck_assert_msg(strstr(err, "migration 2") != NULL, "%s", err);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 1);
+	snprintf(want, sizeof(want), "migration %zu", store_sqlite_migrations_count);
+	ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
+			 (int)store_sqlite_migrations_count - 1);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('payments') "
 					 "WHERE name = 'note'"),
 			 0);

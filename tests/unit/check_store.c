@@ -548,12 +548,13 @@ END_TEST
 
 START_TEST(test_user_version)
 {
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 1);
-	ck_assert_int_eq((int)store_sqlite_migrations_count, 1);
-	ck_assert_int_eq(raw_int(dbpath,
-				 "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-				 "AND name IN ('events', 'payments', 'receipts', 'outbox')"),
-			 4);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
+	ck_assert_int_eq((int)store_sqlite_migrations_count, 2);
+	ck_assert_int_eq(
+		raw_int(dbpath,
+			"SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+			"AND name IN ('events', 'payments', 'receipts', 'outbox', 'polls')"),
+		5);
 	/* Reopening does not migrate again. */
 	close_store();
 	{
@@ -561,7 +562,7 @@ START_TEST(test_user_version)
 
 		st = open_store(&o);
 	}
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 1);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
 }
 END_TEST
 
