@@ -312,8 +312,14 @@ static void run_batch(struct store *s, struct store_req *batch, size_t n)
 	add_stats(s, &t, n, util_mono_us() - t0, err == 0);
 	if (err == 0 && t.events > 0 && s->commit_hook != NULL)
 		s->commit_hook(s->commit_hook_arg, t.events);
-	if (err == 0 && t.first_poll > 0 && s->poll_hook != NULL)
-		s->poll_hook(s->poll_hook_arg, t.first_poll);
+	if (err == 0 && t.first_poll > 0) {
+		/* Under the lock: once store_set_poll_hook() returns, the old hook is not running
+		 * (its owner may be freed). The hook only wakes a thread. */
+		pthread_mutex_lock(&s->mu);
+		if (s->poll_hook != NULL)
+			s->poll_hook(s->poll_hook_arg, t.first_poll);
+		pthread_mutex_unlock(&s->mu);
+	}
 
 	/* done() may free or reuse r (the HTTP layer resumes the connection): read next first. */
 	for (struct store_req *r = batch, *next; r != NULL; r = next) {
@@ -477,8 +483,10 @@ void store_set_commit_hook(struct store *s, void (*fn)(void *arg, size_t new_eve
 
 void store_set_poll_hook(struct store *s, void (*fn)(void *arg, int64_t due_ms), void *arg)
 {
+	pthread_mutex_lock(&s->mu);
 	s->poll_hook = fn;
 	s->poll_hook_arg = arg;
+	pthread_mutex_unlock(&s->mu);
 }
 
 void store_writer_stats_get(struct store *s, struct store_writer_stats *ret)

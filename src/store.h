@@ -143,7 +143,9 @@ int store_apply_now(struct store *s, struct store_req *r);
 void store_set_commit_hook(struct store *s, void (*fn)(void *arg, size_t new_events), void *arg);
 /* Called on the writer thread after each successful commit in which event or track requests
  * scheduled status polls (a payment newly watched, a PAID callback to confirm), with the
- * earliest of them (unix ms): the reconciler's wake-up, whoever stored the fact. */
+ * earliest of them (unix ms): the reconciler's wake-up, whoever stored the fact. The hook runs
+ * under the writer's queue lock and must only wake a thread; after this returns, a previous
+ * hook is no longer running (NULL removes it). */
 void store_set_poll_hook(struct store *s, void (*fn)(void *arg, int64_t due_ms), void *arg);
 void store_writer_stats_get(struct store *s, struct store_writer_stats *ret);
 extern const double store_commit_bucket_ms[STORE_COMMIT_BUCKETS];
