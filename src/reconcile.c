@@ -202,6 +202,8 @@ bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms)
 
 /* ---- the thread ---- */
 
+struct outgoing;
+
 /* One status request in flight: the row it is about and when it left. */
 struct flight {
 	struct store_reconcile_row row;
@@ -231,6 +233,7 @@ struct reconcile {
 	uint32_t rnd;
 
 	struct flight *flights;
+	struct outgoing *outgoing; /* a batch being marked and sent */
 	size_t max_in_flight;
 
 	/* due rows read and not yet sent, and when to read again */
@@ -518,6 +521,17 @@ static void on_status(struct reconcile *r, const struct store_reconcile_row *row
 		  (long long)(u->next_poll_at > 0 ? u->next_poll_at - sched->now_ms : -1));
 }
 
+/* The next try after a poll that taught nothing, not before delay_ms: a PAID callback waiting
+ * for confirmation is asked again as soon as that allows (a shop waits to ship), any other
+ * payment keeps backing off along its schedule. */
+static int64_t retry_at(struct reconcile *r, const struct store_reconcile_row *row,
+			const struct reconcile_sched *sched, int64_t delay_ms)
+{
+	if (row->confirming)
+		return sched->now_ms + (delay_ms > r->min_ms ? delay_ms : r->min_ms);
+	return reconcile_retry_ms(sched, delay_ms, util_rand32(&r->rnd));
+}
+
 /* 429: honour Retry-After and slow the whole reconciler down. */
 static void on_rate_limited(struct reconcile *r, const struct store_reconcile_row *row,
 			    struct store_reconcile_update *u, const struct komerce_result *res,
@@ -531,7 +545,7 @@ static void on_rate_limited(struct reconcile *r, const struct store_reconcile_ro
 	metrics_inc(METRICS_POLLS_RATE_LIMITED, 1);
 	on_breaker_success(r, sched->now_ms);
 	u->outcome = STORE_POLL_RATE_LIMITED;
-	u->next_poll_at = reconcile_retry_ms(sched, next, util_rand32(&r->rnd));
+	u->next_poll_at = retry_at(r, row, sched, next);
 	r->rate_now = r->rate_now * RATE_DOWN > r->rate * RATE_FLOOR ? r->rate_now * RATE_DOWN
 								     : r->rate * RATE_FLOOR;
 	ratelimit_bucket_set_rate(&r->bucket, r->rate_now, util_mono_ms());
@@ -582,7 +596,7 @@ static void on_failed(struct reconcile *r, const struct store_reconcile_row *row
 	u->outcome = STORE_POLL_FAILED;
 	next = reconcile_error_delay_ms(r->breaker.failures > 0 ? r->breaker.failures : 1,
 					util_rand32(&r->rnd));
-	u->next_poll_at = reconcile_retry_ms(sched, next, util_rand32(&r->rnd));
+	u->next_poll_at = retry_at(r, row, sched, next);
 	if (log_rl_allow(&r->error_rl, 10000, &sup))
 		log_fields(LOG_PRIO_WARNING, pf,
 			   "reconcile poll failed payment_id=%s http=%ld error=%s detail=%s "
@@ -770,83 +784,140 @@ static int64_t budget_wait(struct reconcile *r, int64_t now)
 	return w > wait ? w : wait;
 }
 
-/* Persists the poll time, then sends the request: a crash after it may have left cannot make
- * the next poll of the payment come early. The mark is committed together with the results
- * queued. 0 sent (or not needed: the payment was settled meanwhile), or -errno. */
-static int send_one(struct reconcile *r, const struct store_reconcile_row *row, int64_t now)
-{
-	struct store_reconcile_update *mark;
-	struct komerce_result res;
-	struct flight *f = NULL;
-	int64_t mono;
-	int err;
+/* A request about to leave: its row and its mark (an index into updates). */
+struct outgoing {
+	struct store_reconcile_row row;
+	size_t mark;
+	bool probe, matched;
+};
 
-	mark = queue_update(r, row->payment_id);
+/* Queues the mark of row (last_polled_at = now, persisted before the request leaves, so that
+ * a crash cannot make the next poll come early) and takes its share of the budget. */
+static bool queue_mark(struct reconcile *r, const struct store_reconcile_row *row, int64_t now,
+		       struct outgoing *o)
+{
+	struct store_reconcile_update *mark = queue_update(r, row->payment_id);
+	int64_t mono = util_mono_ms();
+
 	if (mark == NULL)
-		return -EIO;
+		return false;
 	mark->only_if_watched = true;
 	mark->last_polled_at = now;
 	mark->set_next = true;
 	mark->next_poll_at = now + r->hold_ms;
-	err = flush(r);
-	if (err < 0 || !mark->matched)
-		return err; /* a failed write, or the payment became terminal (a callback) */
-	mono = util_mono_ms();
 	ratelimit_take(&r->bucket, mono);
 	ratelimit_window_note(r->window, mono);
-	for (size_t i = 0; i < r->max_in_flight && f == NULL; i++)
-		if (!r->flights[i].busy)
-			f = &r->flights[i];
-	if (f == NULL)
-		return 0; /* cannot happen: dispatch() counted the requests in flight */
-	f->row = *row;
-	f->sent_ms = now;
-	f->busy = true;
-	if (komerce_multi_status(r->km, row->payment_id, f, &res) < 0) {
-		finish_flight(r, f, &res); /* never left: a result like any other */
-		komerce_result_clear(&res);
-	}
-	return 0;
+	o->row = *row;
+	o->mark = slot_of(r, mark);
+	o->probe = r->breaker.state == RECONCILE_BREAKER_HALF_OPEN;
+	return true;
 }
 
-/* Sends what may be sent now. Returns how long to wait before trying again (ms): a reply, a
- * commit that announces a poll, or stop ends the wait earlier. */
+/* Sends the batch whose marks were just committed (matched: the payment is still watched). */
+static void send_batch(struct reconcile *r, struct outgoing *out, size_t n, int64_t now)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct komerce_result res;
+		struct flight *f = NULL;
+
+		if (!out[i].matched) { /* settled meanwhile (a callback): nothing to ask */
+			if (out[i].probe)
+				probe_not_sent(r);
+			continue;
+		}
+		for (size_t k = 0; k < r->max_in_flight && f == NULL; k++)
+			if (!r->flights[k].busy)
+				f = &r->flights[k];
+		if (f == NULL)
+			break; /* cannot happen: the batch was sized by the free slots */
+		f->row = out[i].row;
+		f->sent_ms = now;
+		f->busy = true;
+		if (komerce_multi_status(r->km, f->row.payment_id, f, &res) < 0) {
+			finish_flight(r, f, &res); /* never left: a result like any other */
+			komerce_result_clear(&res);
+		}
+	}
+}
+
+/* Skips the head row when it may not be polled now: in flight already, or inside its
+ * minimum interval (then deferred to the first allowed time). True when skipped. */
+static bool skip_row(struct reconcile *r, const struct store_reconcile_row *row, int64_t now)
+{
+	/* The 3 s rule, from the persisted last poll and from this process's memory. */
+	int64_t guard = row->last_polled_at > 0 ? row->last_polled_at + r->min_ms : 0;
+	int64_t wait = ratelimit_keys_wait_ms(r->keys, row->payment_id, util_mono_ms());
+
+	if (in_flight(r, row->payment_id) != NULL) {
+		r->next_row++;
+		return true;
+	}
+	if (now < guard || wait > 0) {
+		defer(r, row, guard > now + wait ? guard : now + wait);
+		r->next_row++;
+		return true;
+	}
+	return false;
+}
+
+/* Picks what may leave now from the rows read (the first one may come from a new query):
+ * as many as the free slots, the budget and the breaker allow, their marks queued in out.
+ * Returns their number; *ret_wait says how long nothing more may leave. */
+static size_t pick(struct reconcile *r, int64_t now, struct outgoing *out, size_t room,
+		   int64_t *ret_wait)
+{
+	struct store_reconcile_row *row = next_row(r, now, ret_wait);
+	size_t n = 0;
+
+	while (row != NULL && n < room) {
+		if (!skip_row(r, row, now)) {
+			*ret_wait = budget_wait(r, now);
+			if (*ret_wait > 0)
+				break;
+			if (!reconcile_breaker_allow(&r->breaker, now)) {
+				*ret_wait = 1000;
+				break;
+			}
+			if (!queue_mark(r, row, now, &out[n]))
+				break;
+			r->next_row++;
+			if (out[n++].probe)
+				break; /* a half-open breaker lets one probe through */
+		}
+		row = r->next_row < r->n_rows ? &r->rows[r->next_row] : NULL;
+		if (row == NULL)
+			*ret_wait = 0; /* read again */
+	}
+	return n;
+}
+
+/* Sends what may be sent now, its marks committed first in one write. Returns how long to
+ * wait before trying again (ms): a reply, a commit that announces a poll, or stop ends the
+ * wait earlier. */
 static int64_t dispatch(struct reconcile *r)
 {
 	while (!util_flag_get(&r->stop)) {
-		struct store_reconcile_row *row;
-		int64_t now = util_now_ms(), wait, guard;
+		size_t running = komerce_multi_running(r->km), n;
+		int64_t now = util_now_ms(), wait = 0;
 
-		if (komerce_multi_running(r->km) >= r->max_in_flight)
+		if (running >= r->max_in_flight)
 			return MAX_RESCAN_MS;
-		row = next_row(r, now, &wait);
-		if (row == NULL)
+		/* Room for a whole batch of marks and deferrals without a flush in between. */
+		if (r->n_updates + r->max_in_flight + BATCH + 1 > r->cap_updates && flush(r) < 0)
+			return STORE_RETRY_MS;
+		n = pick(r, now, r->outgoing, r->max_in_flight - running, &wait);
+		if (n == 0 && wait > 0)
 			return wait;
-		/* The 3 s rule, from the persisted last poll and from this process's memory. */
-		guard = row->last_polled_at > 0 ? row->last_polled_at + r->min_ms : 0;
-		wait = ratelimit_keys_wait_ms(r->keys, row->payment_id, util_mono_ms());
-		if (in_flight(r, row->payment_id) != NULL) {
-			r->next_row++;
+		if (n == 0)
 			continue;
-		}
-		if (now < guard || wait > 0) {
-			defer(r, row, guard > now + wait ? guard : now + wait);
-			r->next_row++;
-			continue;
-		}
-		wait = budget_wait(r, now);
-		if (wait > 0)
-			return wait;
-		if (!reconcile_breaker_allow(&r->breaker, now))
-			return 1000;
-		/* From here on a half-open breaker's probe is this request. */
-		r->next_row++;
-		if (send_one(r, row, now) < 0) {
-			probe_not_sent(r);
+		if (flush(r) < 0) {
+			if (r->outgoing[n - 1].probe)
+				probe_not_sent(r);
 			return STORE_RETRY_MS;
 		}
-		if (in_flight(r, row->payment_id) == NULL)
-			probe_not_sent(r);
+		for (size_t i = 0; i < n; i++)
+			r->outgoing[i].matched = r->updates[r->outgoing[i].mark].matched;
+		send_batch(r, r->outgoing, n, now);
 	}
 	return 0;
 }
@@ -924,6 +995,7 @@ static void reconcile_free(struct reconcile *r)
 	ratelimit_window_free(r->window);
 	store_close(r->reader);
 	free(r->flights);
+	free(r->outgoing);
 	free(r->updates);
 	free(r->raw);
 	free(r->errs);
@@ -961,8 +1033,10 @@ static void configure(struct reconcile *r, const struct config *cfg, struct kome
 	reconcile_breaker_configure(&r->breaker, cfg->breaker_failures,
 				    cfg->breaker_open_seconds * 1000LL,
 				    cfg->breaker_max_open_seconds * 1000LL);
-	/* Burst 1: requests are spread evenly, never bunched after an idle spell. */
-	ratelimit_bucket_init(&r->bucket, r->rate, 1, util_mono_ms());
+	/* A tenth of a second's worth of tokens: a late wake-up catches up instead of losing
+	 * the rate; the window (allocate) caps what any one second sees. */
+	ratelimit_bucket_init(&r->bucket, r->rate, clamp64((int64_t)(r->rate / 10), 1, 16),
+			      util_mono_ms());
 }
 
 /* Everything r allocates: 0 or -ENOMEM. */
@@ -975,13 +1049,14 @@ static int allocate(struct reconcile *r, const struct komerce_opts *ko)
 	r->window = ratelimit_window_new(per_window, 1000 + RECONCILE_WINDOW_SLACK_MS);
 	r->km = komerce_multi_new(ko, r->max_in_flight);
 	r->flights = calloc(r->max_in_flight, sizeof(*r->flights));
-	/* every result in flight, a batch of deferrals and a mark fit before a flush */
-	r->cap_updates = r->max_in_flight + BATCH + 1;
+	r->outgoing = calloc(r->max_in_flight, sizeof(*r->outgoing));
+	/* every result in flight, and a batch of marks and deferrals, fit before a flush */
+	r->cap_updates = 2 * r->max_in_flight + BATCH + 1;
 	r->updates = calloc(r->cap_updates, sizeof(*r->updates));
 	r->raw = calloc(r->cap_updates, sizeof(*r->raw));
 	r->errs = calloc(r->cap_updates, sizeof(*r->errs));
 	if (r->keys == NULL || r->window == NULL || r->km == NULL || r->flights == NULL ||
-	    r->updates == NULL || r->raw == NULL || r->errs == NULL)
+	    r->outgoing == NULL || r->updates == NULL || r->raw == NULL || r->errs == NULL)
 		return -ENOMEM;
 	return 0;
 }
