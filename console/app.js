@@ -512,8 +512,9 @@
         ['Last poll', when(rec.last_polled_at)],
         ['Next poll', [when(rec.next_poll_at), rec.next_poll_at ? ' · ' + ago(rec.next_poll_at) : '']],
         ['Polls', String(rec.poll_attempts ?? 0)],
-        r.confirmation !== undefined ? ['Confirmation', typeof r.confirmation === 'object' && r.confirmation !== null
-          ? h('pre', {class: 'inline'}, pretty(r.confirmation)) : String(r.confirmation)] : null,
+        p.confirmation ? ['Confirmation of PAID', [String(p.confirmation),
+          p.confirmation_detail ? ' · ' + p.confirmation_detail : '',
+          p.confirmation_at ? ' · ' + when(p.confirmation_at) : '']] : null,
       ]));
     if (Array.isArray(r.polls)) recBox.append(h('h3', {}, 'Polls'), genericTable('polls', r.polls));
     view.append(recBox);

@@ -32,6 +32,7 @@
 
 #define API_POOL_MAX	  8   /* idle Komerce clients kept for reuse */
 #define API_EVENTS_MAX	  100 /* events listed with one payment */
+#define API_POLLS_MAX	  20  /* latest reconciler polls listed with one payment */
 #define API_CANCEL_SUFFIX "/cancel"
 #define API_WARNING_STALE "Warning: 110 - \"stale methods\""
 
@@ -465,13 +466,35 @@ static int add_event(void *arg, const struct store_event *e)
 	return 0;
 }
 
+static int add_poll(void *arg, const struct store_poll *p)
+{
+	cJSON *item = audit_poll_json(p);
+
+	if (item == NULL)
+		return -ENOMEM;
+	cJSON_AddItemToArray(arg, item);
+	return 0;
+}
+
+/* The payment's events (oldest first) and latest polls (newest first) into events, polls. */
+static int payment_history(struct store *s, const char *id, cJSON *events, cJSON *polls)
+{
+	struct store_event_filter f = {
+		.payment_id = id, .status = PAYMENT_UNKNOWN, .limit = API_EVENTS_MAX};
+	int r = store_events_query(s, &f, add_event, events);
+
+	if (r == 0)
+		r = store_polls_list(s, id, API_POLLS_MAX, add_poll, polls);
+	return r;
+}
+
 static void get_handler(struct http_request *req, void *ctx)
 {
 	struct api *a = ctx;
 	struct store_payment p;
 	struct store *s = NULL;
 	char id[EVENT_ID_MAX];
-	cJSON *o, *events;
+	cJSON *o, *events, *polls;
 	int r;
 
 	if (!authorized(a, req))
@@ -491,18 +514,16 @@ static void get_handler(struct http_request *req, void *ctx)
 		return;
 	}
 	events = cJSON_CreateArray();
-	if (r == 0) {
-		struct store_event_filter f = {
-			.payment_id = id, .status = PAYMENT_UNKNOWN, .limit = API_EVENTS_MAX};
-
-		r = store_events_query(s, &f, add_event, events);
-	}
+	polls = cJSON_CreateArray();
 	o = cJSON_CreateObject();
+	if (r == 0)
+		r = payment_history(s, id, events, polls);
 	if (r == 0) {
 		cJSON_AddStringToObject(o, "status", "ok");
 		cJSON_AddItemToObject(o, "payment", audit_payment_json(&p));
 		cJSON_AddItemToObject(o, "events", events);
-		events = NULL;
+		cJSON_AddItemToObject(o, "polls", polls);
+		events = polls = NULL;
 		/* receipts, deliveries and the reconciler's view, for the console */
 		r = api_console_payment_detail(s, &p, o);
 	}
@@ -510,6 +531,7 @@ static void get_handler(struct http_request *req, void *ctx)
 		log_err("admin api: payment query failed: %s", store_errmsg(s));
 		store_close(s);
 		cJSON_Delete(events);
+		cJSON_Delete(polls);
 		cJSON_Delete(o);
 		http_reply_error(req, r == -ENOMEM ? 500 : 503,
 				 r == -ENOMEM ? "out of memory" : "store unavailable");

@@ -90,8 +90,11 @@ int api_create_prepare(cJSON *request, const char *callback_url, const char *cal
 	}
 	if (callback_url == NULL || callback_url[0] == '\0')
 		return 0;
+	/* Both spellings: Komerce's API document for merchants says callback_API_KEY, its
+	 * endpoint page callback_api_key, and a server reads one and ignores the other. */
 	if (cJSON_AddStringToObject(request, "callback_url", callback_url) == NULL ||
-	    cJSON_AddStringToObject(request, "callback_api_key", callback_key) == NULL)
+	    cJSON_AddStringToObject(request, "callback_api_key", callback_key) == NULL ||
+	    cJSON_AddStringToObject(request, "callback_API_KEY", callback_key) == NULL)
 		return -ENOMEM;
 	return 0;
 }

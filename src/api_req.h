@@ -27,7 +27,8 @@ int api_path_id(const char *url, const char *suffix, char *out, size_t n);
 unsigned api_upstream_status(enum komerce_err e);
 /* The daemon, not the merchant app, decides where Komerce calls back and with which key: a
  * request that names either is refused; the configured URL and the first callback key are
- * filled in (nothing when no callback_url is configured: the reconciler polls instead).
+ * filled in (nothing when no callback_url is configured: the reconciler polls instead), the
+ * key under both spellings Komerce's documents use (callback_api_key, callback_API_KEY).
  * Returns 0, -EINVAL with field/rule, or -ENOMEM. */
 int api_create_prepare(cJSON *request, const char *callback_url, const char *callback_key,
 		       char *field, size_t field_len, char *rule, size_t rule_len);

@@ -114,7 +114,13 @@ struct cJSON *audit_event_json(const struct store_event *e)
 	     cJSON_AddStringToObject(o, "source", e->source) != NULL &&
 	     cJSON_AddBoolToObject(o, "conflict", e->conflict) != NULL &&
 	     cJSON_AddStringToObject(o, "received_at", iso) != NULL &&
-	     cJSON_AddNumberToObject(o, "receipts", (double)e->receipts) != NULL;
+	     cJSON_AddNumberToObject(o, "receipts", (double)e->receipts) != NULL &&
+	     (store_event_mark_name(e->mark) != NULL
+		      ? cJSON_AddStringToObject(o, "confirmation", store_event_mark_name(e->mark))
+		      : cJSON_AddNullToObject(o, "confirmation")) != NULL &&
+	     (e->held_event_id > 0
+		      ? cJSON_AddNumberToObject(o, "held_event_id", (double)e->held_event_id)
+		      : cJSON_AddNullToObject(o, "held_event_id")) != NULL;
 	if (ok) {
 		if (e->raw_json == NULL || e->raw_json[0] == '\0')
 			cb = cJSON_CreateNull();
@@ -174,6 +180,36 @@ cJSON *audit_payment_json(const struct store_payment *p)
 	audit_json_time(o, "next_poll_at", p->next_poll_at);
 	cJSON_AddNumberToObject(o, "poll_attempts", (double)p->poll_attempts);
 	cJSON_AddStringToObject(o, "origin", p->origin);
+	audit_json_str_or_null(o, "confirmation", store_confirmation_name(p->confirmation));
+	audit_json_str_or_null(o, "confirmation_detail", p->confirmation_detail);
+	audit_json_time(o, "confirmation_at", p->confirmation_at);
+	if (p->held_event_id > 0)
+		cJSON_AddNumberToObject(o, "held_event_id", (double)p->held_event_id);
+	else
+		cJSON_AddNullToObject(o, "held_event_id");
+	return o;
+}
+
+cJSON *audit_poll_json(const struct store_poll *p)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		return NULL;
+	cJSON_AddNumberToObject(o, "id", (double)p->id);
+	audit_json_time(o, "polled_at", p->polled_at);
+	cJSON_AddNumberToObject(o, "elapsed_ms", (double)p->elapsed_ms);
+	cJSON_AddStringToObject(o, "outcome", store_poll_outcome_name(p->outcome));
+	if (p->http_status > 0)
+		cJSON_AddNumberToObject(o, "http_status", (double)p->http_status);
+	else
+		cJSON_AddNullToObject(o, "http_status");
+	audit_json_str_or_null(o, "komerce_status",
+			       p->komerce_status != PAYMENT_UNKNOWN
+				       ? payment_status_name(p->komerce_status)
+				       : NULL);
+	cJSON_AddBoolToObject(o, "confirming", p->confirming);
+	audit_json_str_or_null(o, "error", p->error);
 	return o;
 }
 

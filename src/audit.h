@@ -17,13 +17,19 @@ int audit_filter_set(struct store_event_filter *f, const char *name, const char 
 		     size_t why_len);
 
 /* The event as a JSON object: id, payment_id, order_id, status, amount, source, conflict,
- * received_at (ISO 8601 UTC), receipts, callback (the stored raw body as an object, or a string
- * if it does not parse, or null when empty). NULL on allocation failure. Caller frees with
+ * received_at (ISO 8601 UTC), receipts, confirmation (held, confirmed, unconfirmed or null),
+ * held_event_id (or null), callback (the stored raw body as an object, or a string if it does
+ * not parse, or null when empty). NULL on allocation failure. Caller frees with
  * cJSON_Delete. */
 struct cJSON *audit_event_json(const struct store_event *e);
 
-/* The payment as a JSON object (times ISO 8601 UTC or null). NULL on allocation failure. */
+/* The payment as a JSON object (times ISO 8601 UTC or null), with its confirmation (pending,
+ * confirmed, unconfirmed or null), its detail and time, and held_event_id. NULL on allocation
+ * failure. */
 struct cJSON *audit_payment_json(const struct store_payment *p);
+/* One reconciler status call: id, polled_at, elapsed_ms, outcome, http_status, komerce_status,
+ * confirming, error. NULL on allocation failure. */
+struct cJSON *audit_poll_json(const struct store_poll *p);
 /* Adds key: ISO 8601 UTC of unix ms, or null when ms <= 0. */
 void audit_json_time(struct cJSON *o, const char *key, int64_t ms);
 /* Adds key: v, or null when v is NULL or empty. */

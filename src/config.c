@@ -71,6 +71,7 @@ static const struct key_def key_table[] = {
 	{"komerce", "callback_url", KEY_STR, C(callback_url), "", 0, 0},
 	{"komerce", "timeout_ms", KEY_INT, C(timeout_ms), "10000", 100, 120000},
 	{"komerce", "connect_timeout_ms", KEY_INT, C(connect_timeout_ms), "3000", 100, 60000},
+	{"komerce", "confirm_paid", KEY_BOOL, C(confirm_paid), "true", 0, 0},
 	{"store", "path", KEY_STR, C(store_path), "/var/lib/komerce-hookd/events.db", 0, 0},
 	{"store", "synchronous", KEY_SYNC, C(synchronous_full), "full", 0, 0},
 	{"store", "busy_timeout_ms", KEY_INT, C(busy_timeout_ms), "5000", 0, 600000},
@@ -84,6 +85,15 @@ static const struct key_def key_table[] = {
 	{"reconcile", "max_requests_per_second", KEY_DOUBLE, C(max_requests_per_second), "5", 0,
 	 1000},
 	{"reconcile", "min_interval_seconds", KEY_INT, C(min_interval_seconds), "3", 3, 86400},
+	{"reconcile", "max_in_flight", KEY_INT, C(max_in_flight), "16", 1, 256},
+	{"reconcile", "breaker_failures", KEY_INT, C(breaker_failures), "5", 1, 1000},
+	{"reconcile", "breaker_open_seconds", KEY_INT, C(breaker_open_seconds), "10", 1, 3600},
+	{"reconcile", "breaker_max_open_seconds", KEY_INT, C(breaker_max_open_seconds), "300", 1,
+	 86400},
+	{"reconcile", "give_up_after_expiry_seconds", KEY_INT, C(give_up_after_expiry_seconds),
+	 "86400", 60, 90 * 86400},
+	{"reconcile", "give_up_unknown_expiry_seconds", KEY_INT, C(give_up_unknown_expiry_seconds),
+	 "604800", 3600, 365 * 86400},
 	{"log", "level", KEY_LOGLEVEL, C(log_level), "info", 0, 0},
 };
 #undef C
@@ -568,6 +578,19 @@ static int check_listen(struct load_ctx *x, const char *key, const char *value)
 	return 0;
 }
 
+/* The reconciler's keys that depend on each other. */
+static int validate_reconcile(struct load_ctx *x)
+{
+	struct config *c = x->c;
+
+	if (c->breaker_max_open_seconds < c->breaker_open_seconds)
+		return fail(x, -EINVAL,
+			    "config: reconcile.breaker_max_open_seconds: must be at least "
+			    "reconcile.breaker_open_seconds (%ld)",
+			    c->breaker_open_seconds);
+	return 0;
+}
+
 static int validate(struct load_ctx *x)
 {
 	struct config *c = x->c;
@@ -617,6 +640,8 @@ static int validate(struct load_ctx *x)
 		return fail(x, -EINVAL,
 			    "config: store.checkpoint_key: shorter than 16 characters (the unit "
 			    "reads " SECRETS_DIR "/checkpoint_key)");
+	if (validate_reconcile(x) < 0)
+		return x->error;
 	for (size_t i = 0; i < c->n_sinks; i++) {
 		struct config_sink *s = &c->sinks[i];
 

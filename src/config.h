@@ -56,6 +56,7 @@ struct config {
 	char *callback_url;
 	long timeout_ms;
 	long connect_timeout_ms;
+	bool confirm_paid; /* a PAID callback counts once a status call confirms it */
 	/* [store] */
 	char *store_path;
 	bool synchronous_full;
@@ -70,6 +71,12 @@ struct config {
 	long grace_seconds;
 	double max_requests_per_second;
 	long min_interval_seconds;
+	long max_in_flight;		     /* status requests at once */
+	long breaker_failures;		     /* failures in a row that open the circuit ... */
+	long breaker_open_seconds;	     /* ... for this long, doubling per failed probe ... */
+	long breaker_max_open_seconds;	     /* ... up to this */
+	long give_up_after_expiry_seconds;   /* still PENDING this long after expiry: stop */
+	long give_up_unknown_expiry_seconds; /* expiry unknown: stop this long after creation */
 	/* [log] */
 	int log_level;
 

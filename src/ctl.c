@@ -535,9 +535,12 @@ static const char events_usage[] =
 	"         [--source callback|reconcile|api] [--since T] [--until T] [--after-id N]\n"
 	"         [--limit N] [--format table|json|jsonl|csv]\n"
 	"List stored events in id order, each with its receipts count (how often it was\n"
-	"delivered). T is ISO 8601 (2026-08-12, 2026-08-12T10:15:30Z, +07:00 offsets) or unix\n"
-	"seconds; --until is exclusive. Times are printed in UTC. json prints one array, jsonl\n"
-	"one object a line (with the raw callback), csv follows RFC 4180.\n";
+	"delivered) and its part in confirming a PAID callback: held (stored as received,\n"
+	"not applied, not forwarded), confirmed (the status call's PAID, for HELD EVENT) or\n"
+	"unconfirmed (a conflict: the status call said otherwise). T is ISO 8601\n"
+	"(2026-08-12, 2026-08-12T10:15:30Z, +07:00 offsets) or unix seconds; --until is\n"
+	"exclusive. Times are printed in UTC. json prints one array, jsonl one object a line\n"
+	"(with the raw callback), csv follows RFC 4180.\n";
 
 static const struct column event_cols[] = {
 	{"id", "ID", true, true},
@@ -548,6 +551,8 @@ static const struct column event_cols[] = {
 	{"amount", "AMOUNT", true, true},
 	{"source", "SOURCE", false, true},
 	{"conflict", "CONFLICT", false, true},
+	{"confirmation", "CONFIRMATION", false, true},
+	{"held_event_id", "HELD EVENT", true, false},
 	{"receipts", "RECEIPTS", true, true},
 	{"callback", "CALLBACK", false, false},
 };
@@ -623,7 +628,8 @@ static const char payments_usage[] =
 	"usage: komerce-hookctl payments [--status S] [--stale] [--limit N]\n"
 	"         [--format table|json|jsonl|csv]\n"
 	"List payments, oldest first. --stale: PENDING payments past their expiry (the\n"
-	"callback and the reconciler have not settled them).\n";
+	"callback and the reconciler have not settled them). CONFIRMATION: where a PAID\n"
+	"callback held for a status call stands (pending, confirmed, unconfirmed), and why.\n";
 
 static const struct column payment_cols[] = {
 	{"payment_id", "PAYMENT", false, true},
@@ -640,6 +646,10 @@ static const struct column payment_cols[] = {
 	{"last_polled_at", "LAST POLL (UTC)", false, false},
 	{"next_poll_at", "NEXT POLL (UTC)", false, false},
 	{"poll_attempts", "POLLS", true, true},
+	{"confirmation", "CONFIRMATION", false, true},
+	{"confirmation_detail", "WHY", false, true},
+	{"confirmation_at", "CONFIRMATION AT (UTC)", false, false},
+	{"held_event_id", "HELD EVENT", true, false},
 };
 
 static int print_payment(void *arg, const struct store_payment *p)

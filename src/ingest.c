@@ -138,9 +138,10 @@ static void callback_done(struct store_req *r)
 				payment_status_name(r->ev.status), (long long)r->event_id);
 		else if (!r->duplicate && log_max_prio >= LOG_PRIO_INFO)
 			log_fields(LOG_PRIO_INFO, f,
-				   "callback stored payment_id=\"%s\" status=%s event_id=%lld",
+				   "callback stored payment_id=\"%s\" status=%s event_id=%lld%s",
 				   log_quote(r->ev.payment_id, pid, sizeof(pid)),
-				   payment_status_name(r->ev.status), (long long)r->event_id);
+				   payment_status_name(r->ev.status), (long long)r->event_id,
+				   r->held ? " held=awaiting_confirmation" : "");
 		n = snprintf(body, sizeof(body),
 			     "{\"status\":\"ok\",\"event_id\":%lld,\"duplicate\":%s}",
 			     (long long)r->event_id, r->duplicate ? "true" : "false");

@@ -1122,11 +1122,12 @@ int komerce_payment_create(struct komerce *k, const cJSON *req, struct komerce_r
 	return r;
 }
 
-int komerce_payment_status(struct komerce *k, const char *payment_id, struct komerce_result *ret)
+/* The status path of payment_id (percent-encoded) into path: 0, or -errno with ret filled. */
+static int status_path(struct komerce *k, const char *payment_id, char *path, size_t n,
+		       struct komerce_result *ret)
 {
-	char path[KOMERCE_MAX_URL];
 	char *esc;
-	int n;
+	int w;
 
 	if (!payment_id || payment_id[0] == '\0' || strlen(payment_id) > KOMERCE_MAX_ID)
 		return bad_id(payment_id, ret);
@@ -1137,10 +1138,20 @@ int komerce_payment_status(struct komerce *k, const char *payment_id, struct kom
 		set_message(ret, "cannot escape payment_id");
 		return -ENOMEM;
 	}
-	n = snprintf(path, sizeof(path), "/api/v1/user/payment/status/%s", esc);
+	w = snprintf(path, n, "/api/v1/user/payment/status/%s", esc);
 	curl_free(esc);
-	if (n < 0 || (size_t)n >= sizeof(path))
+	if (w < 0 || (size_t)w >= n)
 		return bad_id(payment_id, ret);
+	return 0;
+}
+
+int komerce_payment_status(struct komerce *k, const char *payment_id, struct komerce_result *ret)
+{
+	char path[KOMERCE_MAX_URL];
+	int r = status_path(k, payment_id, path, sizeof(path), ret);
+
+	if (r < 0)
+		return r;
 	return request(k, path, NULL, true, ret);
 }
 
@@ -1171,4 +1182,154 @@ int komerce_payment_cancel(struct komerce *k, const char *payment_id, struct kom
 	r = request(k, "/api/v1/user/payment/cancel", body, true, ret);
 	cJSON_free(body);
 	return r;
+}
+
+/* ---- concurrent status requests ------------------------------------------------------- */
+
+/* A fixed pool of clients, one per slot; a slot's easy handle is in the multi handle while
+ * its request is in flight. Every status request takes a connection of its own (see
+ * request()), so concurrency costs one connection per request in flight. */
+struct komerce_multi {
+	CURLM *multi;
+	size_t n, running;
+	struct komerce **slot;
+	void **tag;
+	bool *busy;
+};
+
+void komerce_multi_free(struct komerce_multi *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n && m->slot != NULL; i++) {
+		if (m->busy[i])
+			curl_multi_remove_handle(m->multi, m->slot[i]->curl);
+		komerce_free(m->slot[i]);
+	}
+	if (m->multi)
+		curl_multi_cleanup(m->multi);
+	free(m->slot);
+	free(m->tag);
+	free(m->busy);
+	free(m);
+}
+
+struct komerce_multi *komerce_multi_new(const struct komerce_opts *opts, size_t slots)
+{
+	struct komerce_multi *m;
+
+	if (slots == 0 || slots > 4096)
+		return NULL;
+	pthread_once(&komerce_curl_once, komerce_curl_global_init);
+	if (komerce_curl_init_rc != CURLE_OK)
+		return NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->n = slots;
+	m->slot = calloc(slots, sizeof(*m->slot));
+	m->tag = calloc(slots, sizeof(*m->tag));
+	m->busy = calloc(slots, sizeof(*m->busy));
+	m->multi = curl_multi_init();
+	if (!m->slot || !m->tag || !m->busy || !m->multi)
+		goto fail;
+	for (size_t i = 0; i < slots; i++) {
+		m->slot[i] = komerce_new(opts);
+		if (!m->slot[i])
+			goto fail;
+	}
+	return m;
+fail:
+	komerce_multi_free(m);
+	return NULL;
+}
+
+int komerce_multi_status(struct komerce_multi *m, const char *payment_id, void *tag,
+			 struct komerce_result *ret)
+{
+	char path[KOMERCE_MAX_URL], url[KOMERCE_MAX_URL];
+	struct komerce *k;
+	size_t i;
+	int r;
+
+	for (i = 0; i < m->n && m->busy[i]; i++)
+		;
+	if (i == m->n)
+		return -EBUSY;
+	k = m->slot[i];
+	r = status_path(k, payment_id, path, sizeof(path), ret);
+	if (r < 0)
+		return r;
+	r = snprintf(url, sizeof(url), "%s%s", k->base_url, path);
+	if (r < 0 || (size_t)r >= sizeof(url)) {
+		result_init(ret);
+		ret->err = KOMERCE_E_INTERNAL;
+		set_message(ret, "request URL too long");
+		return -EINVAL;
+	}
+	prepare(k, url, NULL, true);
+	curl_easy_setopt(k->curl, CURLOPT_PRIVATE, (void *)&m->tag[i]);
+	if (curl_multi_add_handle(m->multi, k->curl) != CURLM_OK) {
+		result_init(ret);
+		ret->err = KOMERCE_E_NOMEM;
+		set_message(ret, "cannot start the request");
+		return -ENOMEM;
+	}
+	m->busy[i] = true;
+	m->tag[i] = tag;
+	m->running++;
+	return 0;
+}
+
+size_t komerce_multi_running(const struct komerce_multi *m)
+{
+	return m->running;
+}
+
+int komerce_multi_wait(struct komerce_multi *m, long timeout_ms)
+{
+	int still = 0;
+
+	if (curl_multi_perform(m->multi, &still) != CURLM_OK)
+		return -EIO;
+	if (timeout_ms > 0 &&
+	    curl_multi_poll(m->multi, NULL, 0, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms,
+			    NULL) != CURLM_OK)
+		return -EIO;
+	return curl_multi_perform(m->multi, &still) == CURLM_OK ? 0 : -EIO;
+}
+
+void komerce_multi_wakeup(struct komerce_multi *m)
+{
+	if (m)
+		curl_multi_wakeup(m->multi);
+}
+
+int komerce_multi_next(struct komerce_multi *m, void **ret_tag, struct komerce_result *ret)
+{
+	struct CURLMsg *msg;
+	int left = 0;
+
+	while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+		void **tagp = NULL;
+		long status = 0;
+		size_t i;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&tagp);
+		i = (size_t)(tagp - m->tag);
+		if (tagp == NULL || i >= m->n || !m->busy[i])
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+		result_init(ret);
+		finish(m->slot[i], msg->data.result, status, ret);
+		curl_multi_remove_handle(m->multi, msg->easy_handle);
+		m->busy[i] = false;
+		m->running--;
+		*ret_tag = m->tag[i];
+		m->tag[i] = NULL;
+		return 1;
+	}
+	return 0;
 }

@@ -1,6 +1,7 @@
 /* Komerce Payment API client (libcurl). Pure: never logs. One struct komerce per thread
  * (it owns a reusable curl easy handle); none of its functions may be called concurrently
- * on the same struct. */
+ * on the same struct. A struct komerce_multi runs many status requests at once on one
+ * thread (libcurl's multi interface over a fixed pool of them). */
 #pragma once
 
 #include <stddef.h>
@@ -65,6 +66,29 @@ int komerce_payment_create(struct komerce *k, const cJSON *request, struct komer
 int komerce_payment_status(struct komerce *k, const char *payment_id, struct komerce_result *ret);
 int komerce_payment_cancel(struct komerce *k, const char *payment_id, struct komerce_result *ret);
 void komerce_result_clear(struct komerce_result *r);
+
+/* ---- concurrent status requests (one thread; komerce_multi_wakeup from any) ---- */
+
+struct komerce_multi;
+
+/* slots: most requests in flight at once. NULL on allocation failure. Caller frees. */
+struct komerce_multi *komerce_multi_new(const struct komerce_opts *opts, size_t slots);
+/* Abandons the requests in flight (their results are never reported). NULL is fine. */
+void komerce_multi_free(struct komerce_multi *m);
+/* Starts a status request for payment_id, tagged with tag (returned with its result). 0;
+ * -EBUSY when every slot is in use; or -errno with *ret filled when it could not be sent
+ * (call komerce_result_clear). Nothing leaves before komerce_multi_wait. */
+int komerce_multi_status(struct komerce_multi *m, const char *payment_id, void *tag,
+			 struct komerce_result *ret);
+/* Requests in flight. */
+size_t komerce_multi_running(const struct komerce_multi *m);
+/* Moves the transfers along, waiting up to timeout_ms for network activity, a reply or
+ * komerce_multi_wakeup: the caller's only place to sleep. 0 or -EIO. */
+int komerce_multi_wait(struct komerce_multi *m, long timeout_ms);
+/* Any thread: the komerce_multi_wait in progress (or the next one) returns at once. */
+void komerce_multi_wakeup(struct komerce_multi *m);
+/* A finished request: 1 with its tag and *ret (call komerce_result_clear), 0 when none. */
+int komerce_multi_next(struct komerce_multi *m, void **ret_tag, struct komerce_result *ret);
 
 /* Pure helpers (unit-tested without a network). */
 const char *komerce_err_name(enum komerce_err e);

@@ -154,6 +154,7 @@ static int open_store(struct daemon *d, char *err, size_t err_len)
 		.queue_max = cfg->queue_max,
 		.grace_seconds = cfg->grace_seconds,
 		.reconcile = cfg->reconcile_enabled,
+		.confirm_paid = cfg->confirm_paid,
 		.sinks = d->sinks,
 		.n_sinks = cfg->n_sinks,
 	};
@@ -177,6 +178,12 @@ static void on_commit(void *arg, size_t new_events)
 	forward_notify(arg);
 }
 
+/* A commit scheduled a poll (a payment newly watched, a PAID callback to confirm). */
+static void on_poll_scheduled(void *arg, int64_t due_ms)
+{
+	reconcile_wake_at(arg, due_ms);
+}
+
 static int start_workers(struct daemon *d, char *err, size_t err_len)
 {
 	int r = forward_start(d->cfg, d->store, &d->fwd, err, err_len);
@@ -184,10 +191,12 @@ static int start_workers(struct daemon *d, char *err, size_t err_len)
 	if (r < 0)
 		return r;
 	store_set_commit_hook(d->store, on_commit, d->fwd);
-	if (d->cfg->reconcile_enabled) {
+	/* Without reconcile.enabled the reconciler still confirms PAID callbacks. */
+	if (d->cfg->reconcile_enabled || d->cfg->confirm_paid) {
 		r = reconcile_start(d->cfg, d->store, &d->rec, err, err_len);
 		if (r < 0)
 			return r;
+		store_set_poll_hook(d->store, on_poll_scheduled, d->rec);
 	}
 	r = api_new(d->cfg, d->store, d->rec, &d->api, err, err_len);
 	if (r < 0)
@@ -326,6 +335,8 @@ static void drain(struct daemon *d)
 {
 	http_stop(d->pub, d->cfg->drain_timeout * 1000);
 	http_stop(d->admin, ADMIN_DRAIN_MS);
+	if (d->store != NULL)
+		store_set_poll_hook(d->store, NULL, NULL);
 	reconcile_stop(d->rec);
 	forward_stop(d->fwd);
 	store_writer_stop(d->store); /* everything committed: the last checkpoint is the head */

@@ -1,4 +1,5 @@
-/* Token bucket and per-key minimum interval, for the reconciler's request budget. Pure: no
+/* Token bucket, sliding window and per-key minimum interval, for the reconciler's request
+ * budget. Pure: no
  * clock (callers pass now_ms), no logging, no locking. Each structure belongs to one thread
  * (the reconciler thread); unit tests drive it with an injected clock. */
 #include "ratelimit.h"
@@ -140,4 +141,50 @@ void ratelimit_keys_note(struct ratelimit_keys *k, const char *key, int64_t now_
 	k->head = (k->head + 1) % k->cap;
 	if (k->n < k->cap)
 		k->n++;
+}
+
+/* ---- sliding window ---- */
+
+struct ratelimit_window {
+	int64_t window_ms;
+	size_t cap, n, head; /* head: next slot to write (the oldest once full) */
+	int64_t at[];
+};
+
+struct ratelimit_window *ratelimit_window_new(size_t max_events, int64_t window_ms)
+{
+	struct ratelimit_window *w;
+
+	if (max_events == 0 || max_events > ((size_t)-1 - sizeof(*w)) / sizeof(int64_t))
+		return NULL;
+	w = calloc(1, sizeof(*w) + max_events * sizeof(int64_t));
+	if (w == NULL)
+		return NULL;
+	w->cap = max_events;
+	w->window_ms = window_ms;
+	return w;
+}
+
+void ratelimit_window_free(struct ratelimit_window *w)
+{
+	free(w);
+}
+
+int64_t ratelimit_window_wait_ms(const struct ratelimit_window *w, int64_t now_ms)
+{
+	int64_t until;
+
+	if (w->n < w->cap)
+		return 0;
+	/* Full: the oldest of the last cap events must have left the window. */
+	until = w->at[w->head] + w->window_ms;
+	return until > now_ms ? until - now_ms : 0;
+}
+
+void ratelimit_window_note(struct ratelimit_window *w, int64_t now_ms)
+{
+	w->at[w->head] = now_ms;
+	w->head = (w->head + 1) % w->cap;
+	if (w->n < w->cap)
+		w->n++;
 }

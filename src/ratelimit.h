@@ -1,6 +1,7 @@
 /* Request budgets (pure, no clock of its own: every function takes now_ms, so tests inject
- * time): a token bucket for a global rate, and a per-key minimum interval (a recent-keys ring
- * that refuses a key used less than min_interval_ms ago). */
+ * time): a token bucket for a global rate, a sliding window (at most n events in any window),
+ * and a per-key minimum interval (a recent-keys ring that refuses a key used less than
+ * min_interval_ms ago). */
 #pragma once
 
 #include <stdbool.h>
@@ -39,3 +40,16 @@ void ratelimit_keys_free(struct ratelimit_keys *k);
 int64_t ratelimit_keys_wait_ms(const struct ratelimit_keys *k, const char *key, int64_t now_ms);
 /* Records a use of key at now_ms (times are expected not to go backwards). */
 void ratelimit_keys_note(struct ratelimit_keys *k, const char *key, int64_t now_ms);
+
+/* Sliding window: at most max_events events in any window_ms (the bucket smooths the rate,
+ * this caps what any one window sees: a bucket with a token to spare after a pause lets
+ * rate + 1 requests into one second). Keeps the last max_events times. */
+struct ratelimit_window;
+
+/* NULL on allocation failure (or max_events 0). Caller frees (NULL is fine). */
+struct ratelimit_window *ratelimit_window_new(size_t max_events, int64_t window_ms);
+void ratelimit_window_free(struct ratelimit_window *w);
+/* 0 when an event may happen at now_ms, else the milliseconds until one may. */
+int64_t ratelimit_window_wait_ms(const struct ratelimit_window *w, int64_t now_ms);
+/* Records an event at now_ms (times are expected not to go backwards). */
+void ratelimit_window_note(struct ratelimit_window *w, int64_t now_ms);

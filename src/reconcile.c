@@ -1,9 +1,13 @@
 /* Reconciler: one thread that asks Komerce for the status of watched PENDING payments whose
- * callback has not arrived, and records what it learns as source=reconcile events through the
- * writer (same idempotency and state machine as callbacks). It owns a read-only store handle,
- * a struct komerce, the global token bucket and the circuit breaker. main.c starts and stops
- * it; reconcile_wake() may be called from any thread (admin API). The schedule and breaker
- * functions below it are pure and unit-tested with an injected clock. */
+ * callback has not arrived, and of those whose PAID callback waits for confirmation, and
+ * records what it learns as source=reconcile events through the writer (same idempotency and
+ * state machine as callbacks; the verdict on a held callback is the store's). Up to
+ * max_in_flight requests run at once on libcurl's multi interface, which is also where the
+ * thread sleeps. It owns a read-only store handle, the struct komerce_multi, the global token
+ * bucket and window, and the circuit breaker. main.c starts and stops it;
+ * reconcile_wake_at() may be called from any thread (the store's poll hook, the admin API).
+ * The schedule and breaker functions below it are pure and unit-tested with an injected
+ * clock. */
 #include "reconcile.h"
 
 #include <errno.h>
@@ -11,8 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -30,7 +32,7 @@
 #define PENDING_GAUGE_MS 30000 /* pending-payments gauges: a scan of the payments table */
 #define STORE_RETRY_MS	 1000  /* after a failed query or write */
 #define MAX_TIMEOUT_MS	 5000  /* one status request, at most (stop aborts it at once) */
-#define MAX_RESCAN_MS	 60000 /* payments seen in callbacks do not wake us: look again */
+#define MAX_RESCAN_MS	 60000 /* longest sleep between two looks at the schedule */
 #define RATE_FLOOR	 0.25  /* 429s slow the bucket down to a quarter at most ... */
 #define RATE_DOWN	 0.8   /* ... by this factor per 429 ... */
 #define RATE_UP		 1.05  /* ... and successes bring it back */
@@ -50,12 +52,15 @@ static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 int64_t reconcile_next_poll_ms(const struct reconcile_sched *s)
 {
 	int64_t now = s->now_ms, min = s->min_interval_ms > 0 ? s->min_interval_ms : 0;
+	int64_t give_up = s->give_up_ms > 0 ? s->give_up_ms : RECONCILE_GIVE_UP;
+	int64_t give_up_unknown =
+		s->give_up_unknown_ms > 0 ? s->give_up_unknown_ms : RECONCILE_GIVE_UP_UNKNOWN;
 	int64_t step = RECONCILE_FIRST_BACKOFF, next;
 
 	for (long a = 1; a < s->attempts && step < RECONCILE_MAX_UNKNOWN; a++)
 		step *= 2;
 	if (s->expires_at_s <= 0) {
-		if (s->created_at_ms > 0 && now >= s->created_at_ms + RECONCILE_GIVE_UP_UNKNOWN)
+		if (s->created_at_ms > 0 && now >= s->created_at_ms + give_up_unknown)
 			return 0;
 		next = now + clamp64(step, min, RECONCILE_MAX_UNKNOWN);
 	} else {
@@ -64,7 +69,7 @@ int64_t reconcile_next_poll_ms(const struct reconcile_sched *s)
 
 		if (now >= final) {
 			/* Komerce still says PENDING after the expiry: back off from it. */
-			if (now >= e + RECONCILE_GIVE_UP)
+			if (now >= e + give_up)
 				return 0;
 			next = now + clamp64(now - e, min, RECONCILE_MAX_UNKNOWN);
 		} else {
@@ -120,9 +125,20 @@ int64_t reconcile_retry_ms(const struct reconcile_sched *s, int64_t delay_ms, ui
 
 void reconcile_breaker_init(struct reconcile_breaker *b)
 {
+	reconcile_breaker_configure(b, 0, 0, 0);
+}
+
+void reconcile_breaker_configure(struct reconcile_breaker *b, long threshold, int64_t open_ms,
+				 int64_t max_open_ms)
+{
 	memset(b, 0, sizeof(*b));
 	b->state = RECONCILE_BREAKER_CLOSED;
-	b->open_ms = RECONCILE_BREAKER_OPEN_MS;
+	b->threshold = threshold > 0 ? threshold : RECONCILE_BREAKER_THRESHOLD;
+	b->base_open_ms = open_ms > 0 ? open_ms : RECONCILE_BREAKER_OPEN_MS;
+	b->max_open_ms = max_open_ms > 0 ? max_open_ms : RECONCILE_BREAKER_MAX_OPEN_MS;
+	if (b->max_open_ms < b->base_open_ms)
+		b->max_open_ms = b->base_open_ms;
+	b->open_ms = b->base_open_ms;
 }
 
 bool reconcile_breaker_allow(struct reconcile_breaker *b, int64_t now_ms)
@@ -157,7 +173,7 @@ bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms)
 	if (b->state == RECONCILE_BREAKER_CLOSED)
 		return false;
 	b->state = RECONCILE_BREAKER_CLOSED;
-	b->open_ms = RECONCILE_BREAKER_OPEN_MS;
+	b->open_ms = b->base_open_ms;
 	return true;
 }
 
@@ -166,7 +182,7 @@ bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms)
 	b->failures++;
 	switch (b->state) {
 	case RECONCILE_BREAKER_CLOSED:
-		if (b->failures < RECONCILE_BREAKER_THRESHOLD)
+		if (b->failures < b->threshold)
 			return false;
 		b->state = RECONCILE_BREAKER_OPEN;
 		b->opened_at_ms = now_ms;
@@ -174,8 +190,7 @@ bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms)
 		return true;
 	case RECONCILE_BREAKER_HALF_OPEN:
 		/* The probe failed: stay open, twice as long. */
-		b->open_ms = clamp64(b->open_ms * 2, RECONCILE_BREAKER_OPEN_MS,
-				     RECONCILE_BREAKER_MAX_OPEN_MS);
+		b->open_ms = clamp64(b->open_ms * 2, b->base_open_ms, b->max_open_ms);
 		b->state = RECONCILE_BREAKER_OPEN;
 		b->open_until_ms = now_ms + b->open_ms;
 		return false;
@@ -187,66 +202,55 @@ bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms)
 
 /* ---- the thread ---- */
 
+struct outgoing;
+
+/* One status request in flight: the row it is about and when it left. */
+struct flight {
+	struct store_reconcile_row row;
+	int64_t sent_ms; /* unix ms of its mark: last_polled_at as persisted before sending */
+	bool busy;
+};
+
 struct reconcile {
-	pthread_mutex_t mu;
-	pthread_cond_t cond; /* CLOCK_MONOTONIC */
-	uint64_t gen;	     /* bumped by reconcile_wake */
-	int stop;	     /* atomic */
 	pthread_t thread;
 	bool started;
+	int stop;	     /* atomic */
+	int64_t wake_due;    /* atomic: earliest poll a commit announced since the last query */
+	int64_t sleep_until; /* atomic: unix ms the thread sleeps until, 0 while it works */
 
 	struct store *writer, *reader;
-	struct komerce *k;
+	struct komerce_multi *km;
 	struct ratelimit_bucket bucket;
-	struct ratelimit_keys *keys; /* in-process guard of the per-payment interval */
+	struct ratelimit_window *window; /* max_requests_per_second in any 1 s (+ slack) */
+	struct ratelimit_keys *keys;	 /* in-process guard of the per-payment interval */
 	struct reconcile_breaker breaker;
 	double rate, rate_now;
 	int64_t min_ms;	   /* min_interval_seconds + safety */
 	int64_t hold_ms;   /* next_poll_at written by a mark: a result that never lands */
 	int64_t rescan_ms; /* longest sleep */
+	int64_t give_up_ms, give_up_unknown_ms;
+	bool watch; /* reconcile.enabled: poll PENDING payments, not only confirmations */
 	uint32_t rnd;
 
-	/* results waiting to be written, plus room for one mark */
-	struct store_reconcile_update updates[BATCH + 1];
-	char *raw[BATCH + 1];
-	size_t n_updates;
+	struct flight *flights;
+	struct outgoing *outgoing; /* a batch being marked and sent */
+	size_t max_in_flight;
+
+	/* due rows read and not yet sent, and when to read again */
 	struct store_reconcile_row rows[BATCH];
+	size_t n_rows, next_row;
+	int64_t next_query_ms;
+
+	/* results and marks waiting to be written, each with the texts it borrows */
+	struct store_reconcile_update *updates;
+	char **raw;
+	char (*errs)[STORE_DETAIL_MAX];
+	size_t n_updates, cap_updates;
 
 	int64_t next_gauge_ms;
 	int64_t next_pending_ms; /* mono ms: next pending-payments scan */
-	struct log_rl error_rl, store_rl, odd_rl;
+	struct log_rl error_rl, store_rl, odd_rl, unconfirmed_rl;
 };
-
-static uint64_t current_gen(struct reconcile *r)
-{
-	uint64_t g;
-
-	pthread_mutex_lock(&r->mu);
-	g = r->gen;
-	pthread_mutex_unlock(&r->mu);
-	return g;
-}
-
-/* Sleeps until delay_ms passes, stop, or (when wake is true) reconcile_wake after gen. */
-static void sleep_for(struct reconcile *r, int64_t delay_ms, bool wake, uint64_t gen)
-{
-	struct timespec ts;
-	int64_t deadline;
-
-	if (delay_ms <= 0)
-		return;
-	if (delay_ms > MAX_RESCAN_MS)
-		delay_ms = MAX_RESCAN_MS;
-	deadline = util_mono_ms() + delay_ms;
-	ts.tv_sec = deadline / 1000;
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
-	pthread_mutex_lock(&r->mu);
-	while (!util_flag_get(&r->stop) && !(wake && r->gen != gen) && util_mono_ms() < deadline) {
-		if (pthread_cond_timedwait(&r->cond, &r->mu, &ts) == ETIMEDOUT)
-			break;
-	}
-	pthread_mutex_unlock(&r->mu);
-}
 
 static void update_gauges(struct reconcile *r, bool force)
 {
@@ -276,6 +280,7 @@ static void update_gauges(struct reconcile *r, bool force)
 	}
 	metrics_set_gauge("hookd_reconcile_circuit_open",
 			  r->breaker.state == RECONCILE_BREAKER_CLOSED ? 0 : 1);
+	metrics_set_gauge("hookd_reconcile_in_flight", (double)komerce_multi_running(r->km));
 }
 
 static void release_updates(struct reconcile *r)
@@ -287,7 +292,35 @@ static void release_updates(struct reconcile *r)
 	r->n_updates = 0;
 }
 
-/* After a commit: the resolved payments are logged and counted. */
+/* The verdict on a PAID callback held for confirmation, once committed. */
+static void report_verdict(struct reconcile *r, const struct store_reconcile_update *u,
+			   const struct log_field *f, const char *q)
+{
+	unsigned long long sup = 0;
+
+	if (u->verdict == STORE_CONFIRM_CONFIRMED) {
+		metrics_inc(METRICS_CONFIRMED, 1);
+		log_fields(
+			LOG_PRIO_NOTICE, f,
+			"PAID callback confirmed by Komerce payment_id=%s callback_event_id=%lld "
+			"event_id=%lld",
+			q, (long long)u->held_event_id, (long long)u->event_id);
+		return;
+	}
+	metrics_inc(METRICS_UNCONFIRMED, 1);
+	if (log_rl_allow(&r->unconfirmed_rl, 1000, &sup))
+		log_fields(LOG_PRIO_WARNING, f,
+			   "PAID callback not confirmed by Komerce: not applied, not forwarded "
+			   "payment_id=%s callback_event_id=%lld komerce_status=%s http=%ld "
+			   "conflict_event_id=%lld suppressed=%llu",
+			   q, (long long)u->held_event_id,
+			   u->outcome == STORE_POLL_OK ? payment_status_name(u->komerce_status)
+						       : "none",
+			   u->http_status, (long long)u->marker_event_id, sup);
+}
+
+/* After a commit: the resolved payments and the confirmation verdicts are logged and
+ * counted. */
 static void report_committed(struct reconcile *r)
 {
 	for (size_t i = 0; i < r->n_updates; i++) {
@@ -298,9 +331,11 @@ static void report_committed(struct reconcile *r)
 					      {"EVENT_ID", log_num(u->event_id, eid, sizeof(eid))},
 					      {NULL, NULL}};
 
-		if (!u->has_event)
-			continue;
 		log_quote(u->payment_id, q, sizeof(q));
+		if (u->verdict != STORE_CONFIRM_NONE)
+			report_verdict(r, u, f, q);
+		if (!u->has_event || u->verdict == STORE_CONFIRM_CONFIRMED)
+			continue;
 		if (u->duplicate) {
 			if (log_max_prio >= LOG_PRIO_DEBUG)
 				log_fields(LOG_PRIO_DEBUG, f,
@@ -363,15 +398,22 @@ static struct store_reconcile_update *queue_update(struct reconcile *r, const ch
 {
 	struct store_reconcile_update *u;
 
-	if (r->n_updates >= BATCH && flush(r) < 0)
+	if (r->n_updates >= r->cap_updates && flush(r) < 0)
 		return NULL;
 	u = &r->updates[r->n_updates];
 	memset(u, 0, sizeof(*u));
 	snprintf(u->payment_id, sizeof(u->payment_id), "%s", payment_id);
 	u->poll_attempts = -1;
+	u->komerce_status = PAYMENT_UNKNOWN;
 	r->raw[r->n_updates] = NULL;
+	r->errs[r->n_updates][0] = '\0';
 	r->n_updates++;
 	return u;
+}
+
+static size_t slot_of(const struct reconcile *r, const struct store_reconcile_update *u)
+{
+	return (size_t)(u - r->updates);
 }
 
 /* A row that is due but inside its minimum interval (written by an older version, a clock
@@ -424,18 +466,29 @@ static void fill_event(struct store_reconcile_update *u, const struct komerce_pa
 	snprintf(ev->channel_code, sizeof(ev->channel_code), "%s", p->channel_code);
 	ev->expires_at = p->expires_at;
 	ev->source = EVENT_SOURCE_RECONCILE;
-	u->has_event = true;
 }
 
-/* Turns a status reply into the result update u (already holding id, last_polled_at and
- * poll_attempts). */
-/* Komerce told the status: record it (an event when it changed) and schedule the next poll. */
+/* Komerce's reply (its data, or the whole error envelope) as the raw text of u's event;
+ * false when out of memory (the next poll learns it again). */
+static bool keep_raw(struct reconcile *r, struct store_reconcile_update *u, const cJSON *j)
+{
+	size_t slot = slot_of(r, u);
+
+	r->raw[slot] = j != NULL ? cJSON_PrintUnformatted(j) : NULL;
+	if (r->raw[slot] == NULL)
+		return false;
+	u->ev.raw = r->raw[slot];
+	u->ev.raw_len = strlen(u->ev.raw);
+	return true;
+}
+
+/* Komerce told the status: record it (an event when it changed; the whole answer when a
+ * PAID callback waits for it) and schedule the next poll. */
 static void on_status(struct reconcile *r, const struct store_reconcile_row *row,
 		      struct store_reconcile_update *u, struct komerce_result *res,
 		      struct reconcile_sched *sched, const struct komerce_payment *p,
 		      enum payment_status st)
 {
-	size_t slot = (size_t)(u - r->updates);
 	char q[160];
 
 	metrics_inc(METRICS_POLLS_OK, 1);
@@ -449,15 +502,14 @@ static void on_status(struct reconcile *r, const struct store_reconcile_row *row
 		if (sched->expires_at_s <= 0)
 			sched->expires_at_s = p->expires_at;
 	}
-	if (st != row->status) {
+	u->outcome = STORE_POLL_OK;
+	u->komerce_status = st;
+	if (st != row->status || row->confirming) {
 		fill_event(u, p, st, row);
-		r->raw[slot] = cJSON_PrintUnformatted(res->data);
-		if (r->raw[slot] != NULL) {
-			u->ev.raw = r->raw[slot];
-			u->ev.raw_len = strlen(u->ev.raw);
-		} else {
-			u->has_event = false; /* out of memory: the next poll learns it again */
-		}
+		if (keep_raw(r, u, res->data))
+			u->has_event = st != row->status;
+		else
+			u->outcome = STORE_POLL_FAILED; /* out of memory: learned again later */
 	}
 	if (u->has_event && payment_status_terminal(st))
 		u->next_poll_at = 0;
@@ -467,6 +519,17 @@ static void on_status(struct reconcile *r, const struct store_reconcile_row *row
 		  log_quote(row->payment_id, q, sizeof(q)), payment_status_name(st),
 		  u->poll_attempts,
 		  (long long)(u->next_poll_at > 0 ? u->next_poll_at - sched->now_ms : -1));
+}
+
+/* The next try after a poll that taught nothing, not before delay_ms: a PAID callback waiting
+ * for confirmation is asked again as soon as that allows (a shop waits to ship), any other
+ * payment keeps backing off along its schedule. */
+static int64_t retry_at(struct reconcile *r, const struct store_reconcile_row *row,
+			const struct reconcile_sched *sched, int64_t delay_ms)
+{
+	if (row->confirming)
+		return sched->now_ms + (delay_ms > r->min_ms ? delay_ms : r->min_ms);
+	return reconcile_retry_ms(sched, delay_ms, util_rand32(&r->rnd));
 }
 
 /* 429: honour Retry-After and slow the whole reconciler down. */
@@ -481,7 +544,8 @@ static void on_rate_limited(struct reconcile *r, const struct store_reconcile_ro
 
 	metrics_inc(METRICS_POLLS_RATE_LIMITED, 1);
 	on_breaker_success(r, sched->now_ms);
-	u->next_poll_at = reconcile_retry_ms(sched, next, util_rand32(&r->rnd));
+	u->outcome = STORE_POLL_RATE_LIMITED;
+	u->next_poll_at = retry_at(r, row, sched, next);
 	r->rate_now = r->rate_now * RATE_DOWN > r->rate * RATE_FLOOR ? r->rate_now * RATE_DOWN
 								     : r->rate * RATE_FLOOR;
 	ratelimit_bucket_set_rate(&r->bucket, r->rate_now, util_mono_ms());
@@ -490,7 +554,8 @@ static void on_rate_limited(struct reconcile *r, const struct store_reconcile_ro
 }
 
 /* Komerce answered but will not tell us about this payment (404, 400, other HTTP): keep the
- * sparse schedule (it gives up in the end), do not blame Komerce as a whole. */
+ * sparse schedule (it gives up in the end), do not blame Komerce as a whole. For a PAID
+ * callback waiting for confirmation a 404 is an answer: Komerce does not know the payment. */
 static void on_refused(struct reconcile *r, const struct store_reconcile_row *row,
 		       struct store_reconcile_update *u, const struct komerce_result *res,
 		       const struct reconcile_sched *sched)
@@ -501,7 +566,12 @@ static void on_refused(struct reconcile *r, const struct store_reconcile_row *ro
 
 	metrics_inc(METRICS_POLLS_ERROR, 1);
 	on_breaker_success(r, sched->now_ms);
+	u->outcome = STORE_POLL_REFUSED;
 	u->next_poll_at = reconcile_next_poll_ms(sched);
+	if (row->confirming) {
+		snprintf(u->ev.payment_id, sizeof(u->ev.payment_id), "%s", row->payment_id);
+		keep_raw(r, u, res->root);
+	}
 	if (log_rl_allow(&r->odd_rl, 10000, &sup))
 		log_fields(LOG_PRIO_WARNING, pf,
 			   "reconcile status refused payment_id=%s http=%ld error=%s detail=%s "
@@ -523,9 +593,10 @@ static void on_failed(struct reconcile *r, const struct store_reconcile_row *row
 
 	metrics_inc(METRICS_POLLS_ERROR, 1);
 	on_breaker_failure(r, sched->now_ms, res);
+	u->outcome = STORE_POLL_FAILED;
 	next = reconcile_error_delay_ms(r->breaker.failures > 0 ? r->breaker.failures : 1,
 					util_rand32(&r->rnd));
-	u->next_poll_at = reconcile_retry_ms(sched, next, util_rand32(&r->rnd));
+	u->next_poll_at = retry_at(r, row, sched, next);
 	if (log_rl_allow(&r->error_rl, 10000, &sup))
 		log_fields(LOG_PRIO_WARNING, pf,
 			   "reconcile poll failed payment_id=%s http=%ld error=%s detail=%s "
@@ -536,6 +607,28 @@ static void on_failed(struct reconcile *r, const struct store_reconcile_row *row
 			   sup);
 }
 
+/* The status a 2xx reply tells about row, or PAYMENT_UNKNOWN (then res says why). */
+static enum payment_status reply_status(const struct store_reconcile_row *row,
+					struct komerce_result *res, struct komerce_payment *p)
+{
+	enum payment_status st = PAYMENT_UNKNOWN;
+
+	memset(p, 0, sizeof(*p));
+	if (res->err != KOMERCE_OK)
+		return st;
+	if (komerce_payment_from_json(res->data, p) == 0 &&
+	    strcmp(p->payment_id, row->payment_id) == 0)
+		st = payment_status_parse(p->status);
+	if (st == PAYMENT_UNKNOWN) {
+		res->err = KOMERCE_E_BAD_RESPONSE;
+		snprintf(res->message, sizeof(res->message),
+			 "status reply without a usable payment (id or status)");
+	}
+	return st;
+}
+
+/* Turns a reply into the result update u (already holding id, last_polled_at, sent_at and
+ * poll_attempts). */
 static void handle_reply(struct reconcile *r, const struct store_reconcile_row *row,
 			 struct store_reconcile_update *u, struct komerce_result *res, int64_t t)
 {
@@ -546,24 +639,17 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 		.last_polled_ms = t,
 		.attempts = u->poll_attempts,
 		.min_interval_ms = r->min_ms,
+		.give_up_ms = r->give_up_ms,
+		.give_up_unknown_ms = r->give_up_unknown_ms,
 	};
 	const struct log_field pf[] = {{"PAYMENT_ID", row->payment_id}, {NULL, NULL}};
-	enum payment_status st = PAYMENT_UNKNOWN;
 	struct komerce_payment p;
+	enum payment_status st = reply_status(row, res, &p);
 	char q[160];
 
-	memset(&p, 0, sizeof(p));
-	if (res->err == KOMERCE_OK) {
-		if (komerce_payment_from_json(res->data, &p) == 0 &&
-		    strcmp(p.payment_id, row->payment_id) == 0)
-			st = payment_status_parse(p.status);
-		if (st == PAYMENT_UNKNOWN) {
-			res->err = KOMERCE_E_BAD_RESPONSE;
-			snprintf(res->message, sizeof(res->message),
-				 "status reply without a usable payment (id or status)");
-		}
-	}
 	u->set_next = true;
+	u->http_status = res->http_status;
+	u->confirming = row->confirming;
 	if (res->err == KOMERCE_OK)
 		on_status(r, row, u, res, &sched, &p, st);
 	else if (res->err == KOMERCE_E_RATE_LIMITED)
@@ -573,7 +659,15 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 		on_refused(r, row, u, res, &sched);
 	else
 		on_failed(r, row, u, res, &sched);
-	if (u->next_poll_at == 0 && !u->has_event)
+	if (u->outcome != STORE_POLL_OK) {
+		snprintf(r->errs[slot_of(r, u)], STORE_DETAIL_MAX, "%s: %s",
+			 komerce_err_name(res->err), res->message);
+		u->error = r->errs[slot_of(r, u)];
+	}
+	/* Not watching (reconcile.enabled = false): poll only while a confirmation waits. */
+	if (!r->watch && !(row->confirming && !store_confirm_decisive(u->outcome, u->http_status)))
+		u->next_poll_at = 0;
+	if (u->next_poll_at == 0 && !u->has_event && r->watch)
 		log_fields(
 			LOG_PRIO_INFO, pf,
 			"reconcile stops watching a payment still PENDING payment_id=%s polls=%ld "
@@ -582,11 +676,7 @@ static void handle_reply(struct reconcile *r, const struct store_reconcile_row *
 			(long long)sched.expires_at_s);
 }
 
-enum outcome {
-	POLLED,	 /* sent, or deferred, or no longer watched: go on with the next row */
-	BLOCKED, /* breaker open: stop this round */
-	FAILED,	 /* a store write failed: back off */
-};
+/* ---- sending, in flight, receiving ---- */
 
 static void probe_not_sent(struct reconcile *r)
 {
@@ -594,94 +684,68 @@ static void probe_not_sent(struct reconcile *r)
 		r->breaker.state = RECONCILE_BREAKER_OPEN; /* its period is over: next allow() */
 }
 
-/* Waits (stop-aware) until the bucket has a token and takes it. False when stopping. */
-static bool take_token(struct reconcile *r)
+static struct flight *in_flight(struct reconcile *r, const char *payment_id)
 {
-	for (;;) {
-		int64_t now = util_mono_ms(), wait;
-
-		if (util_flag_get(&r->stop))
-			return false;
-		if (ratelimit_take(&r->bucket, now) == 0)
-			return true;
-		wait = ratelimit_wait_ms(&r->bucket, now);
-		/* Before sleeping, write what is queued: a learned status is not held back. */
-		if (r->n_updates > 0 && wait > 5)
-			flush(r);
-		sleep_for(r, wait > 0 ? wait : 1, false, 0);
-	}
+	for (size_t i = 0; i < r->max_in_flight; i++)
+		if (r->flights[i].busy && strcmp(r->flights[i].row.payment_id, payment_id) == 0)
+			return &r->flights[i];
+	return NULL;
 }
 
-static enum outcome poll_one(struct reconcile *r, const struct store_reconcile_row *row)
+/* A request is over (answered, failed, or never sent): its result is queued for the writer. */
+static void finish_flight(struct reconcile *r, struct flight *f, struct komerce_result *res)
 {
-	struct store_reconcile_update *mark, *u;
-	struct komerce_result res;
-	int64_t now = util_now_ms(), guard, wait, t;
-	int err;
+	struct store_reconcile_update *u;
+	int64_t t = util_now_ms();
 
-	/* The 3 s rule, from the persisted last poll and from this process's own memory. */
-	guard = row->last_polled_at > 0 ? row->last_polled_at + r->min_ms : 0;
-	wait = ratelimit_keys_wait_ms(r->keys, row->payment_id, util_mono_ms());
-	if (now < guard || wait > 0) {
-		defer(r, row, guard > now + wait ? guard : now + wait);
-		return POLLED;
-	}
-	if (reconcile_breaker_ready_ms(&r->breaker, now) > now)
-		return BLOCKED;
-	if (!take_token(r))
-		return BLOCKED;
-	now = util_now_ms();
-	if (!reconcile_breaker_allow(&r->breaker, now))
-		return BLOCKED;
-	/* From here on a half-open breaker's probe is this request: if it is not sent, give the
-	 * probe back. */
-
-	/* Mark first, committed together with the queued results: once the request may have
-	 * left, a crash cannot make the next poll of this payment come early. */
-	mark = queue_update(r, row->payment_id);
-	if (mark == NULL) {
-		probe_not_sent(r);
-		return FAILED;
-	}
-	mark->only_if_watched = true;
-	mark->last_polled_at = now;
-	mark->set_next = true;
-	mark->next_poll_at = now + r->hold_ms;
-	err = flush(r);
-	if (err < 0 || !mark->matched) {
-		/* A failed write, or the payment became terminal meanwhile (a callback). */
-		probe_not_sent(r);
-		return err < 0 ? FAILED : POLLED;
-	}
-
-	komerce_payment_status(r->k, row->payment_id, &res);
-	t = util_now_ms();
-	ratelimit_keys_note(r->keys, row->payment_id, util_mono_ms());
-
-	u = queue_update(r, row->payment_id);
-	if (u == NULL) {
-		komerce_result_clear(&res);
-		return FAILED;
-	}
+	f->busy = false;
+	ratelimit_keys_note(r->keys, f->row.payment_id, util_mono_ms());
+	u = queue_update(r, f->row.payment_id);
+	if (u == NULL)
+		return;
 	/* The reply came back at t: the request reached Komerce no later than that. */
 	u->last_polled_at = t;
-	u->poll_attempts = row->poll_attempts + 1;
-	handle_reply(r, row, u, &res, t);
-	komerce_result_clear(&res);
-	return POLLED;
+	u->poll_attempts = f->row.poll_attempts + 1;
+	u->sent_at = f->sent_ms;
+	u->elapsed_ms = (long)(t - f->sent_ms);
+	handle_reply(r, &f->row, u, res, t);
 }
 
-/* One pass over what is due. Returns the delay before the next pass (ms). */
-static int64_t round_once(struct reconcile *r)
+/* Every finished request's result, queued. */
+static void harvest(struct reconcile *r)
 {
-	int64_t now = util_now_ms(), next_due = 0, delay;
-	size_t n = 0, i;
-	enum outcome o = POLLED;
+	struct komerce_result res;
+	void *tag;
+
+	while (komerce_multi_next(r->km, &tag, &res) == 1) {
+		finish_flight(r, tag, &res);
+		komerce_result_clear(&res);
+	}
+}
+
+/* The next due row not yet sent: one read before, else from a new query when rows may be due
+ * (the earliest due time came, or a commit announced a poll that is due: then the rows read
+ * are read again, so that a confirmation waiting goes first). NULL with *ret_wait when none. */
+static struct store_reconcile_row *next_row(struct reconcile *r, int64_t now, int64_t *ret_wait)
+{
+	int64_t announced = __atomic_load_n(&r->wake_due, __ATOMIC_SEQ_CST), next_due = 0;
+	size_t n = 0;
 	int err;
 
-	update_gauges(r, false);
-	if (r->rate <= 0)
-		return MAX_RESCAN_MS;
+	if (announced <= now)
+		r->n_rows = r->next_row = 0;
+	else if (r->next_row < r->n_rows)
+		return &r->rows[r->next_row];
+	if (announced > now && now < r->next_query_ms) {
+		*ret_wait = (announced < r->next_query_ms ? announced : r->next_query_ms) - now;
+		return NULL;
+	}
+	/* Deferrals first, or the query returns their rows again. */
+	if (r->n_updates > 0 && flush(r) < 0) {
+		*ret_wait = STORE_RETRY_MS;
+		return NULL;
+	}
+	__atomic_store_n(&r->wake_due, INT64_MAX, __ATOMIC_SEQ_CST);
 	err = store_reconcile_due(r->reader, now, BATCH, r->rows, &n);
 	if (err < 0) {
 		unsigned long long sup = 0;
@@ -690,27 +754,192 @@ static int64_t round_once(struct reconcile *r)
 			log_err("reconcile cannot read due payments err=%d detail=\"%s\" "
 				"suppressed=%llu",
 				err, store_errmsg(r->reader), sup);
-		return STORE_RETRY_MS;
+		r->next_query_ms = now + STORE_RETRY_MS;
+		*ret_wait = STORE_RETRY_MS;
+		return NULL;
 	}
-	for (i = 0; i < n && !util_flag_get(&r->stop); i++) {
-		o = poll_one(r, &r->rows[i]);
-		if (o != POLLED)
-			break;
+	r->n_rows = n;
+	r->next_row = 0;
+	r->next_query_ms = now; /* once these are sent, look again */
+	if (n > 0)
+		return &r->rows[0];
+	/* Nothing due: sleep until the earliest due time, and look again now and then. */
+	r->next_query_ms = now + (r->rescan_ms < GAUGE_MS ? r->rescan_ms : GAUGE_MS);
+	if (store_reconcile_next_due(r->reader, &next_due) == 0 && next_due < r->next_query_ms)
+		r->next_query_ms = next_due > now + 10 ? next_due : now + 10;
+	*ret_wait = r->next_query_ms - now;
+	return NULL;
+}
+
+/* Milliseconds until row may be sent by the budget and the breaker (0: now). */
+static int64_t budget_wait(struct reconcile *r, int64_t now)
+{
+	int64_t mono = util_mono_ms(), wait, w;
+
+	wait = reconcile_breaker_ready_ms(&r->breaker, now) - now;
+	w = ratelimit_wait_ms(&r->bucket, mono);
+	if (w > wait)
+		wait = w;
+	w = ratelimit_window_wait_ms(r->window, mono);
+	return w > wait ? w : wait;
+}
+
+/* A request about to leave: its row and its mark (an index into updates). */
+struct outgoing {
+	struct store_reconcile_row row;
+	size_t mark;
+	bool probe, matched;
+};
+
+/* Queues the mark of row (last_polled_at = now, persisted before the request leaves, so that
+ * a crash cannot make the next poll come early) and takes its share of the budget. */
+static bool queue_mark(struct reconcile *r, const struct store_reconcile_row *row, int64_t now,
+		       struct outgoing *o)
+{
+	struct store_reconcile_update *mark = queue_update(r, row->payment_id);
+	int64_t mono = util_mono_ms();
+
+	if (mark == NULL)
+		return false;
+	mark->only_if_watched = true;
+	mark->last_polled_at = now;
+	mark->set_next = true;
+	mark->next_poll_at = now + r->hold_ms;
+	ratelimit_take(&r->bucket, mono);
+	ratelimit_window_note(r->window, mono);
+	o->row = *row;
+	o->mark = slot_of(r, mark);
+	o->probe = r->breaker.state == RECONCILE_BREAKER_HALF_OPEN;
+	return true;
+}
+
+/* Sends the batch whose marks were just committed (matched: the payment is still watched). */
+static void send_batch(struct reconcile *r, struct outgoing *out, size_t n, int64_t now)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct komerce_result res;
+		struct flight *f = NULL;
+
+		if (!out[i].matched) { /* settled meanwhile (a callback): nothing to ask */
+			if (out[i].probe)
+				probe_not_sent(r);
+			continue;
+		}
+		for (size_t k = 0; k < r->max_in_flight && f == NULL; k++)
+			if (!r->flights[k].busy)
+				f = &r->flights[k];
+		if (f == NULL)
+			break; /* cannot happen: the batch was sized by the free slots */
+		f->row = out[i].row;
+		f->sent_ms = now;
+		f->busy = true;
+		if (komerce_multi_status(r->km, f->row.payment_id, f, &res) < 0) {
+			finish_flight(r, f, &res); /* never left: a result like any other */
+			komerce_result_clear(&res);
+		}
 	}
-	if (flush(r) < 0 || o == FAILED)
-		return STORE_RETRY_MS;
-	if (util_flag_get(&r->stop))
-		return 0;
-	now = util_now_ms();
-	if (o == BLOCKED)
-		return reconcile_breaker_ready_ms(&r->breaker, now) - now;
-	if (n == BATCH)
-		return 0; /* more may be due */
-	delay = r->rescan_ms < GAUGE_MS ? r->rescan_ms : GAUGE_MS;
-	err = store_reconcile_next_due(r->reader, &next_due);
-	if (err == 0 && next_due - now < delay)
-		delay = next_due - now;
-	return delay > 10 ? delay : 10;
+}
+
+/* Skips the head row when it may not be polled now: in flight already, or inside its
+ * minimum interval (then deferred to the first allowed time). True when skipped. */
+static bool skip_row(struct reconcile *r, const struct store_reconcile_row *row, int64_t now)
+{
+	/* The 3 s rule, from the persisted last poll and from this process's memory. */
+	int64_t guard = row->last_polled_at > 0 ? row->last_polled_at + r->min_ms : 0;
+	int64_t wait = ratelimit_keys_wait_ms(r->keys, row->payment_id, util_mono_ms());
+
+	if (in_flight(r, row->payment_id) != NULL) {
+		r->next_row++;
+		return true;
+	}
+	if (now < guard || wait > 0) {
+		defer(r, row, guard > now + wait ? guard : now + wait);
+		r->next_row++;
+		return true;
+	}
+	return false;
+}
+
+/* Picks what may leave now from the rows read (the first one may come from a new query):
+ * as many as the free slots, the budget and the breaker allow, their marks queued in out.
+ * Returns their number; *ret_wait says how long nothing more may leave. */
+static size_t pick(struct reconcile *r, int64_t now, struct outgoing *out, size_t room,
+		   int64_t *ret_wait)
+{
+	struct store_reconcile_row *row = next_row(r, now, ret_wait);
+	size_t n = 0;
+
+	while (row != NULL && n < room) {
+		if (!skip_row(r, row, now)) {
+			*ret_wait = budget_wait(r, now);
+			if (*ret_wait > 0)
+				break;
+			if (!reconcile_breaker_allow(&r->breaker, now)) {
+				*ret_wait = 1000;
+				break;
+			}
+			if (!queue_mark(r, row, now, &out[n]))
+				break;
+			r->next_row++;
+			if (out[n++].probe)
+				break; /* a half-open breaker lets one probe through */
+		}
+		row = r->next_row < r->n_rows ? &r->rows[r->next_row] : NULL;
+		if (row == NULL)
+			*ret_wait = 0; /* read again */
+	}
+	return n;
+}
+
+/* Sends what may be sent now, its marks committed first in one write. Returns how long to
+ * wait before trying again (ms): a reply, a commit that announces a poll, or stop ends the
+ * wait earlier. */
+static int64_t dispatch(struct reconcile *r)
+{
+	while (!util_flag_get(&r->stop)) {
+		size_t running = komerce_multi_running(r->km), n;
+		int64_t now = util_now_ms(), wait = 0;
+
+		if (running >= r->max_in_flight)
+			return MAX_RESCAN_MS;
+		/* Room for a whole batch of marks and deferrals without a flush in between. */
+		if (r->n_updates + r->max_in_flight + BATCH + 1 > r->cap_updates && flush(r) < 0)
+			return STORE_RETRY_MS;
+		n = pick(r, now, r->outgoing, r->max_in_flight - running, &wait);
+		if (n == 0 && wait > 0)
+			return wait;
+		if (n == 0)
+			continue;
+		if (flush(r) < 0) {
+			if (r->outgoing[n - 1].probe)
+				probe_not_sent(r);
+			return STORE_RETRY_MS;
+		}
+		for (size_t i = 0; i < n; i++)
+			r->outgoing[i].matched = r->updates[r->outgoing[i].mark].matched;
+		send_batch(r, r->outgoing, n, now);
+	}
+	return 0;
+}
+
+/* Sleeps up to delay_ms in the multi handle's poll: a reply, reconcile_wake_at() for a poll
+ * due before the end of the sleep, and stop end it earlier. */
+static void wait_for(struct reconcile *r, int64_t delay_ms)
+{
+	int64_t now = util_now_ms(), until, announced;
+
+	if (delay_ms > GAUGE_MS)
+		delay_ms = GAUGE_MS;
+	until = now + delay_ms;
+	__atomic_store_n(&r->sleep_until, until, __ATOMIC_SEQ_CST);
+	announced = __atomic_load_n(&r->wake_due, __ATOMIC_SEQ_CST);
+	if (announced < until)
+		delay_ms = announced > now ? announced - now : 0;
+	if (delay_ms > 0 && !util_flag_get(&r->stop))
+		komerce_multi_wait(r->km, (long)delay_ms);
+	else
+		komerce_multi_wait(r->km, 0);
+	__atomic_store_n(&r->sleep_until, 0, __ATOMIC_SEQ_CST);
 }
 
 static void *reconcile_main(void *arg)
@@ -719,36 +948,57 @@ static void *reconcile_main(void *arg)
 
 	update_gauges(r, true);
 	while (!util_flag_get(&r->stop)) {
-		uint64_t gen = current_gen(r);
-		int64_t delay = round_once(r);
+		int64_t delay;
 
-		if (delay > 0)
-			sleep_for(r, delay, true, gen);
+		harvest(r);
+		delay = dispatch(r);
+		/* Before sleeping, write what is queued: a learned status is not held back. */
+		if (r->n_updates > 0 && flush(r) < 0 && delay > STORE_RETRY_MS)
+			delay = STORE_RETRY_MS;
+		update_gauges(r, false);
+		if (!util_flag_get(&r->stop))
+			wait_for(r, delay > 0 ? delay : 0);
 	}
+	/* Requests still in flight are abandoned: their marks keep them from coming early. */
+	harvest(r);
 	flush(r);
 	return NULL;
 }
 
-void reconcile_wake(struct reconcile *r)
+void reconcile_wake_at(struct reconcile *r, int64_t due_ms)
 {
+	int64_t cur;
+
 	if (r == NULL)
 		return;
-	pthread_mutex_lock(&r->mu);
-	r->gen++;
-	pthread_cond_signal(&r->cond);
-	pthread_mutex_unlock(&r->mu);
+	cur = __atomic_load_n(&r->wake_due, __ATOMIC_SEQ_CST);
+	while (due_ms < cur && !__atomic_compare_exchange_n(&r->wake_due, &cur, due_ms, false,
+							    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		;
+	if (due_ms < __atomic_load_n(&r->sleep_until, __ATOMIC_SEQ_CST))
+		komerce_multi_wakeup(r->km);
+}
+
+void reconcile_wake(struct reconcile *r)
+{
+	reconcile_wake_at(r, 0);
 }
 
 static void reconcile_free(struct reconcile *r)
 {
 	if (r == NULL)
 		return;
-	release_updates(r);
-	komerce_free(r->k);
+	if (r->updates != NULL)
+		release_updates(r);
+	komerce_multi_free(r->km);
 	ratelimit_keys_free(r->keys);
+	ratelimit_window_free(r->window);
 	store_close(r->reader);
-	pthread_cond_destroy(&r->cond);
-	pthread_mutex_destroy(&r->mu);
+	free(r->flights);
+	free(r->outgoing);
+	free(r->updates);
+	free(r->raw);
+	free(r->errs);
 	free(r);
 }
 
@@ -756,13 +1006,59 @@ void reconcile_stop(struct reconcile *r)
 {
 	if (r == NULL)
 		return;
-	pthread_mutex_lock(&r->mu);
 	util_flag_set(&r->stop);
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->mu);
+	komerce_multi_wakeup(r->km);
 	if (r->started)
 		pthread_join(r->thread, NULL);
 	reconcile_free(r);
+}
+
+/* The knobs of cfg into r (no allocation). */
+static void configure(struct reconcile *r, const struct config *cfg, struct komerce_opts *ko)
+{
+	r->rate = cfg->max_requests_per_second;
+	r->rate_now = r->rate;
+	r->watch = cfg->reconcile_enabled;
+	r->min_ms = cfg->min_interval_seconds * 1000 + RECONCILE_SAFETY_MS;
+	ko->timeout_ms = cfg->timeout_ms < MAX_TIMEOUT_MS ? cfg->timeout_ms : MAX_TIMEOUT_MS;
+	ko->connect_timeout_ms =
+		cfg->connect_timeout_ms < ko->timeout_ms ? cfg->connect_timeout_ms : ko->timeout_ms;
+	r->hold_ms = ko->timeout_ms + r->min_ms + 1000;
+	r->rescan_ms = clamp64(cfg->grace_seconds * 1000, 1000, MAX_RESCAN_MS);
+	r->give_up_ms = cfg->give_up_after_expiry_seconds * 1000LL;
+	r->give_up_unknown_ms = cfg->give_up_unknown_expiry_seconds * 1000LL;
+	r->max_in_flight = cfg->max_in_flight > 0 ? (size_t)cfg->max_in_flight : 1;
+	r->rnd = util_rand_seed(r);
+	r->wake_due = INT64_MAX;
+	reconcile_breaker_configure(&r->breaker, cfg->breaker_failures,
+				    cfg->breaker_open_seconds * 1000LL,
+				    cfg->breaker_max_open_seconds * 1000LL);
+	/* A tenth of a second's worth of tokens: a late wake-up catches up instead of losing
+	 * the rate; the window (allocate) caps what any one second sees. */
+	ratelimit_bucket_init(&r->bucket, r->rate, clamp64((int64_t)(r->rate / 10), 1, 16),
+			      util_mono_ms());
+}
+
+/* Everything r allocates: 0 or -ENOMEM. */
+static int allocate(struct reconcile *r, const struct komerce_opts *ko)
+{
+	size_t cap = (size_t)(r->rate * (double)r->min_ms / 1000.0) + 64;
+	size_t per_window = r->rate >= 1 ? (size_t)r->rate : 1;
+
+	r->keys = ratelimit_keys_new(cap, r->min_ms);
+	r->window = ratelimit_window_new(per_window, 1000 + RECONCILE_WINDOW_SLACK_MS);
+	r->km = komerce_multi_new(ko, r->max_in_flight);
+	r->flights = calloc(r->max_in_flight, sizeof(*r->flights));
+	r->outgoing = calloc(r->max_in_flight, sizeof(*r->outgoing));
+	/* every result in flight, and a batch of marks and deferrals, fit before a flush */
+	r->cap_updates = 2 * r->max_in_flight + BATCH + 1;
+	r->updates = calloc(r->cap_updates, sizeof(*r->updates));
+	r->raw = calloc(r->cap_updates, sizeof(*r->raw));
+	r->errs = calloc(r->cap_updates, sizeof(*r->errs));
+	if (r->keys == NULL || r->window == NULL || r->km == NULL || r->flights == NULL ||
+	    r->outgoing == NULL || r->updates == NULL || r->raw == NULL || r->errs == NULL)
+		return -ENOMEM;
+	return 0;
 }
 
 int reconcile_start(const struct config *cfg, struct store *writer, struct reconcile **ret,
@@ -772,9 +1068,7 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		.base_url = cfg->base_url,
 		.api_key = cfg->api_key,
 	};
-	pthread_condattr_t ca;
 	struct reconcile *r;
-	size_t cap;
 	int e;
 
 	r = calloc(1, sizeof(*r));
@@ -782,29 +1076,10 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		snprintf(err, err_len, "reconcile: out of memory");
 		return -ENOMEM;
 	}
-	pthread_mutex_init(&r->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&r->cond, &ca);
-	pthread_condattr_destroy(&ca);
 	r->writer = writer;
-	r->rate = cfg->max_requests_per_second;
-	r->rate_now = r->rate;
-	r->min_ms = cfg->min_interval_seconds * 1000 + RECONCILE_SAFETY_MS;
-	ko.timeout_ms = cfg->timeout_ms < MAX_TIMEOUT_MS ? cfg->timeout_ms : MAX_TIMEOUT_MS;
-	ko.connect_timeout_ms =
-		cfg->connect_timeout_ms < ko.timeout_ms ? cfg->connect_timeout_ms : ko.timeout_ms;
-	r->hold_ms = ko.timeout_ms + r->min_ms + 1000;
-	r->rescan_ms = clamp64(cfg->grace_seconds * 1000, 1000, MAX_RESCAN_MS);
-	r->rnd = util_rand_seed(r);
-	reconcile_breaker_init(&r->breaker);
-	/* Burst 1: requests are spread evenly, never bunched after an idle spell. */
-	ratelimit_bucket_init(&r->bucket, r->rate, 1, util_mono_ms());
-	cap = (size_t)(r->rate * (double)r->min_ms / 1000.0) + 64;
-	r->keys = ratelimit_keys_new(cap, r->min_ms);
+	configure(r, cfg, &ko);
 	ko.stop = &r->stop;
-	r->k = komerce_new(&ko);
-	if (r->keys == NULL || r->k == NULL) {
+	if (allocate(r, &ko) < 0) {
 		snprintf(err, err_len, "reconcile: out of memory");
 		reconcile_free(r);
 		return -ENOMEM;
@@ -814,8 +1089,6 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		reconcile_free(r);
 		return e;
 	}
-	if (r->rate <= 0)
-		log_warn("reconcile max_requests_per_second = 0: no status polls will be sent");
 	e = pthread_create(&r->thread, NULL, reconcile_main, r);
 	if (e != 0) {
 		snprintf(err, err_len, "reconcile: cannot start the thread");
@@ -823,9 +1096,10 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		return -e;
 	}
 	r->started = true;
-	log_info("reconcile started max_requests_per_second=%.2f grace_seconds=%ld "
-		 "min_interval_ms=%lld timeout_ms=%ld",
-		 r->rate, cfg->grace_seconds, (long long)r->min_ms, ko.timeout_ms);
+	log_info("reconcile started max_requests_per_second=%.2f max_in_flight=%zu "
+		 "grace_seconds=%ld min_interval_ms=%lld timeout_ms=%ld watch=%s",
+		 r->rate, r->max_in_flight, cfg->grace_seconds, (long long)r->min_ms, ko.timeout_ms,
+		 r->watch ? "pending" : "confirmations-only");
 	*ret = r;
 	return 0;
 }

@@ -1,5 +1,7 @@
 /* Reconciler: a thread that polls Komerce for the status of PENDING payments whose callback
- * has not arrived, within the per-payment 3 s limit and a global request budget. */
+ * has not arrived, and of those whose PAID callback waits for confirmation (confirm_paid),
+ * up to max_in_flight requests at once, within the per-payment 3 s limit and a global
+ * request budget. */
 #pragma once
 
 #include <stdbool.h>
@@ -14,29 +16,39 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		    char *err, size_t err_len) __attribute__((warn_unused_result));
 /* A payment became watched (created or tracked): look at the schedule again. Any thread. */
 void reconcile_wake(struct reconcile *r);
+/* A commit scheduled a poll at due_ms (unix ms; the store's poll hook): wakes the thread if it
+ * sleeps past it. Cheap enough for every commit (two atomics). Any thread. */
+void reconcile_wake_at(struct reconcile *r, int64_t due_ms);
 /* Stops and joins within about a second. NULL is fine. */
 void reconcile_stop(struct reconcile *r);
 
 /* ---- pure pieces of the reconciler, exported for the unit tests ---- */
 
 /* Added to min_interval_seconds: timer slack, and clocks that are not quite ours. */
-#define RECONCILE_SAFETY_MS	  100
-#define RECONCILE_FIRST_BACKOFF	  5000LL     /* second poll, then doubling */
-#define RECONCILE_MAX_BACKOFF	  600000LL   /* expiry known: at least one poll every 10 min */
-#define RECONCILE_MAX_UNKNOWN	  1800000LL  /* expiry unknown: every 30 min at most */
-#define RECONCILE_NEAR_WINDOW	  60000LL    /* the last minute before expiry ... */
-#define RECONCILE_NEAR_STEP	  15000LL    /* ... is polled every 15 s */
-#define RECONCILE_FINAL_DELAY	  2000LL     /* the confirming poll, after expires_at */
-#define RECONCILE_GIVE_UP	  86400000LL /* stop a day after expiry, still PENDING */
+#define RECONCILE_SAFETY_MS	100
+#define RECONCILE_FIRST_BACKOFF 5000LL	  /* second poll, then doubling */
+#define RECONCILE_MAX_BACKOFF	600000LL  /* expiry known: at least one poll every 10 min */
+#define RECONCILE_MAX_UNKNOWN	1800000LL /* expiry unknown: every 30 min at most */
+#define RECONCILE_NEAR_WINDOW	60000LL	  /* the last minute before expiry ... */
+#define RECONCILE_NEAR_STEP	15000LL	  /* ... is polled every 15 s */
+#define RECONCILE_FINAL_DELAY	2000LL	  /* the confirming poll, after expires_at */
+/* Defaults of reconcile.give_up_after_expiry_seconds / give_up_unknown_expiry_seconds. */
+#define RECONCILE_GIVE_UP	  86400000LL	   /* stop a day after expiry, still PENDING */
 #define RECONCILE_GIVE_UP_UNKNOWN (7 * 86400000LL) /* or a week after creation */
+/* At most max_requests_per_second requests in any window of 1 s plus this (the budget is per
+ * second as Komerce counts them: a request that takes a little longer to arrive than the next
+ * one must not put one more into Komerce's second). */
+#define RECONCILE_WINDOW_SLACK_MS 100
 
 struct reconcile_sched {
-	int64_t now_ms;		 /* the poll's reply arrived (unix ms) */
-	int64_t created_at_ms;	 /* payment known since (unix ms) */
-	int64_t expires_at_s;	 /* unix s, 0 when unknown */
-	int64_t last_polled_ms;	 /* unix ms, 0 when never */
-	long attempts;		 /* polls made, the one just answered included */
-	int64_t min_interval_ms; /* per-payment minimum, safety margin included */
+	int64_t now_ms;		    /* the poll's reply arrived (unix ms) */
+	int64_t created_at_ms;	    /* payment known since (unix ms) */
+	int64_t expires_at_s;	    /* unix s, 0 when unknown */
+	int64_t last_polled_ms;	    /* unix ms, 0 when never */
+	long attempts;		    /* polls made, the one just answered included */
+	int64_t min_interval_ms;    /* per-payment minimum, safety margin included */
+	int64_t give_up_ms;	    /* after expiry; 0 = RECONCILE_GIVE_UP */
+	int64_t give_up_unknown_ms; /* after creation, expiry unknown; 0 = the default */
 };
 
 /* When to poll a payment that is still PENDING next (unix ms), or 0 to stop watching it.
@@ -57,10 +69,11 @@ int64_t reconcile_error_delay_ms(long streak, uint32_t rnd);
  * the end: 0) while payments that failed together spread out. */
 int64_t reconcile_retry_ms(const struct reconcile_sched *s, int64_t delay_ms, uint32_t rnd);
 
-/* Circuit breaker for "Komerce is down": RECONCILE_BREAKER_THRESHOLD consecutive failures
- * open it for RECONCILE_BREAKER_OPEN_MS (doubling on each failed probe, up to
- * RECONCILE_BREAKER_MAX_OPEN_MS); then one probe is let through (half-open); its success
- * closes it. */
+/* Circuit breaker for "Komerce is down": threshold consecutive failures (default
+ * RECONCILE_BREAKER_THRESHOLD, reconcile.breaker_failures) open it for base_open_ms (default
+ * RECONCILE_BREAKER_OPEN_MS, doubling on each failed probe, up to max_open_ms); then one probe
+ * is let through (half-open); its success closes it. With requests in flight together,
+ * failures that arrive while it is open count for nothing more, and a success closes it. */
 #define RECONCILE_BREAKER_THRESHOLD   5
 #define RECONCILE_BREAKER_OPEN_MS     10000LL
 #define RECONCILE_BREAKER_MAX_OPEN_MS 300000LL
@@ -75,9 +88,15 @@ struct reconcile_breaker {
 	enum reconcile_breaker_state state;
 	long failures; /* consecutive */
 	int64_t opened_at_ms, open_until_ms, open_ms;
+	long threshold;
+	int64_t base_open_ms, max_open_ms;
 };
 
+/* With the default threshold and timings. */
 void reconcile_breaker_init(struct reconcile_breaker *b);
+/* The operator's threshold and timings (values <= 0 keep the defaults). */
+void reconcile_breaker_configure(struct reconcile_breaker *b, long threshold, int64_t open_ms,
+				 int64_t max_open_ms);
 /* May a request be sent now? Turns OPEN into HALF_OPEN (one probe) once the period is over. */
 bool reconcile_breaker_allow(struct reconcile_breaker *b, int64_t now_ms);
 /* When allow() may next say yes (now_ms when it would now). */

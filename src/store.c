@@ -182,6 +182,7 @@ void store_req_prune(struct store_req *r, int64_t before_ms, long limit)
 struct tally {
 	size_t events, dups, conflicts;
 	uint64_t by[4][EVENT_SOURCE_COUNT];
+	int64_t first_poll; /* earliest poll an event or track request scheduled, 0 */
 };
 
 static void tally_event(struct tally *t, enum payment_status st, enum event_source src,
@@ -202,6 +203,9 @@ static void tally_req(struct tally *t, const struct store_req *r)
 {
 	if (r->result != 0)
 		return;
+	if ((r->kind == STORE_REQ_EVENT || r->kind == STORE_REQ_TRACK) && r->next_poll_at > 0 &&
+	    (t->first_poll == 0 || r->next_poll_at < t->first_poll))
+		t->first_poll = r->next_poll_at;
 	if (r->kind == STORE_REQ_EVENT) {
 		tally_event(t, r->ev.status, r->ev.source, r->duplicate, r->conflict);
 	} else if (r->kind == STORE_REQ_RECONCILE) {
@@ -211,6 +215,11 @@ static void tally_req(struct tally *t, const struct store_req *r)
 			if (u->has_event && u->event_id > 0)
 				tally_event(t, u->ev.status, EVENT_SOURCE_RECONCILE, u->duplicate,
 					    u->conflict);
+			if (u->marker_event_id > 0)
+				tally_event(t,
+					    u->komerce_status != PAYMENT_UNKNOWN ? u->komerce_status
+										 : PAYMENT_PENDING,
+					    EVENT_SOURCE_RECONCILE, false, true);
 		}
 	}
 }
@@ -319,6 +328,14 @@ static void run_batch(struct store *s, struct store_req *batch, size_t n)
 	add_stats(s, &t, n, util_mono_us() - t0, err == 0);
 	if (err == 0 && t.events > 0 && s->commit_hook != NULL)
 		s->commit_hook(s->commit_hook_arg, t.events);
+	if (err == 0 && t.first_poll > 0) {
+		/* Under the lock: once store_set_poll_hook() returns, the old hook is not running
+		 * (its owner may be freed). The hook only wakes a thread. */
+		pthread_mutex_lock(&s->mu);
+		if (s->poll_hook != NULL)
+			s->poll_hook(s->poll_hook_arg, t.first_poll);
+		pthread_mutex_unlock(&s->mu);
+	}
 
 	/* done() may free or reuse r (the HTTP layer resumes the connection): read next first. */
 	for (struct store_req *r = batch, *next; r != NULL; r = next) {
@@ -483,6 +500,14 @@ void store_set_commit_hook(struct store *s, void (*fn)(void *arg, size_t new_eve
 	s->commit_hook_arg = arg;
 }
 
+void store_set_poll_hook(struct store *s, void (*fn)(void *arg, int64_t due_ms), void *arg)
+{
+	pthread_mutex_lock(&s->mu);
+	s->poll_hook = fn;
+	s->poll_hook_arg = arg;
+	pthread_mutex_unlock(&s->mu);
+}
+
 void store_writer_stats_get(struct store *s, struct store_writer_stats *ret)
 {
 	memcpy(ret, &s->stats, sizeof(*ret));
@@ -520,7 +545,7 @@ int store_events_plan(struct store *s, const struct store_event_filter *f, char 
 
 int store_count(struct store *s, const char *table, int64_t *ret)
 {
-	static const char *const allowed[] = {"events", "payments", "receipts", "outbox"};
+	static const char *const allowed[] = {"events", "payments", "receipts", "outbox", "polls"};
 
 	for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
 		if (strcmp(table, allowed[i]) == 0)
@@ -619,4 +644,12 @@ int store_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending
 			    int64_t *ret_expired)
 {
 	return s->be->reconcile_pending(s, now_s, ret_pending, ret_expired);
+}
+
+int store_polls_list(struct store *s, const char *payment_id, long limit,
+		     int (*fn)(void *arg, const struct store_poll *p), void *arg)
+{
+	if (payment_id == NULL || limit < 0)
+		return -EINVAL;
+	return s->be->polls_list(s, payment_id, limit, fn, arg);
 }

@@ -42,6 +42,7 @@ struct store_opts {
 	long queue_max;	    /* most requests waiting; store_submit gives -EAGAIN past it */
 	long grace_seconds; /* reconciler: first poll of a new PENDING payment */
 	bool reconcile;	    /* schedule polls for PENDING payments at all */
+	bool confirm_paid;  /* hold PAID callbacks until a status call confirms them */
 	const struct store_sink *sinks; /* outbox: one row per sink per new event */
 	size_t n_sinks;
 };
@@ -110,7 +111,9 @@ struct store_req {
 	int64_t event_id; /* EVENT */
 	bool duplicate;	  /* EVENT: the fact was already stored (one more receipt) */
 	bool conflict;	  /* EVENT: contradicts what was known (see store_dedupe_key) */
-	size_t changed;	  /* OUTCOMES: rows changed; REPLAY: rows queued */
+	bool held;	  /* EVENT: a PAID callback stored pending confirmation (confirm_paid) */
+	int64_t next_poll_at; /* EVENT, TRACK: the poll this request scheduled (ms), else 0 */
+	size_t changed;	      /* OUTCOMES: rows changed; REPLAY: rows queued */
 	/* internal */
 	struct store_req *next;
 	void *priv;
@@ -152,6 +155,12 @@ int store_submit_wait(struct store *s, struct store_req *r);
 int store_apply_now(struct store *s, struct store_req *r);
 /* Called on the writer thread after each successful commit that stored new events. */
 void store_set_commit_hook(struct store *s, void (*fn)(void *arg, size_t new_events), void *arg);
+/* Called on the writer thread after each successful commit in which event or track requests
+ * scheduled status polls (a payment newly watched, a PAID callback to confirm), with the
+ * earliest of them (unix ms): the reconciler's wake-up, whoever stored the fact. The hook runs
+ * under the writer's queue lock and must only wake a thread; after this returns, a previous
+ * hook is no longer running (NULL removes it). */
+void store_set_poll_hook(struct store *s, void (*fn)(void *arg, int64_t due_ms), void *arg);
 void store_writer_stats_get(struct store *s, struct store_writer_stats *ret);
 extern const double store_commit_bucket_ms[STORE_COMMIT_BUCKETS];
 extern const double store_batch_bucket[STORE_BATCH_BUCKETS];
@@ -172,7 +181,7 @@ int store_events_query(struct store *s, const struct store_event_filter *f,
  * never a scan. -ENOTSUP where the backend cannot tell. */
 int store_events_plan(struct store *s, const struct store_event_filter *f, char *out,
 		      size_t out_len);
-/* Rows of table: events, payments, receipts or outbox (-EINVAL for anything else). */
+/* Rows of table: events, payments, receipts, outbox or polls (-EINVAL for anything else). */
 int store_count(struct store *s, const char *table, int64_t *ret);
 /* The newest event's id and hash (0 and zeros when there is none): the chain head a
  * checkpoint publishes. -ENOTSUP where the backend cannot tell, -EIO on a storage error. */
@@ -209,7 +218,8 @@ int store_outbox_list(struct store *s, const struct store_outbox_filter *f,
 int store_outbox_summaries(struct store *s,
 			   int (*fn)(void *arg, const struct store_outbox_summary *sum), void *arg);
 
-/* PENDING watched payments with next_poll_at <= now_ms, oldest due first, at most max rows. */
+/* PENDING watched payments with next_poll_at <= now_ms, at most max rows: those whose PAID
+ * callback waits for confirmation first, then the others; each group oldest due first. */
 int store_reconcile_due(struct store *s, int64_t now_ms, size_t max,
 			struct store_reconcile_row *rows, size_t *ret_n);
 /* Earliest next_poll_at of a PENDING watched payment into *ret_ms. -ENOENT when none. */
@@ -221,6 +231,10 @@ int store_reconcile_watched(struct store *s, int64_t *ret);
  * call it rarely. Returns 0 or -errno. */
 int store_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending,
 			    int64_t *ret_expired);
+/* The reconciler's status calls for one payment (the polls log), newest first, at most limit
+ * (0 = all). */
+int store_polls_list(struct store *s, const char *payment_id, long limit,
+		     int (*fn)(void *arg, const struct store_poll *p), void *arg);
 
 /* ---- pure helpers (store_event.c) ---- */
 
@@ -233,9 +247,47 @@ enum store_outbox_state store_outbox_state_parse(const char *name); /* ANY when 
 void store_dedupe_key(const char *payment_id, const char *status, bool conflict, long long amount,
 		      char *out, size_t n);
 
+/* The key of an event that plays a part in confirming a PAID callback: HELD
+ * "<payment_id>:PAID:held[:<amount>]" (a retried callback is its duplicate, while the
+ * confirming PAID, a plain "<payment_id>:PAID", is not); UNCONFIRMED
+ * "<payment_id>:<STATUS>:unconfirmed:<held_event_id>"; NONE and CONFIRMED as
+ * store_dedupe_key without conflict. */
+void store_dedupe_key_marked(const char *payment_id, const char *status, enum store_event_mark mark,
+			     long long amount, int64_t held_event_id, char *out, size_t n);
+
+/* "held", "confirmed", "unconfirmed" (NULL for NONE) and back (NONE when unknown). */
+const char *store_event_mark_name(enum store_event_mark m);
+enum store_event_mark store_event_mark_parse(const char *name);
+/* "pending", "confirmed", "unconfirmed" (NULL for NONE) and back (NONE when unknown). */
+const char *store_confirmation_name(enum store_confirmation c);
+enum store_confirmation store_confirmation_parse(const char *name);
+/* "ok", "refused", "rate_limited", "failed" and back (FAILED when unknown). */
+const char *store_poll_outcome_name(enum store_poll_outcome o);
+enum store_poll_outcome store_poll_outcome_parse(const char *name);
+
+/* Whether a poll's result settles a pending confirmation: Komerce told the status, or said
+ * it does not know the payment (404) or refused the id (400). Anything else (429, 5xx,
+ * timeouts, other statuses) leaves it pending and the poll is retried. */
+bool store_confirm_decisive(enum store_poll_outcome outcome, long http_status);
+/* The verdict of a decisive poll on a PAID callback held for confirmation (held_amount:
+ * the callback's amount, -1 unknown): CONFIRMED when Komerce says PAID and the amounts agree
+ * where both are known, else UNCONFIRMED. detail says why, for the payment's
+ * confirmation_detail. */
+enum store_confirmation store_confirm_verdict(long long held_amount,
+					      enum store_poll_outcome outcome, long http_status,
+					      enum payment_status komerce_status,
+					      long long komerce_amount, char *detail, size_t n);
+
 /* The chain hash of an event: SHA-256 over a version tag, the previous hash and every stored
  * field, each length-prefixed (exported for the verifier and the tests). */
 void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
 		      const char *order_id, const char *status, long long amount,
 		      const char *source, bool conflict, const char *dedupe_key, const char *raw,
 		      size_t raw_len, int64_t received_at, uint8_t out[STORE_HASH_LEN]);
+/* The same for an event with a confirmation mark (mark NULL: exactly store_event_hash; else a
+ * version 2 tag and the mark and held_event_id hashed after the version 1 fields). */
+void store_event_hash_marked(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
+			     const char *order_id, const char *status, long long amount,
+			     const char *source, bool conflict, const char *dedupe_key,
+			     const char *raw, size_t raw_len, int64_t received_at, const char *mark,
+			     int64_t held_event_id, uint8_t out[STORE_HASH_LEN]);

@@ -9,6 +9,16 @@
 #include "store.h"
 #include "store_console.h"
 
+/* The payment a fact is about, as stored (known false: no payments row yet). */
+struct store_event_payment {
+	bool known;
+	enum payment_status status;
+	long long amount; /* -1: unknown */
+	enum store_confirmation confirmation;
+	int64_t held_event_id; /* the PAID callback held for confirmation, 0 */
+	long long held_amount; /* its amount, -1 */
+};
+
 /* What a new fact means for its payment: decided from the payment as stored (or its absence)
  * by store_event_decide(), the same for every backend. */
 struct store_event_decision {
@@ -17,12 +27,39 @@ struct store_event_decision {
 	bool conflict;		      /* the state machine refuses it, or the amount differs */
 	bool apply;		      /* the payment takes the new status (never for a conflict) */
 	bool terminal;		      /* the new status is terminal */
-	char key[EVENT_ID_MAX + 48];  /* store_dedupe_key() */
+	bool hold;		      /* a PAID callback to confirm (confirm_paid): stored with mark
+					 HELD, the payment stays as it is but for its confirmation
+					 (pending, polled now), no outbox row */
+	enum store_event_mark mark;   /* HELD when hold; the backend may set CONFIRMED */
+	int64_t held_event_id;	      /* with CONFIRMED / UNCONFIRMED */
+	char key[EVENT_ID_MAX + 48];  /* store_dedupe_key() / store_dedupe_key_marked() */
 };
 
-/* cur/cur_amount describe the stored payment when known (cur_amount -1: unknown amount). */
-void store_event_decide(const struct event *ev, bool known, enum payment_status cur,
-			long long cur_amount, struct store_event_decision *ret);
+/* cur describes the stored payment. confirm_paid: komerce.confirm_paid. */
+void store_event_decide(const struct event *ev, const struct store_event_payment *cur,
+			bool confirm_paid, struct store_event_decision *ret);
+
+/* What a poll result does to the payment's confirmation (see store_confirm_decide). */
+struct store_confirm_decision {
+	enum store_confirmation verdict; /* NONE: nothing changes; PENDING: still waiting (detail
+					    updated); CONFIRMED; UNCONFIRMED */
+	bool mark_fact;			 /* the poll's PAID event is stored with mark CONFIRMED */
+	bool marker;			 /* append the UNCONFIRMED conflict event */
+	char detail[STORE_DETAIL_MAX];
+};
+
+/* A poll result u (sent_at > 0) for the payment cur: a pending confirmation is settled by a
+ * decisive result (store_confirm_decisive) or stays pending with the failure as its detail;
+ * an UNCONFIRMED one becomes CONFIRMED when a later poll says PAID (no second marker). */
+void store_confirm_decide(const struct store_event_payment *cur,
+			  const struct store_reconcile_update *u,
+			  struct store_confirm_decision *ret);
+/* The UNCONFIRMED conflict event for u's answer about cur: Komerce's status (the payment's own
+ * when Komerce did not tell one), source reconcile, mark UNCONFIRMED; fills ev (raw borrowed
+ * from u) and d. */
+void store_confirm_marker(const struct store_event_payment *cur,
+			  const struct store_reconcile_update *u, struct event *ev,
+			  struct store_event_decision *d);
 
 struct store_backend {
 	const char *name;
@@ -91,6 +128,9 @@ struct store_backend {
 	 * deletes at most limit receipts and at most limit delivered outbox rows older than
 	 * before_ms (oldest first; events are never pruned). Sets r->u.prune's counts. */
 	int (*prune)(struct store *s, struct store_req *r);
+
+	int (*polls_list)(struct store *s, const char *payment_id, long limit,
+			  int (*fn)(void *arg, const struct store_poll *p), void *arg);
 };
 
 extern const struct store_backend store_backend_sqlite;
@@ -115,5 +155,7 @@ struct store {
 
 	void (*commit_hook)(void *arg, size_t new_events);
 	void *commit_hook_arg;
+	void (*poll_hook)(void *arg, int64_t due_ms);
+	void *poll_hook_arg;
 	struct store_writer_stats stats;
 };

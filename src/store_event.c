@@ -1,6 +1,7 @@
 /* Pure parts of the store shared by every backend: what a fact means for its payment (the
- * conflict rule and the dedupe key), the hash chain's hash, and outbox state names. No I/O;
- * called on the writer thread and by the verifier. */
+ * conflict rule, the hold of a PAID callback to confirm, and the dedupe keys), what a poll
+ * result does to a pending confirmation, the hash chain's hash, and the names of outbox,
+ * confirmation and poll states. No I/O; called on the writer thread and by the verifier. */
 #include "store_backend.h"
 
 #include <stdio.h>
@@ -19,21 +20,145 @@ void store_dedupe_key(const char *payment_id, const char *status, bool conflict,
 		snprintf(out, n, "%s:%s:conflict", payment_id, status);
 }
 
+void store_dedupe_key_marked(const char *payment_id, const char *status, enum store_event_mark mark,
+			     long long amount, int64_t held_event_id, char *out, size_t n)
+{
+	if (mark == STORE_MARK_HELD && amount >= 0)
+		snprintf(out, n, "%s:%s:held:%lld", payment_id, status, amount);
+	else if (mark == STORE_MARK_HELD)
+		snprintf(out, n, "%s:%s:held", payment_id, status);
+	else if (mark == STORE_MARK_UNCONFIRMED)
+		snprintf(out, n, "%s:%s:unconfirmed:%lld", payment_id, status,
+			 (long long)held_event_id);
+	else
+		store_dedupe_key(payment_id, status, false, amount, out, n);
+}
+
 /* A conflicting fact (a status the state machine refuses, or another amount than the one
  * known) never moves the payment and gets a key of its own, so that the true fact for the
- * same status, arriving later, is still stored rather than absorbed as its duplicate. */
-void store_event_decide(const struct event *ev, bool known, enum payment_status cur,
-			long long cur_amount, struct store_event_decision *ret)
+ * same status, arriving later, is still stored rather than absorbed as its duplicate. A PAID
+ * callback that would move the payment is, with confirm_paid, held (key of its own too): a
+ * retried callback is its duplicate, while the PAID that a status call then learns is a new
+ * fact that moves the payment and is forwarded. A held claim fills nothing in the payment: an
+ * amount from a forged callback would otherwise turn the true PAID into a conflict. */
+void store_event_decide(const struct event *ev, const struct store_event_payment *cur,
+			bool confirm_paid, struct store_event_decision *ret)
 {
+	bool known = cur != NULL && cur->known;
+	const char *status = payment_status_name(ev->status);
+
 	memset(ret, 0, sizeof(*ret));
 	ret->known = known;
-	ret->verdict = known ? payment_transition(cur, ev->status) : PAYMENT_APPLY;
+	ret->verdict = known ? payment_transition(cur->status, ev->status) : PAYMENT_APPLY;
 	ret->conflict = ret->verdict == PAYMENT_CONFLICT ||
-			(known && cur_amount >= 0 && ev->amount >= 0 && cur_amount != ev->amount);
+			(known && cur->amount >= 0 && ev->amount >= 0 && cur->amount != ev->amount);
 	ret->apply = ret->verdict == PAYMENT_APPLY && !ret->conflict;
 	ret->terminal = payment_status_terminal(ev->status);
-	store_dedupe_key(ev->payment_id, payment_status_name(ev->status), ret->conflict, ev->amount,
-			 ret->key, sizeof(ret->key));
+	ret->hold = confirm_paid && ret->apply && ev->source == EVENT_SOURCE_CALLBACK &&
+		    ev->status == PAYMENT_PAID;
+	if (ret->hold) {
+		ret->apply = false;
+		ret->mark = STORE_MARK_HELD;
+		store_dedupe_key_marked(ev->payment_id, status, STORE_MARK_HELD, ev->amount, 0,
+					ret->key, sizeof(ret->key));
+		return;
+	}
+	store_dedupe_key(ev->payment_id, status, ret->conflict, ev->amount, ret->key,
+			 sizeof(ret->key));
+}
+
+bool store_confirm_decisive(enum store_poll_outcome outcome, long http_status)
+{
+	return outcome == STORE_POLL_OK ||
+	       (outcome == STORE_POLL_REFUSED && (http_status == 404 || http_status == 400));
+}
+
+enum store_confirmation store_confirm_verdict(long long held_amount,
+					      enum store_poll_outcome outcome, long http_status,
+					      enum payment_status komerce_status,
+					      long long komerce_amount, char *detail, size_t n)
+{
+	if (outcome != STORE_POLL_OK) {
+		snprintf(detail, n, "Komerce does not know this payment (HTTP %ld)", http_status);
+		return STORE_CONFIRM_UNCONFIRMED;
+	}
+	if (komerce_status != PAYMENT_PAID) {
+		snprintf(detail, n, "Komerce says %s", payment_status_name(komerce_status));
+		return STORE_CONFIRM_UNCONFIRMED;
+	}
+	if (held_amount >= 0 && komerce_amount >= 0 && held_amount != komerce_amount) {
+		snprintf(detail, n, "Komerce says PAID with amount %lld, the callback said %lld",
+			 komerce_amount, held_amount);
+		return STORE_CONFIRM_UNCONFIRMED;
+	}
+	snprintf(detail, n, "Komerce says PAID");
+	return STORE_CONFIRM_CONFIRMED;
+}
+
+void store_confirm_decide(const struct store_event_payment *cur,
+			  const struct store_reconcile_update *u,
+			  struct store_confirm_decision *ret)
+{
+	enum store_confirmation v;
+
+	memset(ret, 0, sizeof(*ret));
+	if (!cur->known || u->sent_at <= 0 || cur->held_event_id <= 0)
+		return;
+	if (cur->confirmation == STORE_CONFIRM_PENDING) {
+		if (!store_confirm_decisive(u->outcome, u->http_status)) {
+			ret->verdict = STORE_CONFIRM_PENDING;
+			snprintf(ret->detail, sizeof(ret->detail),
+				 "status call failed (%s%s%s), retrying",
+				 store_poll_outcome_name(u->outcome),
+				 u->error != NULL && u->error[0] != '\0' ? ": " : "",
+				 u->error != NULL ? u->error : "");
+			return;
+		}
+		v = store_confirm_verdict(cur->held_amount, u->outcome, u->http_status,
+					  u->komerce_status, u->ev.amount, ret->detail,
+					  sizeof(ret->detail));
+		ret->verdict = v;
+		ret->mark_fact = v == STORE_CONFIRM_CONFIRMED;
+		ret->marker = v == STORE_CONFIRM_UNCONFIRMED;
+		return;
+	}
+	if (cur->confirmation == STORE_CONFIRM_UNCONFIRMED && u->outcome == STORE_POLL_OK &&
+	    u->komerce_status == PAYMENT_PAID) {
+		v = store_confirm_verdict(cur->held_amount, u->outcome, u->http_status,
+					  u->komerce_status, u->ev.amount, ret->detail,
+					  sizeof(ret->detail));
+		if (v != STORE_CONFIRM_CONFIRMED)
+			return;
+		ret->verdict = v;
+		ret->mark_fact = true;
+		snprintf(ret->detail, sizeof(ret->detail),
+			 "Komerce says PAID (a later status call)");
+	}
+}
+
+void store_confirm_marker(const struct store_event_payment *cur,
+			  const struct store_reconcile_update *u, struct event *ev,
+			  struct store_event_decision *d)
+{
+	enum payment_status st = u->outcome == STORE_POLL_OK && u->komerce_status != PAYMENT_UNKNOWN
+					 ? u->komerce_status
+					 : cur->status;
+
+	*ev = u->ev;
+	snprintf(ev->payment_id, sizeof(ev->payment_id), "%s", u->payment_id);
+	ev->status = st;
+	ev->source = EVENT_SOURCE_RECONCILE;
+	if (u->outcome != STORE_POLL_OK)
+		ev->amount = -1;
+	memset(d, 0, sizeof(*d));
+	d->known = true;
+	d->verdict = PAYMENT_CONFLICT;
+	d->conflict = true;
+	d->terminal = payment_status_terminal(st);
+	d->mark = STORE_MARK_UNCONFIRMED;
+	d->held_event_id = cur->held_event_id;
+	store_dedupe_key_marked(ev->payment_id, payment_status_name(st), STORE_MARK_UNCONFIRMED,
+				ev->amount, cur->held_event_id, d->key, sizeof(d->key));
 }
 
 static void hash_field(EVP_MD_CTX *ctx, const void *p, size_t len)
@@ -64,6 +189,18 @@ void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char
 		      const char *source, bool conflict, const char *dedupe_key, const char *raw,
 		      size_t raw_len, int64_t received_at, uint8_t out[STORE_HASH_LEN])
 {
+	store_event_hash_marked(prev, id, payment_id, order_id, status, amount, source, conflict,
+				dedupe_key, raw, raw_len, received_at, NULL, 0, out);
+}
+
+/* Version 1 (every event before confirm_paid, and every unmarked one since) is unchanged, so
+ * chains written before the upgrade still verify. */
+void store_event_hash_marked(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
+			     const char *order_id, const char *status, long long amount,
+			     const char *source, bool conflict, const char *dedupe_key,
+			     const char *raw, size_t raw_len, int64_t received_at, const char *mark,
+			     int64_t held_event_id, uint8_t out[STORE_HASH_LEN])
+{
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned int n = STORE_HASH_LEN;
 
@@ -71,7 +208,7 @@ void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char
 	if (ctx == NULL)
 		return;
 	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1) {
-		EVP_DigestUpdate(ctx, "komerce-hookd/1", 15);
+		EVP_DigestUpdate(ctx, mark != NULL ? "komerce-hookd/2" : "komerce-hookd/1", 15);
 		hash_field(ctx, prev, STORE_HASH_LEN);
 		hash_int(ctx, id);
 		hash_str(ctx, payment_id);
@@ -83,6 +220,10 @@ void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char
 		hash_str(ctx, dedupe_key);
 		hash_field(ctx, raw, raw_len);
 		hash_int(ctx, received_at);
+		if (mark != NULL) {
+			hash_str(ctx, mark);
+			hash_int(ctx, held_event_id);
+		}
 		EVP_DigestFinal_ex(ctx, out, &n);
 	}
 	EVP_MD_CTX_free(ctx);
@@ -108,4 +249,67 @@ enum store_outbox_state store_outbox_state_parse(const char *name)
 		if (name != NULL && strcmp(name, state_names[i]) == 0)
 			return (enum store_outbox_state)i;
 	return STORE_OUTBOX_ANY;
+}
+
+/* ---- names of the confirmation states ---- */
+
+static const char *const mark_names[] = {
+	[STORE_MARK_NONE] = NULL,
+	[STORE_MARK_HELD] = "held",
+	[STORE_MARK_CONFIRMED] = "confirmed",
+	[STORE_MARK_UNCONFIRMED] = "unconfirmed",
+};
+
+const char *store_event_mark_name(enum store_event_mark m)
+{
+	return m > STORE_MARK_NONE && m <= STORE_MARK_UNCONFIRMED ? mark_names[m] : NULL;
+}
+
+enum store_event_mark store_event_mark_parse(const char *name)
+{
+	for (int i = STORE_MARK_HELD; i <= STORE_MARK_UNCONFIRMED; i++)
+		if (name != NULL && strcmp(name, mark_names[i]) == 0)
+			return (enum store_event_mark)i;
+	return STORE_MARK_NONE;
+}
+
+static const char *const confirmation_names[] = {
+	[STORE_CONFIRM_NONE] = NULL,
+	[STORE_CONFIRM_PENDING] = "pending",
+	[STORE_CONFIRM_CONFIRMED] = "confirmed",
+	[STORE_CONFIRM_UNCONFIRMED] = "unconfirmed",
+};
+
+const char *store_confirmation_name(enum store_confirmation c)
+{
+	return c > STORE_CONFIRM_NONE && c <= STORE_CONFIRM_UNCONFIRMED ? confirmation_names[c]
+									: NULL;
+}
+
+enum store_confirmation store_confirmation_parse(const char *name)
+{
+	for (int i = STORE_CONFIRM_PENDING; i <= STORE_CONFIRM_UNCONFIRMED; i++)
+		if (name != NULL && strcmp(name, confirmation_names[i]) == 0)
+			return (enum store_confirmation)i;
+	return STORE_CONFIRM_NONE;
+}
+
+static const char *const outcome_names[] = {
+	[STORE_POLL_OK] = "ok",
+	[STORE_POLL_REFUSED] = "refused",
+	[STORE_POLL_RATE_LIMITED] = "rate_limited",
+	[STORE_POLL_FAILED] = "failed",
+};
+
+const char *store_poll_outcome_name(enum store_poll_outcome o)
+{
+	return o >= STORE_POLL_OK && o <= STORE_POLL_FAILED ? outcome_names[o] : "failed";
+}
+
+enum store_poll_outcome store_poll_outcome_parse(const char *name)
+{
+	for (int i = STORE_POLL_OK; i <= STORE_POLL_FAILED; i++)
+		if (name != NULL && strcmp(name, outcome_names[i]) == 0)
+			return (enum store_poll_outcome)i;
+	return STORE_POLL_FAILED;
 }

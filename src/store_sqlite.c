@@ -222,4 +222,5 @@ const struct store_backend store_backend_sqlite = {
 	.console_last_event_id = store_sqlite_console_last_event_id,
 	.chain_head = store_sqlite_chain_head,
 	.prune = store_sqlite_prune,
+	.polls_list = store_sqlite_polls_list,
 };

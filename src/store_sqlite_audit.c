@@ -10,14 +10,16 @@
 int store_sqlite_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, char *why,
 			size_t why_len)
 {
-	static const char sql[] = "SELECT id, payment_id, order_id, status, amount, source, "
-				  "conflict, dedupe_key, raw_json, received_at, prev_hash, hash "
-				  "FROM events ORDER BY id";
 	uint8_t prev[STORE_HASH_LEN] = {0}, h[STORE_HASH_LEN];
 	int64_t checked = 0, expect_id = 1;
 	sqlite3_stmt *st;
+	char sql[320];
 	int rc, r = 0;
 
+	snprintf(sql, sizeof(sql),
+		 "SELECT id, payment_id, order_id, status, amount, source, conflict, dedupe_key, "
+		 "raw_json, received_at, prev_hash, hash, %s FROM events ORDER BY id",
+		 STORE_SQLITE_EVENT_V2(s, ""));
 	if (sqlite3_prepare_v2(store_sqlite_db(s), sql, -1, &st, NULL) != SQLITE_OK) {
 		store_sqlite_set_err(s, "verify");
 		return -EIO;
@@ -42,14 +44,16 @@ int store_sqlite_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_
 			r = -EBADMSG;
 			break;
 		}
-		store_event_hash(
+		store_event_hash_marked(
 			prev, id, (const char *)sqlite3_column_text(st, 1),
 			(const char *)sqlite3_column_text(st, 2),
 			(const char *)sqlite3_column_text(st, 3), store_sqlite_col_i64(st, 4, -1),
 			(const char *)sqlite3_column_text(st, 5), sqlite3_column_int(st, 6) != 0,
 			(const char *)sqlite3_column_text(st, 7),
 			(const char *)sqlite3_column_text(st, 8),
-			(size_t)sqlite3_column_bytes(st, 8), sqlite3_column_int64(st, 9), h);
+			(size_t)sqlite3_column_bytes(st, 8), sqlite3_column_int64(st, 9),
+			(const char *)sqlite3_column_text(st, 12), store_sqlite_col_i64(st, 13, 0),
+			h);
 		if (hh == NULL || sqlite3_column_bytes(st, 11) != STORE_HASH_LEN ||
 		    memcmp(hh, h, STORE_HASH_LEN) != 0) {
 			snprintf(why, why_len, "content does not match its hash (row was altered)");

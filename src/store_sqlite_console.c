@@ -37,14 +37,15 @@ int store_sqlite_console_payments(struct store *s, const struct store_console_pa
 
 	o = (size_t)snprintf(
 		sql, sizeof(sql),
-		"SELECT " STORE_SQLITE_PAYMENT_COLUMNS ", "
+		"SELECT %s, "
 		"(SELECT count(*) FROM events e WHERE e.dedupe_key >= (p.payment_id || ':') "
 		"AND e.dedupe_key < (p.payment_id || ';') AND e.payment_id = p.payment_id "
 		"AND e.conflict), "
 		"CASE WHEN ?1 IS NULL THEN 0 WHEN p.payment_id = ?1 THEN 1 "
 		"WHEN p.order_id = ?1 OR EXISTS (SELECT 1 FROM events e WHERE e.order_id = ?1 "
 		"AND e.payment_id = p.payment_id) THEN 2 ELSE 3 END "
-		"FROM payments p WHERE 1");
+		"FROM payments p WHERE 1",
+		STORE_SQLITE_PAYMENT_COLUMNS(s));
 	if (f->q != NULL)
 		o += (size_t)snprintf(sql + o, sizeof(sql) - o,
 				      " AND p.payment_id IN (SELECT ?1"
@@ -94,8 +95,9 @@ int store_sqlite_console_payments(struct store *s, const struct store_console_pa
 
 		memset(&cp, 0, sizeof(cp));
 		store_sqlite_payment_read(st, &cp.p);
-		cp.conflicts = (long)sqlite3_column_int64(st, 14);
-		cp.match = (enum store_console_match)sqlite3_column_int(st, 15);
+		cp.conflicts = (long)sqlite3_column_int64(st, STORE_SQLITE_PAYMENT_NCOLS);
+		cp.match = (enum store_console_match)sqlite3_column_int(st,
+									STORE_SQLITE_PAYMENT_NCOLS + 1);
 		r = fn(arg, &cp);
 		if (r != 0) {
 			sqlite3_finalize(st);

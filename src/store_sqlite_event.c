@@ -1,10 +1,11 @@
 /* The SQLite backend's event and track requests, on the writer thread inside its group-commit
  * transaction: dedupe by key, append to the hash chain, move the payment through the state
- * machine, one outbox row per sink and one receipt per delivery. The hot path of ingest: every
- * statement is a cached one (store_sqlite_stmt). */
+ * machine (or hold a PAID callback for confirmation), one outbox row per sink and one receipt
+ * per delivery. The hot path of ingest: every statement is a cached one (store_sqlite_stmt). */
 #include "store_sqlite_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util.h"
@@ -22,21 +23,27 @@ static int insert_receipt(struct store *s, int64_t event_id, const struct event 
 	return store_sqlite_step_done(s, st);
 }
 
-/* Looks up the payment: 0 and its status/amount, -ENOENT if unknown, or -errno. */
-static int payment_lookup(struct store *s, const char *payment_id, enum payment_status *ret_status,
-			  long long *ret_amount)
+int store_sqlite_payment_state(struct store *s, const char *payment_id,
+			       struct store_event_payment *ret)
 {
 	sqlite3_stmt *st = store_sqlite_stmt(s, SQ_PAYMENT_GET);
-	int rc, r = -ENOENT;
+	int rc, r = 0;
 
+	memset(ret, 0, sizeof(*ret));
+	ret->status = PAYMENT_UNKNOWN;
+	ret->amount = ret->held_amount = -1;
 	if (st == NULL)
 		return -EIO;
 	sqlite3_bind_text(st, 1, payment_id, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		*ret_status = payment_status_parse((const char *)sqlite3_column_text(st, 0));
-		*ret_amount = store_sqlite_col_i64(st, 1, -1);
-		r = 0;
+		ret->known = true;
+		ret->status = payment_status_parse((const char *)sqlite3_column_text(st, 0));
+		ret->amount = store_sqlite_col_i64(st, 1, -1);
+		ret->confirmation =
+			store_confirmation_parse((const char *)sqlite3_column_text(st, 2));
+		ret->held_event_id = store_sqlite_col_i64(st, 3, 0);
+		ret->held_amount = store_sqlite_col_i64(st, 4, -1);
 	} else if (rc != SQLITE_DONE) {
 		store_sqlite_set_err(s, "payment lookup");
 		r = store_sqlite_errno_or_eio(rc);
@@ -45,11 +52,11 @@ static int payment_lookup(struct store *s, const char *payment_id, enum payment_
 	return r;
 }
 
-/* The same fact stored before: 1 with its id and flag in r (and one more receipt written),
+/* The same fact stored before: 1 with its id and flags in ret (and one more receipt written),
  * 0 when new, or -errno. */
-static int absorb_duplicate(struct store *s, struct store_req *r, const char *key, int64_t now)
+static int absorb_duplicate(struct store *s, const struct event *ev, const char *key, int64_t now,
+			    struct store_sqlite_fact *ret)
 {
-	const struct event *ev = &r->ev;
 	sqlite3_stmt *st = store_sqlite_stmt(s, SQ_EVENT_BY_KEY);
 	int rc, err;
 
@@ -64,9 +71,11 @@ static int absorb_duplicate(struct store *s, struct store_req *r, const char *ke
 		store_sqlite_set_err(s, "dedupe lookup");
 		return store_sqlite_errno_or_eio(rc);
 	}
-	r->event_id = sqlite3_column_int64(st, 0);
-	r->conflict = sqlite3_column_int(st, 1) != 0;
-	r->duplicate = true;
+	ret->event_id = sqlite3_column_int64(st, 0);
+	ret->conflict = sqlite3_column_int(st, 1) != 0;
+	ret->held =
+		store_event_mark_parse((const char *)sqlite3_column_text(st, 2)) == STORE_MARK_HELD;
+	ret->duplicate = true;
 	sqlite3_reset(st);
 	if (ev->source == EVENT_SOURCE_CALLBACK) {
 		st = store_sqlite_stmt(s, SQ_PAYMENT_SEEN);
@@ -78,7 +87,7 @@ static int absorb_duplicate(struct store *s, struct store_req *r, const char *ke
 		if (err < 0)
 			return err;
 	}
-	err = insert_receipt(s, r->event_id, ev, now);
+	err = insert_receipt(s, ret->event_id, ev, now);
 	return err < 0 ? err : 1;
 }
 
@@ -90,10 +99,12 @@ static int insert_event(struct store *s, const struct event *ev,
 	struct store_sqlite *q = store_sqlite_of(s);
 	const char *status = payment_status_name(ev->status);
 	const char *source = event_source_name(ev->source);
+	const char *mark = store_event_mark_name(d->mark);
 	sqlite3_stmt *st;
 
-	store_event_hash(q->tx_last_hash, id, ev->payment_id, ev->order_id, status, ev->amount,
-			 source, d->conflict, d->key, ev->raw, ev->raw_len, now, hash);
+	store_event_hash_marked(q->tx_last_hash, id, ev->payment_id, ev->order_id, status,
+				ev->amount, source, d->conflict, d->key, ev->raw, ev->raw_len, now,
+				mark, d->held_event_id, hash);
 	st = store_sqlite_stmt(s, SQ_EVENT_INSERT);
 	if (st == NULL)
 		return -EIO;
@@ -109,9 +120,15 @@ static int insert_event(struct store *s, const struct event *ev,
 	sqlite3_bind_int64(st, 10, now);
 	sqlite3_bind_blob(st, 11, q->tx_last_hash, STORE_HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 12, hash, STORE_HASH_LEN, SQLITE_STATIC);
+	if (mark != NULL) {
+		sqlite3_bind_text(st, 13, mark, -1, SQLITE_STATIC);
+		store_sqlite_bind_int_or_null(st, 14, d->held_event_id, 0);
+	}
 	return store_sqlite_step_done(s, st);
 }
 
+/* A new payment. A held PAID claim creates it PENDING with nothing else of the claim (not
+ * even order or amount: a forged amount would make the true PAID a conflict). */
 static int insert_payment(struct store *s, const struct event *ev,
 			  const struct store_event_decision *d, int64_t now)
 {
@@ -121,12 +138,15 @@ static int insert_payment(struct store *s, const struct event *ev,
 	if (st == NULL)
 		return -EIO;
 	sqlite3_bind_text(st, 1, ev->payment_id, -1, SQLITE_STATIC);
-	store_sqlite_bind_text_or_null(st, 2, ev->order_id);
-	store_sqlite_bind_text_or_null(st, 3, ev->payment_type);
-	store_sqlite_bind_text_or_null(st, 4, ev->channel_code);
-	store_sqlite_bind_int_or_null(st, 5, ev->amount, -1);
-	sqlite3_bind_text(st, 6, payment_status_name(ev->status), -1, SQLITE_STATIC);
-	store_sqlite_bind_int_or_null(st, 7, ev->expires_at, 0);
+	if (!d->hold) {
+		store_sqlite_bind_text_or_null(st, 2, ev->order_id);
+		store_sqlite_bind_text_or_null(st, 3, ev->payment_type);
+		store_sqlite_bind_text_or_null(st, 4, ev->channel_code);
+		store_sqlite_bind_int_or_null(st, 5, ev->amount, -1);
+		store_sqlite_bind_int_or_null(st, 7, ev->expires_at, 0);
+	}
+	sqlite3_bind_text(st, 6, payment_status_name(d->hold ? PAYMENT_PENDING : ev->status), -1,
+			  SQLITE_STATIC);
 	sqlite3_bind_int64(st, 8, now);
 	store_sqlite_bind_int_or_null(st, 9, ev->source == EVENT_SOURCE_CALLBACK ? now : 0, 0);
 	if (!d->terminal && s->opts.reconcile)
@@ -161,16 +181,61 @@ static int update_payment(struct store *s, const struct event *ev,
 	return store_sqlite_step_done(s, st);
 }
 
-/* One outbox row per sink. A conflict goes only to sinks that asked for conflicts
- * (sink.NAME.conflicts): a consumer that reads "status" alone never sees a contradicted PAID. */
-static int insert_outbox(struct store *s, int64_t id, const char *payment_id, bool conflict,
-			 int64_t now)
+static int hold_payment(struct store *s, const char *payment_id, int64_t event_id, int64_t now)
 {
-	for (size_t i = 0; i < s->opts.n_sinks; i++) {
+	sqlite3_stmt *st = store_sqlite_stmt(s, SQ_PAYMENT_HOLD);
+
+	if (st == NULL)
+		return -EIO;
+	sqlite3_bind_text(st, 1, payment_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, event_id);
+	sqlite3_bind_int64(st, 3, now);
+	return store_sqlite_step_done(s, st);
+}
+
+int store_sqlite_set_confirmation(struct store *s, const char *payment_id,
+				  enum store_confirmation c, const char *detail, int64_t now)
+{
+	sqlite3_stmt *st = store_sqlite_stmt(s, SQ_PAYMENT_CONFIRM);
+
+	if (st == NULL)
+		return -EIO;
+	sqlite3_bind_text(st, 1, payment_id, -1, SQLITE_STATIC);
+	if (store_confirmation_name(c) != NULL)
+		sqlite3_bind_text(st, 2, store_confirmation_name(c), -1, SQLITE_STATIC);
+	store_sqlite_bind_text_or_null(st, 3, detail);
+	sqlite3_bind_int64(st, 4, now);
+	return store_sqlite_step_done(s, st);
+}
+
+/* A confirmation still pending when the payment reaches a terminal status some other way (a
+ * cancel through the admin API) has nothing left to wait for. */
+static int settle_confirmation(struct store *s, const struct event *ev,
+			       const struct store_event_decision *d,
+			       const struct store_event_payment *cur, int64_t now)
+{
+	char detail[STORE_DETAIL_MAX];
+
+	if (!d->apply || !d->terminal || cur->confirmation != STORE_CONFIRM_PENDING ||
+	    d->mark == STORE_MARK_CONFIRMED)
+		return 0;
+	snprintf(detail, sizeof(detail), "the payment became %s (%s) before a status call",
+		 payment_status_name(ev->status), event_source_name(ev->source));
+	return store_sqlite_set_confirmation(s, ev->payment_id, STORE_CONFIRM_UNCONFIRMED, detail,
+					     now);
+}
+
+/* One outbox row per sink. A conflict goes only to sinks that asked for conflicts
+ * (sink.NAME.conflicts): a consumer that reads "status" alone never sees a contradicted PAID.
+ * A held callback goes nowhere. */
+static int insert_outbox(struct store *s, int64_t id, const char *payment_id,
+			 const struct store_event_decision *d, int64_t now)
+{
+	for (size_t i = 0; i < s->opts.n_sinks && !d->hold; i++) {
 		sqlite3_stmt *st;
 		int err;
 
-		if (conflict && !s->opts.sinks[i].conflicts)
+		if (d->conflict && !s->opts.sinks[i].conflicts)
 			continue;
 		st = store_sqlite_stmt(s, SQ_OUTBOX_INSERT);
 		if (st == NULL)
@@ -186,42 +251,84 @@ static int insert_outbox(struct store *s, int64_t id, const char *payment_id, bo
 	return 0;
 }
 
-int store_sqlite_apply_event(struct store *s, struct store_req *r)
+/* The payment's side of a new fact. */
+static int payment_side(struct store *s, const struct event *ev,
+			const struct store_event_decision *d, const struct store_event_payment *cur,
+			int64_t id, int64_t now)
+{
+	int err;
+
+	if (!d->known)
+		err = insert_payment(s, ev, d, now);
+	else if (d->hold || d->mark == STORE_MARK_UNCONFIRMED)
+		err = 0;
+	else
+		err = update_payment(s, ev, d, cur->status, now);
+	if (err == 0 && d->hold)
+		err = hold_payment(s, ev->payment_id, id, now);
+	if (err == 0)
+		err = settle_confirmation(s, ev, d, cur, now);
+	return err;
+}
+
+int store_sqlite_store_fact(struct store *s, const struct event *ev,
+			    const struct store_event_decision *d,
+			    const struct store_event_payment *cur, int64_t now,
+			    struct store_sqlite_fact *ret)
 {
 	struct store_sqlite *q = store_sqlite_of(s);
-	const struct event *ev = &r->ev;
-	int64_t now = r->received_at != 0 ? r->received_at : util_now_ms();
-	enum payment_status cur = PAYMENT_UNKNOWN;
-	struct store_event_decision d;
 	uint8_t hash[STORE_HASH_LEN];
-	long long cur_amount = -1;
 	int64_t id;
 	int err;
 
-	err = payment_lookup(s, ev->payment_id, &cur, &cur_amount);
-	if (err < 0 && err != -ENOENT)
-		return err;
-	store_event_decide(ev, err == 0, cur, cur_amount, &d);
-	r->conflict = d.conflict;
-	err = absorb_duplicate(s, r, d.key, now);
+	memset(ret, 0, sizeof(*ret));
+	ret->conflict = d->conflict;
+	err = absorb_duplicate(s, ev, d->key, now, ret);
 	if (err != 0)
 		return err < 0 ? err : 0;
 
 	id = q->tx_last_id + 1;
-	err = insert_event(s, ev, &d, id, now, hash);
+	err = insert_event(s, ev, d, id, now, hash);
 	if (err == 0)
-		err = d.known ? update_payment(s, ev, &d, cur, now)
-			      : insert_payment(s, ev, &d, now);
+		err = payment_side(s, ev, d, cur, id, now);
 	if (err == 0)
-		err = insert_outbox(s, id, ev->payment_id, d.conflict, now);
+		err = insert_outbox(s, id, ev->payment_id, d, now);
 	if (err == 0)
 		err = insert_receipt(s, id, ev, now);
 	if (err < 0)
 		return err;
 	q->tx_last_id = id;
 	memcpy(q->tx_last_hash, hash, STORE_HASH_LEN);
-	r->event_id = id;
-	r->duplicate = false;
+	ret->event_id = id;
+	ret->held = d->hold;
+	if (d->hold)
+		ret->next_poll_at = now;
+	else if (!d->known && !d->terminal && s->opts.reconcile)
+		ret->next_poll_at = now + s->opts.grace_seconds * 1000;
+	return 0;
+}
+
+int store_sqlite_apply_event(struct store *s, struct store_req *r)
+{
+	const struct event *ev = &r->ev;
+	int64_t now = r->received_at != 0 ? r->received_at : util_now_ms();
+	struct store_event_payment cur;
+	struct store_event_decision d;
+	struct store_sqlite_fact f;
+	int err;
+
+	err = store_sqlite_payment_state(s, ev->payment_id, &cur);
+	if (err < 0)
+		return err;
+	store_event_decide(ev, &cur, s->opts.confirm_paid, &d);
+	err = store_sqlite_store_fact(s, ev, &d, &cur, now, &f);
+	if (err < 0)
+		return err;
+	r->event_id = f.event_id;
+	r->duplicate = f.duplicate;
+	r->conflict = f.conflict;
+	r->held = f.held;
+	r->next_poll_at = f.next_poll_at;
 	return 0;
 }
 
@@ -258,6 +365,8 @@ int store_sqlite_apply_track(struct store *s, struct store_req *r)
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE) {
 		err = sqlite3_changes(store_sqlite_db(s)) == 0 ? -EEXIST : 0;
+		if (err == 0 && s->opts.reconcile)
+			r->next_poll_at = now + (int64_t)s->opts.grace_seconds * 1000;
 	} else {
 		store_sqlite_set_err(s, "payment track");
 		err = store_sqlite_errno_or_eio(rc);

@@ -16,6 +16,9 @@ enum store_sqlite_stmt {
 	SQ_PAYMENT_INSERT,
 	SQ_PAYMENT_UPDATE,
 	SQ_PAYMENT_SEEN,
+	SQ_PAYMENT_HOLD,
+	SQ_PAYMENT_CONFIRM,
+	SQ_POLL_INSERT,
 	SQ_RECEIPT_INSERT,
 	SQ_OUTBOX_INSERT,
 	SQ_SAVEPOINT,
@@ -30,6 +33,7 @@ enum store_sqlite_stmt {
 struct store_sqlite {
 	sqlite3 *db;
 	int lock_fd; /* WRITER: flock()ed <path>.lock, one writer per database */
+	int version; /* schema version: a reader may look at an older database (a backup) */
 	sqlite3_stmt *stmts[SQ__COUNT];
 	/* hash chain head: committed, inside the transaction, and at the request's savepoint */
 	int64_t last_id, tx_last_id, sp_last_id;
@@ -71,20 +75,48 @@ void store_sqlite_bind_int_or_null(sqlite3_stmt *st, int i, long long v, long lo
 /* Copies a text column (NULL -> "") into out, cut at n-1 bytes. */
 void store_sqlite_col_copy(sqlite3_stmt *st, int col, char *out, size_t n);
 int64_t store_sqlite_col_i64(sqlite3_stmt *st, int col, int64_t absent);
-/* The columns store_sqlite_payment_read() expects, in its order. */
-#define STORE_SQLITE_PAYMENT_COLUMNS                                                     \
+/* The columns store_sqlite_payment_read() expects, in its order: those of schema version 2
+ * (confirmation, migration 3) read as NULL from an older database (komerce-hookctl on a backup). */
+#define STORE_SQLITE_PAYMENT_COLUMNS_V1                                                  \
 	"payment_id, order_id, payment_type, channel_code, amount, status, expires_at, " \
 	"created_at, updated_at, callback_seen_at, last_polled_at, next_poll_at, "       \
-	"poll_attempts, origin"
+	"poll_attempts, origin, "
+#define STORE_SQLITE_PAYMENT_COLUMNS(s)                                              \
+	(store_sqlite_of(s)->version >= 3 ? STORE_SQLITE_PAYMENT_COLUMNS_V1          \
+		 "confirmation, confirmation_detail, confirmation_at, held_event_id" \
+					  : STORE_SQLITE_PAYMENT_COLUMNS_V1          \
+		 "NULL, NULL, NULL, NULL")
+/* The events columns of migration 3, for table alias a ("" or "e."), as NULLs before. */
+#define STORE_SQLITE_EVENT_V2(s, a) \
+	(store_sqlite_of(s)->version >= 3 ? a "confirmation, " a "held_event_id" : "NULL, NULL")
+#define STORE_SQLITE_PAYMENT_NCOLS 18 /* how many columns STORE_SQLITE_PAYMENT_COLUMNS names */
 void store_sqlite_payment_read(sqlite3_stmt *st, struct store_payment *p);
 /* Reads the newest event's id and hash into *ret_id / ret_hash (0 and zeros when empty). */
 int store_sqlite_chain_head(struct store *s, int64_t *ret_id, uint8_t ret_hash[STORE_HASH_LEN]);
 
 /* ---- store_sqlite_event.c (writer) ---- */
 
-/* The event request (dedupe, chain, payment state, outbox, receipt); also the step of a
- * reconcile update that stores what a poll learned. */
+/* The event request (dedupe, chain, payment state, outbox, receipt). */
 int store_sqlite_apply_event(struct store *s, struct store_req *r);
+/* The payment as the writer's decisions need it (known false when there is none). */
+int store_sqlite_payment_state(struct store *s, const char *payment_id,
+			       struct store_event_payment *ret);
+/* What storing one fact did. */
+struct store_sqlite_fact {
+	int64_t event_id;
+	bool duplicate, conflict, held;
+	int64_t next_poll_at; /* a poll it scheduled (ms), 0 */
+};
+/* Stores ev at now as d decided about the payment cur: dedupe (one more receipt), chain,
+ * payment row, outbox rows, receipt. Also the step of a reconcile update that stores what a
+ * poll learned, and its UNCONFIRMED marker. */
+int store_sqlite_store_fact(struct store *s, const struct event *ev,
+			    const struct store_event_decision *d,
+			    const struct store_event_payment *cur, int64_t now,
+			    struct store_sqlite_fact *ret);
+/* Sets the payment's confirmation (state, detail) at now. */
+int store_sqlite_set_confirmation(struct store *s, const char *payment_id,
+				  enum store_confirmation c, const char *detail, int64_t now);
 int store_sqlite_apply_track(struct store *s, struct store_req *r);
 
 /* ---- store_sqlite_outbox.c ---- */
@@ -110,6 +142,8 @@ int store_sqlite_reconcile_next_due(struct store *s, int64_t *ret_ms);
 int store_sqlite_reconcile_watched(struct store *s, int64_t *ret);
 int store_sqlite_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending,
 				   int64_t *ret_expired);
+int store_sqlite_polls_list(struct store *s, const char *payment_id, long limit,
+			    int (*fn)(void *arg, const struct store_poll *p), void *arg);
 
 /* ---- store_sqlite_query.c ---- */
 

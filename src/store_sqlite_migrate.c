@@ -132,7 +132,10 @@ int store_sqlite_migrate(struct store *s, char *err, size_t err_len)
 		snprintf(err, err_len, "store: cannot use %s: %s", s->path, s->err);
 		return r;
 	}
-	return run_migrations(s, version, err, err_len);
+	r = run_migrations(s, version, err, err_len);
+	if (r == 0)
+		store_sqlite_of(s)->version = (int)store_sqlite_migrations_count;
+	return r;
 }
 
 int store_sqlite_check_schema(struct store *s, char *err, size_t err_len)
@@ -158,5 +161,6 @@ int store_sqlite_check_schema(struct store *s, char *err, size_t err_len)
 			 s->path);
 		return -ENOENT;
 	}
+	store_sqlite_of(s)->version = version;
 	return 0;
 }

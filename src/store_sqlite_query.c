@@ -10,11 +10,12 @@
 
 int store_sqlite_payment_get(struct store *s, const char *payment_id, struct store_payment *ret)
 {
-	static const char sql[] =
-		"SELECT " STORE_SQLITE_PAYMENT_COLUMNS " FROM payments WHERE payment_id = ?1";
+	char sql[512];
 	sqlite3_stmt *st;
 	int rc, r = -ENOENT;
 
+	snprintf(sql, sizeof(sql), "SELECT %s FROM payments WHERE payment_id = ?1",
+		 STORE_SQLITE_PAYMENT_COLUMNS(s));
 	if (sqlite3_prepare_v2(store_sqlite_db(s), sql, -1, &st, NULL) != SQLITE_OK) {
 		store_sqlite_set_err(s, "payment get");
 		return -EIO;
@@ -46,8 +47,9 @@ int store_sqlite_events_query(struct store *s, const struct store_event_filter *
 	o = (size_t)snprintf(sql, sizeof(sql),
 			     "SELECT e.id, e.payment_id, e.order_id, e.status, e.amount, e.source, "
 			     "e.conflict, e.received_at, e.raw_json, e.hash, "
-			     "(SELECT count(*) FROM receipts r WHERE r.event_id = e.id) "
+			     "(SELECT count(*) FROM receipts r WHERE r.event_id = e.id), %s "
 			     "FROM events e WHERE %se.id > ?1",
+			     STORE_SQLITE_EVENT_V2(s, "e."),
 			     /* unary +: the rowid range must not win over the dedupe_key range */
 			     f->payment_id != NULL ? "+" : "");
 	if (f->payment_id != NULL)
@@ -106,6 +108,8 @@ int store_sqlite_events_query(struct store *s, const struct store_event_filter *
 		if (h != NULL && sqlite3_column_bytes(st, 9) == STORE_HASH_LEN)
 			memcpy(e.hash, h, STORE_HASH_LEN);
 		e.receipts = (long)sqlite3_column_int64(st, 10);
+		e.mark = store_event_mark_parse((const char *)sqlite3_column_text(st, 11));
+		e.held_event_id = store_sqlite_col_i64(st, 12, 0);
 		r = fn(arg, &e);
 		if (r != 0)
 			break;
@@ -145,8 +149,8 @@ int store_sqlite_payments_list(struct store *s, const struct store_payment_filte
 	sqlite3_stmt *st;
 	int rc, r;
 
-	o = (size_t)snprintf(sql, sizeof(sql),
-			     "SELECT " STORE_SQLITE_PAYMENT_COLUMNS " FROM payments WHERE 1");
+	o = (size_t)snprintf(sql, sizeof(sql), "SELECT %s FROM payments WHERE 1",
+			     STORE_SQLITE_PAYMENT_COLUMNS(s));
 	if (f->status != PAYMENT_UNKNOWN)
 		o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND status = ?1");
 	if (f->stale)

@@ -8,11 +8,15 @@
 #include <string.h>
 
 static const char *const stmt_sql[SQ__COUNT] = {
-	[SQ_EVENT_BY_KEY] = "SELECT id, conflict FROM events WHERE dedupe_key = ?1",
+	[SQ_EVENT_BY_KEY] = "SELECT id, conflict, confirmation FROM events WHERE dedupe_key = ?1",
 	[SQ_EVENT_INSERT] = "INSERT INTO events (id, payment_id, order_id, status, amount, source, "
-			    "conflict, dedupe_key, raw_json, received_at, prev_hash, hash) "
-			    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-	[SQ_PAYMENT_GET] = "SELECT status, amount FROM payments WHERE payment_id = ?1",
+			    "conflict, dedupe_key, raw_json, received_at, prev_hash, hash, "
+			    "confirmation, held_event_id) "
+			    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+	/* The held callback's amount by its id: a rowid lookup, only when one is held. */
+	[SQ_PAYMENT_GET] = "SELECT status, amount, confirmation, held_event_id, "
+			   "(SELECT e.amount FROM events e WHERE e.id = p.held_event_id) "
+			   "FROM payments p WHERE payment_id = ?1",
 	[SQ_PAYMENT_INSERT] =
 		"INSERT INTO payments (payment_id, order_id, payment_type, channel_code, amount, "
 		"status, expires_at, created_at, updated_at, callback_seen_at, next_poll_at, "
@@ -26,6 +30,19 @@ static const char *const stmt_sql[SQ__COUNT] = {
 		"next_poll_at = CASE WHEN ?9 THEN NULL ELSE next_poll_at END "
 		"WHERE payment_id = ?1",
 	[SQ_PAYMENT_SEEN] = "UPDATE payments SET callback_seen_at = ?2 WHERE payment_id = ?1",
+	/* A PAID callback held for confirmation: nothing of the claim is taken but the fact
+	 * that it came; the payment is polled now (the reconciler keeps the 3 s rule). */
+	[SQ_PAYMENT_HOLD] =
+		"UPDATE payments SET confirmation = 'pending', held_event_id = ?2, "
+		"confirmation_detail = 'waiting for a status call', confirmation_at = ?3, "
+		"callback_seen_at = ?3, updated_at = ?3, "
+		"next_poll_at = CASE WHEN next_poll_at IS NULL OR next_poll_at > ?3 THEN ?3 "
+		"ELSE next_poll_at END WHERE payment_id = ?1",
+	[SQ_PAYMENT_CONFIRM] = "UPDATE payments SET confirmation = ?2, confirmation_detail = ?3, "
+			       "confirmation_at = ?4 WHERE payment_id = ?1",
+	[SQ_POLL_INSERT] = "INSERT INTO polls (payment_id, polled_at, elapsed_ms, outcome, "
+			   "http_status, komerce_status, confirming, error) "
+			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	[SQ_RECEIPT_INSERT] = "INSERT INTO receipts (event_id, source, remote_addr, received_at) "
 			      "VALUES (?1, ?2, ?3, ?4)",
 	[SQ_OUTBOX_INSERT] = "INSERT INTO outbox (event_id, payment_id, sink, next_attempt_at, "
@@ -195,6 +212,10 @@ void store_sqlite_payment_read(sqlite3_stmt *st, struct store_payment *p)
 	p->next_poll_at = store_sqlite_col_i64(st, 11, 0);
 	p->poll_attempts = (long)store_sqlite_col_i64(st, 12, 0);
 	store_sqlite_col_copy(st, 13, p->origin, sizeof(p->origin));
+	p->confirmation = store_confirmation_parse((const char *)sqlite3_column_text(st, 14));
+	store_sqlite_col_copy(st, 15, p->confirmation_detail, sizeof(p->confirmation_detail));
+	p->confirmation_at = store_sqlite_col_i64(st, 16, 0);
+	p->held_event_id = store_sqlite_col_i64(st, 17, 0);
 }
 
 int store_sqlite_chain_head(struct store *s, int64_t *ret_id, uint8_t ret_hash[STORE_HASH_LEN])

@@ -14,8 +14,29 @@
 #define STORE_MAX_SINKS	    8
 #define STORE_SINK_NAME_MAX 32	/* sink name, bytes including NUL */
 #define STORE_ERR_MAX	    512 /* outbox last_error is cut to this, bytes including NUL */
+#define STORE_DETAIL_MAX    256 /* confirmation_detail and a poll's error, bytes with NUL */
 
 /* ---- payments and events ---- */
+
+/* Where a PAID callback stands when komerce.confirm_paid asks a status call to confirm it
+ * (payments.confirmation). */
+enum store_confirmation {
+	STORE_CONFIRM_NONE = 0,	   /* nothing was held for confirmation */
+	STORE_CONFIRM_PENDING,	   /* a PAID callback waits for a status call */
+	STORE_CONFIRM_CONFIRMED,   /* a status call said PAID: the payment is PAID */
+	STORE_CONFIRM_UNCONFIRMED, /* a status call said something else: status unchanged */
+};
+
+/* What an event is in the confirmation of a PAID callback (events.confirmation). */
+enum store_event_mark {
+	STORE_MARK_NONE = 0,
+	STORE_MARK_HELD,	/* a PAID callback stored as received, pending confirmation: it did
+				   not move the payment and has no outbox row */
+	STORE_MARK_CONFIRMED,	/* the status call's PAID that confirmed held_event_id (applied,
+				   forwarded like any fact) */
+	STORE_MARK_UNCONFIRMED, /* a conflict: the status call that did not confirm held_event_id
+				   (status = what Komerce said) */
+};
 
 struct store_payment {
 	char payment_id[EVENT_ID_MAX];
@@ -28,6 +49,10 @@ struct store_payment {
 	int64_t created_at, updated_at, callback_seen_at, last_polled_at, next_poll_at; /* ms, 0 */
 	long poll_attempts;
 	char origin[16];
+	enum store_confirmation confirmation;
+	char confirmation_detail[STORE_DETAIL_MAX]; /* why, "" when none */
+	int64_t confirmation_at;		    /* ms, when it last changed; 0 */
+	int64_t held_event_id;			    /* the PAID callback concerned; 0 */
 };
 
 struct store_event {
@@ -42,6 +67,8 @@ struct store_event {
 	const char *raw_json; /* valid during the query's callback only */
 	long receipts;
 	uint8_t hash[STORE_HASH_LEN];
+	enum store_event_mark mark;
+	int64_t held_event_id; /* CONFIRMED, UNCONFIRMED: the held callback judged; else 0 */
 };
 
 struct store_event_filter {
@@ -149,6 +176,13 @@ struct store_outbox_outcome {
 
 /* ---- reconciler ---- */
 
+enum store_poll_outcome {
+	STORE_POLL_OK = 0,	 /* Komerce told the status */
+	STORE_POLL_REFUSED,	 /* Komerce answered but not with a status (404, 400, other) */
+	STORE_POLL_RATE_LIMITED, /* 429 */
+	STORE_POLL_FAILED,	 /* 5xx, timeout, network, unusable reply */
+};
+
 /* A watched payment as the scheduler needs it. */
 struct store_reconcile_row {
 	char payment_id[EVENT_ID_MAX];
@@ -159,6 +193,7 @@ struct store_reconcile_row {
 	int64_t last_polled_at; /* unix ms, 0 = never */
 	int64_t next_poll_at;	/* unix ms */
 	long poll_attempts;
+	bool confirming; /* a PAID callback waits for this poll (confirmation pending) */
 };
 
 /* One change to one payment's schedule, optionally with the status the poll learned. */
@@ -173,10 +208,37 @@ struct store_reconcile_update {
 	int64_t expires_at;	/* unix s: fills an unknown expires_at; 0 = nothing */
 	bool has_event;		/* store ev (source reconcile) before the schedule change */
 	struct event ev;	/* ev.raw is borrowed until done() */
+	/* A poll's result (sent_at > 0): one row of the polls log, and the verdict on a PAID
+	 * callback waiting for confirmation. With outcome OK, ev holds Komerce's answer (also
+	 * when has_event is false) and komerce_status what it said. */
+	int64_t sent_at;		    /* ms: the request left (its mark); 0 = not a result */
+	long elapsed_ms;		    /* until the reply (or the failure) */
+	enum store_poll_outcome outcome;    /* with sent_at */
+	long http_status;		    /* 0 when there was no HTTP reply */
+	enum payment_status komerce_status; /* outcome OK; else PAYMENT_UNKNOWN */
+	const char *error;		    /* not OK: what went wrong (borrowed until done()) */
+	bool confirming;		    /* the row was confirming a PAID callback */
 	/* set by the writer */
 	bool matched; /* the payment row was updated */
 	int64_t event_id;
 	bool duplicate, conflict;
+	enum store_confirmation verdict; /* CONFIRMED / UNCONFIRMED when this poll decided a
+					    pending confirmation, else NONE */
+	int64_t held_event_id;		 /* with a verdict: the callback it judged */
+	int64_t marker_event_id;	 /* UNCONFIRMED: the conflict event written */
+};
+
+/* One status call of the reconciler as the polls log keeps it. */
+struct store_poll {
+	int64_t id;
+	char payment_id[EVENT_ID_MAX];
+	int64_t polled_at; /* ms: when the request was sent */
+	long elapsed_ms;
+	enum store_poll_outcome outcome;
+	long http_status;		    /* 0: no HTTP reply */
+	enum payment_status komerce_status; /* what Komerce said (outcome OK), else UNKNOWN */
+	bool confirming;		    /* it was to confirm a PAID callback */
+	char error[STORE_DETAIL_MAX];	    /* "" when none */
 };
 
 /* ---- writer statistics (for metrics; approximate, lock-free reads) ---- */

@@ -114,7 +114,9 @@ static int write_conf(struct hk_daemon *d)
 	fprintf(f,
 		"[server]\nlisten = 127.0.0.1:%u\n"
 		"[admin]\nlisten = 127.0.0.1:%u\ntoken = %s\n"
-		"[komerce]\napi_key = %s\ncallback_keys = %s\n"
+		/* Suites that want PAID callbacks confirmed (and run komerce-sim) set
+		 * confirm_paid = true in their extra text, which comes later and wins. */
+		"[komerce]\napi_key = %s\ncallback_keys = %s\nconfirm_paid = false\n"
 		"[store]\npath = %s\n"
 		"[log]\nlevel = debug\n"
 		"%s\n",

@@ -294,6 +294,35 @@ START_TEST(create_va_then_pay_callback_is_stored)
 }
 END_TEST
 
+/* Komerce's API document spells the create field callback_API_KEY, its endpoint page
+ * callback_api_key: whichever one the server reads, it gets our key and signs the callback
+ * with it. */
+START_TEST(create_works_whichever_key_spelling_the_server_reads)
+{
+	static const char *const fields[] = {"callback_api_key", "callback_API_KEY"};
+	char path[512], cfg[96], body[sizeof(va_body) + 16];
+	struct hk_reply r;
+	cJSON *c;
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		struct wait_status w = {NULL, "PAID", "callback"};
+
+		snprintf(cfg, sizeof(cfg), "{\"callback_key_field\":\"%s\"}", fields[i]);
+		sim_config(cfg);
+		snprintf(body, sizeof(body), "%s", va_body);
+		memcpy(strstr(body, "ORD-VA-1"), i == 0 ? "ORD-VA-L" : "ORD-VA-U", 8);
+		c = create(body);
+		w.id = jstr(c, "data.payment_id");
+		ck_assert_ptr_nonnull(w.id);
+		snprintf(path, sizeof(path), "/_sim/payments/%s/pay", w.id);
+		ck_assert_int_eq(sim_req("POST", path, "", &r), 200);
+		ck_assert_msg(hk_wait_until(payment_has, &w, 10000),
+			      "server reading %s: signed callback never stored", fields[i]);
+		cJSON_Delete(c);
+	}
+}
+END_TEST
+
 START_TEST(create_qris)
 {
 	cJSON *c = create(qris_body), *p;
@@ -940,6 +969,7 @@ static Suite *api_suite(void)
 	tcase_add_checked_fixture(core, setup, teardown);
 	tcase_add_test(core, create_va_then_pay_callback_is_stored);
 	tcase_add_test(core, create_qris);
+	tcase_add_test(core, create_works_whichever_key_spelling_the_server_reads);
 	tcase_add_test(core, cancel_records_event_and_callback_is_absorbed);
 	tcase_add_test(core, methods_are_cached);
 	tcase_add_test(core, events_behind_token);

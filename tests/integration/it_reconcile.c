@@ -2,9 +2,14 @@
  * dropped. Payments are created in the simulator and made known to the daemon by a signed
  * PENDING callback; the daemon must then find PAID / EXPIRED / CANCELED by polling, store one
  * source=reconcile event per fact, never poll a payment twice within 3 s (the simulator's own
- * measurement, across hundreds of payments, 429 bursts, 500s and a crash), and keep its
- * schedule across a restart. */
+ * measurement, across hundreds of payments, 429 bursts, 500s and a crash), keep its schedule
+ * across a restart, fill its budget against a Komerce that answers in 300 ms (requests in
+ * flight together) without passing it in any second, and poll a newly announced payment at
+ * once. "confirm": with komerce.confirm_paid a signed PAID callback moves the payment and is
+ * forwarded only once a status call confirms it; otherwise it is flagged and nothing is
+ * forwarded; Komerce down meanwhile delays it; without confirm_paid nothing changes. */
 #include <check.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "harness.h"
+#include "rx.h"
 #include "store.h"
 #include "util.h"
 
@@ -22,23 +28,34 @@ static struct hk_sim sim;
 
 /* ---- plumbing ---- */
 
-static void start_pair(double rate, const char *more)
+/* komerce-sim with sim_args, the daemon polling it with grace_seconds and the budget rate;
+ * more: further config text. */
+static void start_with(const char *sim_args, long grace, double rate, const char *more)
 {
-	char extra[1024];
+	char extra[2048];
 
-	ck_assert_msg(hk_sim_start(&sim, "--quiet") == 0, "komerce-sim did not start");
+	ck_assert_msg(hk_sim_start(&sim, sim_args) == 0, "komerce-sim did not start");
 	snprintf(extra, sizeof(extra),
 		 "[komerce]\nbase_url = http://127.0.0.1:%u/user\ntimeout_ms = 2000\n"
-		 "[reconcile]\ngrace_seconds = 0\nmax_requests_per_second = %g\n%s",
-		 sim.port, rate, more != NULL ? more : "");
+		 "[reconcile]\ngrace_seconds = %ld\nmax_requests_per_second = %g\n%s",
+		 sim.port, grace, rate, more != NULL ? more : "");
 	hk_daemon_init(&d, extra);
 	ck_assert_msg(hk_daemon_start(&d) == 0, "daemon did not become ready (log: %s)", d.log);
 }
+
+static void start_pair(double rate, const char *more)
+{
+	start_with("--quiet", 0, rate, more);
+}
+
+static struct rx *sink;
 
 static void teardown(void)
 {
 	hk_daemon_cleanup(&d);
 	hk_sim_stop(&sim);
+	rx_stop(sink);
+	sink = NULL;
 }
 
 static long sim_call(const char *method, const char *path, const char *body, struct hk_reply *ret)
@@ -424,6 +441,509 @@ START_TEST(restart_keeps_schedule)
 }
 END_TEST
 
+/* ---- requests in flight together, against a slow Komerce ---- */
+
+#define SLOW_N	  200
+#define SLOW_RATE 40
+#define SLOW_LAT  300
+
+/* GET /_sim/polls: the arrival times (monotonic ms) of every status request, in order, into
+ * at (at most max) and the ids into ids (may be NULL). Returns the count. */
+static size_t sim_polls(long long *at, char (*ids)[64], size_t max)
+{
+	struct hk_reply *r = malloc(sizeof(*r));
+	const cJSON *p;
+	cJSON *j;
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(sim_call("GET", "/_sim/polls", NULL, r), 200);
+	ck_assert_msg(r->len < sizeof(r->body) - 1, "polls reply truncated");
+	j = cJSON_Parse(r->body);
+	ck_assert_ptr_nonnull(j);
+	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(j, "polls"))
+	{
+		if (n == max)
+			break;
+		at[n] = (long long)num(p, "at_ms", 0);
+		if (ids != NULL)
+			snprintf(ids[n], sizeof(ids[n]), "%s",
+				 cJSON_GetObjectItemCaseSensitive(p, "payment_id")->valuestring);
+		n++;
+	}
+	cJSON_Delete(j);
+	free(r);
+	return n;
+}
+
+/* The most arrivals in any window [t, t + 1000 ms) (at is in arrival order). */
+static long peak_per_second(const long long *at, size_t n)
+{
+	long best = 0;
+
+	for (size_t i = 0, j = 0; i < n; i++) {
+		while (j < n && at[j] < at[i] + 1000)
+			j++;
+		if ((long)(j - i) > best)
+			best = (long)(j - i);
+	}
+	return best;
+}
+
+static bool paid_by_polling(void *arg)
+{
+	return events(NULL, PAYMENT_PAID, "reconcile") >= *(long *)arg;
+}
+
+START_TEST(budget_filled_against_slow_komerce)
+{
+	static long long at[4 * SLOW_N];
+	long need = SLOW_N;
+	char id[64];
+	size_t n;
+	double rate;
+	long peak;
+	cJSON *s;
+
+	/* All announced within the grace period, then polled together: what the reconciler
+	 * does after a callback outage. Each request takes 300 ms: one at a time would be
+	 * ~3 per second. */
+	start_with("--quiet --latency-ms 300", 2, SLOW_RATE, "max_in_flight = 16\n");
+	sim_config("{\"drop_callbacks\":true}");
+	for (int i = 0; i < SLOW_N; i++) {
+		snprintf(id, sizeof(id), "KOMPAY-SLOW-%03d", i);
+		sim_create(id, 0);
+		announce(id);
+	}
+	ck_assert_msg(hk_wait_until(all_polled, &need, 30000), "first round not done (log %s)",
+		      d.log);
+	for (int i = 0; i < SLOW_N; i++) {
+		snprintf(id, sizeof(id), "KOMPAY-SLOW-%03d", i);
+		sim_move(id, "pay");
+	}
+	ck_assert_msg(hk_wait_until(paid_by_polling, &need, 60000), "not all resolved (log %s)",
+		      d.log);
+
+	/* Payments paid while their first request was on its way were resolved by it. */
+	n = sim_polls(at, NULL, sizeof(at) / sizeof(at[0]));
+	ck_assert_int_ge(n, SLOW_N + SLOW_N / 2);
+	/* The first round (first polls come first: they are the longest due), at >= 80 % of
+	 * the budget. */
+	rate = (SLOW_N - 1) * 1000.0 / (double)(at[SLOW_N - 1] - at[0]);
+	ck_assert_msg(rate >= 0.8 * SLOW_RATE, "first round at %.1f polls/s, budget %d", rate,
+		      SLOW_RATE);
+	/* Never more than the budget in any second, as Komerce counts arrivals. */
+	peak = peak_per_second(at, n);
+	ck_assert_msg(peak <= SLOW_RATE, "%ld polls in one second, budget %d", peak, SLOW_RATE);
+	fprintf(stderr, "it-reconcile: first round %.1f polls/s (budget %d), peak %ld in 1 s\n",
+		rate, SLOW_RATE, peak);
+	s = sim_stats();
+	ck_assert_double_ge(min_gap(s), 3000);
+	cJSON_Delete(s);
+	for (int i = 0; i < SLOW_N; i++) {
+		snprintf(id, sizeof(id), "KOMPAY-SLOW-%03d", i);
+		ck_assert_int_eq(status_in_daemon(id), PAYMENT_PAID);
+		ck_assert_int_eq(events(id, PAYMENT_UNKNOWN, "reconcile"), 1);
+	}
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+/* A payment seen in a PENDING callback is polled at once (grace 0), not at the next look at
+ * the schedule (every 5 s when idle): three in a row, each within a second. */
+START_TEST(announced_payment_wakes_the_reconciler)
+{
+	char id[64];
+	long long t0;
+	cJSON *s;
+
+	start_pair(50, NULL);
+	sim_config("{\"drop_callbacks\":true}");
+	for (int i = 0; i < 3; i++) {
+		snprintf(id, sizeof(id), "KOMPAY-WAKE-%d", i);
+		sim_create(id, 0);
+		hk_sleep_ms(1200); /* idle: the reconciler sleeps */
+		t0 = hk_mono_ms();
+		announce(id);
+		ck_assert_msg(hk_wait_until(first_polled, id, 5000), "%s never polled", id);
+		ck_assert_msg(hk_mono_ms() - t0 < 1000, "%s polled after %lld ms", id,
+			      hk_mono_ms() - t0);
+	}
+	s = sim_stats();
+	ck_assert_double_eq(num(s, "status_requests", 0), 3);
+	cJSON_Delete(s);
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+/* ---- PAID callbacks confirmed by a status call (komerce.confirm_paid) ---- */
+
+#define SINK_SECRET "it-reconcile-sink-secret-0001"
+
+/* What the sink received: one entry per delivery. */
+static pthread_mutex_t got_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct delivery {
+	long long event_id;
+	char payment_id[64], status[16], source[16];
+	long long at_ms;
+} got[256];
+static size_t n_got;
+
+static int on_delivery(void *ctx, struct rx_request *q)
+{
+	cJSON *doc = cJSON_ParseWithLength(q->body, q->body_len);
+	const cJSON *v;
+
+	(void)ctx;
+	pthread_mutex_lock(&got_mu);
+	if (doc != NULL && n_got < sizeof(got) / sizeof(got[0])) {
+		struct delivery *g = &got[n_got++];
+
+		memset(g, 0, sizeof(*g));
+		g->event_id = rx_event_id(q);
+		g->at_ms = hk_mono_ms();
+		v = cJSON_GetObjectItemCaseSensitive(doc, "payment_id");
+		snprintf(g->payment_id, sizeof(g->payment_id), "%s",
+			 cJSON_IsString(v) ? v->valuestring : "");
+		v = cJSON_GetObjectItemCaseSensitive(doc, "status");
+		snprintf(g->status, sizeof(g->status), "%s",
+			 cJSON_IsString(v) ? v->valuestring : "");
+		v = cJSON_GetObjectItemCaseSensitive(doc, "source");
+		snprintf(g->source, sizeof(g->source), "%s",
+			 cJSON_IsString(v) ? v->valuestring : "");
+	}
+	pthread_mutex_unlock(&got_mu);
+	cJSON_Delete(doc);
+	return 204;
+}
+
+/* Deliveries of (id, status); *ret_at the first one's time when given. */
+static long delivered(const char *id, const char *status, long long *ret_at)
+{
+	long n = 0;
+
+	pthread_mutex_lock(&got_mu);
+	for (size_t i = 0; i < n_got; i++) {
+		if (strcmp(got[i].payment_id, id) != 0 || strcmp(got[i].status, status) != 0)
+			continue;
+		if (n++ == 0 && ret_at != NULL)
+			*ret_at = got[i].at_ms;
+	}
+	pthread_mutex_unlock(&got_mu);
+	return n;
+}
+
+/* komerce-sim (callbacks dropped: the test posts them) and the daemon with confirm_paid as
+ * given, a sink, grace_seconds 60 (no ordinary poll during a test unless asked). */
+static void start_confirming(bool confirm, const char *sim_config_json)
+{
+	char more[512];
+
+	pthread_mutex_lock(&got_mu);
+	n_got = 0;
+	pthread_mutex_unlock(&got_mu);
+	sink = rx_start(0, on_delivery, NULL);
+	ck_assert_ptr_nonnull(sink);
+	snprintf(more, sizeof(more),
+		 "[komerce]\nconfirm_paid = %s\n[sink.app]\ntype = http\n"
+		 "url = http://127.0.0.1:%u/hook\nsecret = " SINK_SECRET "\n",
+		 confirm ? "true" : "false", rx_port(sink));
+	start_with("--quiet", 60, 20, more);
+	sim_config(sim_config_json != NULL ? sim_config_json : "{\"drop_callbacks\":true}");
+}
+
+/* Posts the signed PAID callback Komerce would send for id; returns its event id. */
+static long long post_paid(const char *id, bool want_duplicate)
+{
+	char body[512];
+	struct hk_reply r;
+	cJSON *j;
+	long long eid;
+	long st;
+
+	snprintf(body, sizeof(body),
+		 "{\"payment_id\":\"%s\",\"order_id\":\"ORD-%s\",\"status\":\"PAID\","
+		 "\"amount\":100000,\"paid_at\":\"2026-08-12T10:15:30.000Z\"}",
+		 id, id);
+	st = hk_post_callback(&d, body, HK_CALLBACK_KEY, &r);
+	ck_assert_msg(st == 200, "PAID callback %s: %ld %s", id, st, r.body);
+	j = cJSON_Parse(r.body);
+	ck_assert_ptr_nonnull(j);
+	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "duplicate")) == want_duplicate);
+	eid = (long long)num(j, "event_id", 0);
+	cJSON_Delete(j);
+	return eid;
+}
+
+/* GET /v1/payments/{id} of the admin API, parsed (caller deletes). */
+static cJSON *api_payment(const char *id)
+{
+	static const char *const auth[] = {"Authorization: Bearer " HK_ADMIN_TOKEN, NULL};
+	struct hk_reply *r = malloc(sizeof(*r));
+	char url[256];
+	cJSON *j;
+
+	ck_assert_ptr_nonnull(r);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/payments/%s", d.admin_port, id);
+	ck_assert_int_eq(hk_request("GET", url, auth, NULL, 0, 5000, r), 200);
+	j = cJSON_Parse(r->body);
+	free(r);
+	ck_assert_ptr_nonnull(j);
+	return j;
+}
+
+static const char *str_of(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static struct store_payment payment_in_daemon(const char *id)
+{
+	struct store *s = open_ro();
+	struct store_payment p;
+
+	ck_assert_int_eq(store_payment_get(s, id, &p), 0);
+	store_close(s);
+	return p;
+}
+
+struct want_confirmation {
+	const char *id;
+	enum store_confirmation c;
+};
+
+static bool confirmation_is(void *arg)
+{
+	const struct want_confirmation *w = arg;
+	struct store *s = open_ro();
+	struct store_payment p;
+	bool ok = store_payment_get(s, w->id, &p) == 0 && p.confirmation == w->c;
+
+	store_close(s);
+	return ok;
+}
+
+static void expect_confirmation(const char *id, enum store_confirmation c, long timeout_ms)
+{
+	struct want_confirmation w = {id, c};
+
+	ck_assert_msg(hk_wait_until(confirmation_is, &w, timeout_ms),
+		      "%s: confirmation is not %s after %ld ms (log %s)", id,
+		      store_confirmation_name(c), timeout_ms, d.log);
+}
+
+struct marks {
+	long held, confirmed, unconfirmed, conflicts;
+	int64_t held_id, confirmed_id, confirmed_ref, unconfirmed_ref;
+};
+
+static int mark_cb(void *arg, const struct store_event *e)
+{
+	struct marks *m = arg;
+
+	m->conflicts += e->conflict;
+	if (e->mark == STORE_MARK_HELD) {
+		m->held++;
+		m->held_id = e->id;
+		ck_assert_str_eq(e->source, "callback");
+		ck_assert(!e->conflict);
+	} else if (e->mark == STORE_MARK_CONFIRMED) {
+		m->confirmed++;
+		m->confirmed_id = e->id;
+		m->confirmed_ref = e->held_event_id;
+		ck_assert_str_eq(e->source, "reconcile");
+		ck_assert_int_eq(e->status, PAYMENT_PAID);
+	} else if (e->mark == STORE_MARK_UNCONFIRMED) {
+		m->unconfirmed++;
+		m->unconfirmed_ref = e->held_event_id;
+		ck_assert(e->conflict);
+	}
+	return 0;
+}
+
+static struct marks marks_of(const char *id)
+{
+	struct store_event_filter f = {.payment_id = id, .status = PAYMENT_UNKNOWN};
+	struct store *s = open_ro();
+	struct marks m;
+
+	memset(&m, 0, sizeof(m));
+	ck_assert_int_eq(store_events_query(s, &f, mark_cb, &m), 0);
+	store_close(s);
+	return m;
+}
+
+static bool paid_delivered(void *arg)
+{
+	return delivered(arg, "PAID", NULL) >= 1;
+}
+
+static void assert_chain_intact(void)
+{
+	struct store *s = open_ro();
+	int64_t checked = 0, bad = 0;
+	char why[256] = "";
+
+	ck_assert_msg(store_verify(s, &checked, &bad, why, sizeof(why)) == 0, "%s", why);
+	store_close(s);
+}
+
+START_TEST(confirmed_paid_is_forwarded_within_2s)
+{
+	const char *id = "KOMPAY-CONF-OK";
+	long long t0, at = 0, held;
+	struct store_payment p;
+	struct marks m;
+	cJSON *j;
+
+	start_confirming(true, NULL);
+	sim_create(id, 0);
+	sim_move(id, "pay");
+	t0 = hk_mono_ms();
+	held = post_paid(id, false);
+	/* Stored and answered, but not believed yet. */
+	ck_assert_msg(hk_wait_until(paid_delivered, (void *)id, 5000), "not forwarded (log %s)",
+		      d.log);
+	delivered(id, "PAID", &at);
+	ck_assert_msg(at - t0 <= 2000, "forwarded %lld ms after the callback", at - t0);
+	p = payment_in_daemon(id);
+	ck_assert_int_eq(p.status, PAYMENT_PAID);
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_CONFIRMED);
+	ck_assert_int_eq(p.held_event_id, held);
+	m = marks_of(id);
+	ck_assert_int_eq(m.held, 1);
+	ck_assert_int_eq(m.held_id, held);
+	ck_assert_int_eq(m.confirmed, 1);
+	ck_assert_int_eq(m.confirmed_ref, held);
+	ck_assert_int_eq(m.conflicts, 0);
+
+	/* Komerce retries the callback: a duplicate of the PAID now known (one more receipt). */
+	ck_assert_int_eq(post_paid(id, true), m.confirmed_id);
+	hk_sleep_ms(1500);
+	ck_assert_int_eq(delivered(id, "PAID", NULL), 1);
+	pthread_mutex_lock(&got_mu);
+	ck_assert_str_eq(got[0].source, "reconcile");
+	pthread_mutex_unlock(&got_mu);
+	j = api_payment(id);
+	ck_assert_str_eq(str_of(cJSON_GetObjectItem(j, "payment"), "confirmation"), "confirmed");
+	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "polls")), 1);
+	cJSON_Delete(j);
+	ck_assert(hk_log_contains(&d, "PAID callback confirmed by Komerce"));
+	assert_chain_intact();
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(unconfirmed_paid_is_flagged_then_paid_later)
+{
+	const char *id = "KOMPAY-CONF-NO";
+	struct store_payment p;
+	struct hk_reply r;
+	long long held;
+	struct marks m;
+	char url[128];
+	cJSON *j, *pay;
+
+	start_confirming(true, NULL);
+	sim_create(id, 0); /* PENDING at Komerce */
+	held = post_paid(id, false);
+	expect_confirmation(id, STORE_CONFIRM_UNCONFIRMED, 5000);
+	p = payment_in_daemon(id);
+	ck_assert_int_eq(p.status, PAYMENT_PENDING);
+	ck_assert_ptr_nonnull(strstr(p.confirmation_detail, "PENDING"));
+	m = marks_of(id);
+	ck_assert_int_eq(m.held, 1);
+	ck_assert_int_eq(m.unconfirmed, 1);
+	ck_assert_int_eq(m.unconfirmed_ref, held);
+	ck_assert_int_eq(m.confirmed, 0);
+	ck_assert(hk_log_contains(&d, "PAID callback not confirmed by Komerce"));
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", d.admin_port);
+	ck_assert_int_eq(hk_request("GET", url, NULL, NULL, 0, 5000, &r), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "hookd_unconfirmed_total 1"));
+	/* The API shows the state and why; a retried callback changes nothing. */
+	j = api_payment(id);
+	pay = cJSON_GetObjectItem(j, "payment");
+	ck_assert_str_eq(str_of(pay, "status"), "PENDING");
+	ck_assert_str_eq(str_of(pay, "confirmation"), "unconfirmed");
+	ck_assert_str_eq(str_of(pay, "confirmation_detail"), "Komerce says PENDING");
+	cJSON_Delete(j);
+	ck_assert_int_eq(post_paid(id, true), held);
+	hk_sleep_ms(1000);
+	ck_assert_int_eq(delivered(id, "PAID", NULL), 0);
+
+	/* The customer really pays: the reconciler, still watching, finds it. */
+	sim_move(id, "pay");
+	expect_status(id, PAYMENT_PAID, 30000);
+	ck_assert_msg(hk_wait_until(paid_delivered, (void *)id, 5000), "not forwarded");
+	hk_sleep_ms(1000);
+	ck_assert_int_eq(delivered(id, "PAID", NULL), 1);
+	p = payment_in_daemon(id);
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_CONFIRMED);
+	m = marks_of(id);
+	ck_assert_int_eq(m.confirmed, 1);
+	ck_assert_int_eq(m.unconfirmed, 1);
+	assert_chain_intact();
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(confirmation_waits_out_komerce_down)
+{
+	const char *id = "KOMPAY-CONF-DOWN";
+	struct store_payment p;
+	const cJSON *poll;
+	long failed = 0, ok = 0;
+	cJSON *j;
+
+	/* Komerce answers its next three requests with 503. */
+	start_confirming(true, "{\"drop_callbacks\":true,\"fail_status\":503,\"fail_count\":3}");
+	sim_create(id, 0);
+	sim_move(id, "pay");
+	post_paid(id, false);
+	hk_sleep_ms(500);
+	p = payment_in_daemon(id);
+	ck_assert_int_eq(p.status, PAYMENT_PENDING);
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+	ck_assert_int_eq(delivered(id, "PAID", NULL), 0);
+	expect_status(id, PAYMENT_PAID, 40000);
+	ck_assert_msg(hk_wait_until(paid_delivered, (void *)id, 5000), "not forwarded");
+	j = api_payment(id);
+	cJSON_ArrayForEach(poll, cJSON_GetObjectItem(j, "polls"))
+	{
+		failed += strcmp(str_of(poll, "outcome"), "failed") == 0;
+		ok += strcmp(str_of(poll, "outcome"), "ok") == 0;
+		ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(poll, "confirming")));
+	}
+	cJSON_Delete(j);
+	ck_assert_int_eq(failed, 3);
+	ck_assert_int_eq(ok, 1);
+	ck_assert_int_eq(payment_in_daemon(id).confirmation, STORE_CONFIRM_CONFIRMED);
+	ck_assert_int_eq(delivered(id, "PAID", NULL), 1);
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(without_confirm_paid_a_callback_moves_at_once)
+{
+	const char *id = "KOMPAY-CONF-OFF";
+	cJSON *s;
+
+	start_confirming(false, NULL);
+	sim_create(id, 0); /* PENDING at Komerce: nobody asks */
+	post_paid(id, false);
+	ck_assert_int_eq(status_in_daemon(id), PAYMENT_PAID);
+	ck_assert_msg(hk_wait_until(paid_delivered, (void *)id, 5000), "not forwarded");
+	hk_sleep_ms(1000);
+	s = sim_stats();
+	ck_assert_double_eq(num(s, "status_requests", -1), 0);
+	cJSON_Delete(s);
+	ck_assert_int_eq(marks_of(id).held, 0);
+	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 static Suite *reconcile_suite(void)
 {
 	Suite *s = suite_create("it-reconcile");
@@ -434,6 +954,17 @@ static Suite *reconcile_suite(void)
 	tcase_add_test(tc, finds_paid_expired_canceled);
 	tcase_add_test(tc, hundreds_within_limits_through_429_and_500);
 	tcase_add_test(tc, restart_keeps_schedule);
+	tcase_add_test(tc, budget_filled_against_slow_komerce);
+	tcase_add_test(tc, announced_payment_wakes_the_reconciler);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("confirm");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, confirmed_paid_is_forwarded_within_2s);
+	tcase_add_test(tc, unconfirmed_paid_is_flagged_then_paid_later);
+	tcase_add_test(tc, confirmation_waits_out_komerce_down);
+	tcase_add_test(tc, without_confirm_paid_a_callback_moves_at_once);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -63,6 +63,7 @@ token = $token
 [komerce]
 api_key = journal-api-key
 callback_keys = $key
+confirm_paid = false
 [store]
 path = $work/events.db
 [reconcile]

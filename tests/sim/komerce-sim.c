@@ -43,6 +43,7 @@
 #define SIM_VA_MAX_AMOUNT     999999999999LL
 #define SIM_VA_DEFAULT_EXPIRY 86400LL
 #define SIM_QRIS_EXPIRY	      300LL
+#define SIM_MAX_POLL_LOG      1000000
 
 enum sim_status { SIM_PENDING, SIM_PAID, SIM_EXPIRED, SIM_CANCELED };
 static const char *const sim_status_name[] = {"PENDING", "PAID", "EXPIRED", "CANCELED"};
@@ -107,6 +108,18 @@ struct sim_config {
 	long rate_limit_burst;
 	long slow_ms;
 	long reset_connections;
+	int key_field; /* enum sim_key_field: the create field the server reads the key from */
+};
+
+/* Komerce's API document spells the create field callback_API_KEY, its endpoint page
+ * callback_api_key: a server may read either one only. */
+enum sim_key_field { SIM_KEY_ANY, SIM_KEY_LOWER, SIM_KEY_UPPER };
+static const char *const sim_key_field_name[] = {"any", "callback_api_key", "callback_API_KEY"};
+
+/* One status request as it arrived (the polls log, GET /_sim/polls). */
+struct sim_poll {
+	char *payment_id;
+	long long at_mono;
 };
 
 struct sim_request {
@@ -135,6 +148,9 @@ static struct {
 	unsigned long long job_seq;
 	long long last_enqueue_mono;
 	unsigned long generation;
+
+	struct sim_poll *polls;
+	size_t npolls, cap_polls;
 
 	long long requests, status_requests, rate_limited;
 	long long callbacks_sent, callbacks_failed, callbacks_abandoned, callbacks_dropped;
@@ -343,7 +359,15 @@ static void sim_job_free(struct sim_job *j)
 	free(j);
 }
 
-/* Frees payments, queued callbacks and the auto-pay queue; the caller holds the lock. */
+static void sim_clear_polls(void)
+{
+	for (size_t i = 0; i < sim.npolls; i++)
+		free(sim.polls[i].payment_id);
+	sim.npolls = 0;
+}
+
+/* Frees payments, queued callbacks, the auto-pay queue and the polls log; the caller holds
+ * the lock. */
 static void sim_clear_all(void)
 {
 	for (size_t b = 0; b < SIM_BUCKETS; b++) {
@@ -371,6 +395,7 @@ static void sim_clear_all(void)
 		free(a);
 	}
 	sim.ap_tail = NULL;
+	sim_clear_polls();
 }
 
 /* ---- callbacks ---------------------------------------------------------------------------- */
@@ -720,9 +745,22 @@ static const char *sim_need_string(const cJSON *v, size_t max)
 	return NULL;
 }
 
+/* The key for callbacks in a create request, read as the server configured reads it. */
+static const cJSON *sim_key_of(const cJSON *req, int key_field)
+{
+	const cJSON *lower = cJSON_GetObjectItemCaseSensitive(req, "callback_api_key");
+	const cJSON *upper = cJSON_GetObjectItemCaseSensitive(req, "callback_API_KEY");
+
+	if (key_field == SIM_KEY_LOWER)
+		return lower;
+	if (key_field == SIM_KEY_UPPER)
+		return upper;
+	return lower && !cJSON_IsNull(lower) ? lower : upper;
+}
+
 /* Validates a create request; on failure writes "field: rule" into msg and returns -EINVAL.
  * test_hooks (POST /_sim/payments) relaxes expiry_duration to any value >= 1 s. */
-static int sim_validate(const cJSON *req, bool test_hooks, char *msg, size_t n)
+static int sim_validate(const cJSON *req, bool test_hooks, int key_field, char *msg, size_t n)
 {
 	const cJSON *v, *c, *items;
 	const char *why;
@@ -865,10 +903,11 @@ static int sim_validate(const cJSON *req, bool test_hooks, char *msg, size_t n)
 
 		if (!cJSON_IsString(v) || !sim_valid_url(v->valuestring))
 			SIM_FAIL("callback_url: must be an http or https URL");
+		k = sim_key_of(req, key_field);
 		if (!k || cJSON_IsNull(k))
-			k = cJSON_GetObjectItemCaseSensitive(req, "callback_API_KEY");
-		if (!k || cJSON_IsNull(k))
-			SIM_FAIL("callback_api_key: is required when callback_url is given");
+			SIM_FAIL("%s: is required when callback_url is given",
+				 key_field == SIM_KEY_UPPER ? "callback_API_KEY"
+							    : "callback_api_key");
 		why = sim_need_string(k, 256);
 		if (why)
 			SIM_FAIL("callback_api_key: %s", why);
@@ -983,7 +1022,7 @@ static int sim_create(const cJSON *req, const char *forced_id, struct sim_paymen
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, "expiry_duration");
 	const cJSON *url = cJSON_GetObjectItemCaseSensitive(req, "callback_url");
-	const cJSON *key = cJSON_GetObjectItemCaseSensitive(req, "callback_api_key");
+	const cJSON *key = sim_key_of(req, sim.cfg.key_field);
 	struct sim_payment *p;
 	char id[160], hex[8], digits[24];
 	long long now = sim_now_ms(), expiry;
@@ -1026,8 +1065,6 @@ static int sim_create(const cJSON *req, const char *forced_id, struct sim_paymen
 	}
 	if (v && cJSON_IsNumber(v))
 		expiry = (long long)v->valuedouble;
-	if (!key || cJSON_IsNull(key))
-		key = cJSON_GetObjectItemCaseSensitive(req, "callback_API_KEY");
 	if (cJSON_IsString(url) && cJSON_IsString(key)) {
 		p->callback_url = sim_strdup(url->valuestring);
 		p->callback_key = sim_strdup(key->valuestring);
@@ -1086,6 +1123,7 @@ static cJSON *sim_config_json(void)
 	cJSON_AddNumberToObject(o, "rate_limit_burst", (double)c->rate_limit_burst);
 	cJSON_AddNumberToObject(o, "slow_ms", (double)c->slow_ms);
 	cJSON_AddNumberToObject(o, "reset_connections", (double)c->reset_connections);
+	cJSON_AddStringToObject(o, "callback_key_field", sim_key_field_name[c->key_field]);
 	return o;
 }
 
@@ -1253,6 +1291,48 @@ static enum sim_route sim_route_of(const char *url, const char **status_id)
 	return SIM_R_NONE;
 }
 
+/* Appends a status request to the polls log (bounded); the caller holds the lock. */
+static void sim_log_poll(const char *id, long long now)
+{
+	if (sim.npolls == sim.cap_polls) {
+		size_t cap = sim.cap_polls ? 2 * sim.cap_polls : 1024;
+		struct sim_poll *n;
+
+		if (cap > SIM_MAX_POLL_LOG)
+			return;
+		n = realloc(sim.polls, cap * sizeof(*n));
+		if (!n)
+			return;
+		sim.polls = n;
+		sim.cap_polls = cap;
+	}
+	sim.polls[sim.npolls].payment_id = sim_strdup(id);
+	if (!sim.polls[sim.npolls].payment_id)
+		return;
+	sim.polls[sim.npolls++].at_mono = now;
+}
+
+/* GET /_sim/polls: every status request in arrival order; at_ms on a monotonic clock. */
+static cJSON *sim_polls_json(void)
+{
+	cJSON *o = cJSON_CreateObject(), *arr;
+
+	if (!o)
+		return NULL;
+	cJSON_AddNumberToObject(o, "count", (double)sim.npolls);
+	arr = cJSON_AddArrayToObject(o, "polls");
+	for (size_t i = 0; arr && i < sim.npolls; i++) {
+		cJSON *e = cJSON_CreateObject();
+
+		if (!e)
+			break;
+		cJSON_AddStringToObject(e, "payment_id", sim.polls[i].payment_id);
+		cJSON_AddNumberToObject(e, "at_ms", (double)sim.polls[i].at_mono);
+		cJSON_AddItemToArray(arr, e);
+	}
+	return o;
+}
+
 /* Counts an API request the moment its headers arrive, so that requests the fault injection
  * answers (or resets) still count, and records the poll interval of status requests. */
 static void sim_account(const char *url)
@@ -1268,6 +1348,7 @@ static void sim_account(const char *url)
 	sim.status_requests++;
 	if (sim_url_decode(raw_id, id, sizeof(id)) < 0)
 		return;
+	sim_log_poll(id, now);
 	p = sim_find(id);
 	if (!p)
 		return;
@@ -1335,7 +1416,7 @@ static enum MHD_Result sim_do_create(struct MHD_Connection *c, const char *metho
 	const cJSON *forced = NULL;
 	struct sim_payment *p = NULL;
 	cJSON *data = NULL;
-	int r;
+	int r, key_field;
 
 	if (!req || !cJSON_IsObject(req)) {
 		cJSON_Delete(req);
@@ -1343,7 +1424,10 @@ static enum MHD_Result sim_do_create(struct MHD_Connection *c, const char *metho
 				  : sim_envelope(c, method, url, 400, "body: must be a JSON object",
 						 NULL, 0);
 	}
-	if (sim_validate(req, test_hooks, msg, sizeof(msg)) < 0) {
+	pthread_mutex_lock(&sim.lock);
+	key_field = sim.cfg.key_field;
+	pthread_mutex_unlock(&sim.lock);
+	if (sim_validate(req, test_hooks, key_field, msg, sizeof(msg)) < 0) {
 		cJSON_Delete(req);
 		return test_hooks ? sim_error(c, method, url, 400, msg)
 				  : sim_envelope(c, method, url, 400, msg, NULL, 0);
@@ -1557,6 +1641,14 @@ static enum MHD_Result sim_do_config(struct MHD_Connection *c, const char *metho
 			next.slow_ms = sim_cfg_number(v, 600000, &bad);
 		} else if (strcmp(k, "reset_connections") == 0) {
 			next.reset_connections = sim_cfg_number(v, 1000000, &bad);
+		} else if (strcmp(k, "callback_key_field") == 0) {
+			bad = true;
+			for (int i = SIM_KEY_ANY; i <= SIM_KEY_UPPER && cJSON_IsString(v); i++) {
+				if (strcmp(v->valuestring, sim_key_field_name[i]) == 0) {
+					next.key_field = i;
+					bad = false;
+				}
+			}
 		} else {
 			snprintf(msg, sizeof(msg), "%.64s: unknown key", k);
 			cJSON_Delete(req);
@@ -1643,6 +1735,12 @@ static enum MHD_Result sim_control(struct MHD_Connection *c, const char *method,
 	if (strcmp(url, "/_sim/stats") == 0 && get) {
 		pthread_mutex_lock(&sim.lock);
 		out = sim_stats_json();
+		pthread_mutex_unlock(&sim.lock);
+		return sim_json(c, method, url, 200, out);
+	}
+	if (strcmp(url, "/_sim/polls") == 0 && get) {
+		pthread_mutex_lock(&sim.lock);
+		out = sim_polls_json();
 		pthread_mutex_unlock(&sim.lock);
 		return sim_json(c, method, url, 200, out);
 	}
@@ -1965,6 +2063,7 @@ stop:
 	pthread_mutex_lock(&sim.lock);
 	sim_clear_all();
 	pthread_mutex_unlock(&sim.lock);
+	free(sim.polls);
 	free(sim.buckets);
 	free(sim.api_key);
 	pthread_cond_destroy(&sim.wake);

@@ -100,7 +100,11 @@ START_TEST(test_create_prepare_fills_callback)
 			 0);
 	ck_assert_str_eq(cJSON_GetObjectItem(req, "callback_url")->valuestring,
 			 "https://shop.example/cb");
-	ck_assert_str_eq(cJSON_GetObjectItem(req, "callback_api_key")->valuestring, "key-1");
+	ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(req, "callback_api_key")->valuestring,
+			 "key-1");
+	/* The other spelling of Komerce's documents too: a server reads the one it knows. */
+	ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(req, "callback_API_KEY")->valuestring,
+			 "key-1");
 	cJSON_Delete(req);
 
 	req = cJSON_Parse("{\"order_id\":\"O\"}");
@@ -108,6 +112,7 @@ START_TEST(test_create_prepare_fills_callback)
 		api_create_prepare(req, "", "key-1", field, sizeof(field), rule, sizeof(rule)), 0);
 	ck_assert_ptr_null(cJSON_GetObjectItem(req, "callback_url"));
 	ck_assert_ptr_null(cJSON_GetObjectItem(req, "callback_api_key"));
+	ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(req, "callback_API_KEY"));
 	cJSON_Delete(req);
 }
 END_TEST

@@ -103,6 +103,51 @@ START_TEST(test_event_json)
 	e = sample("");
 	o = audit_event_json(&e);
 	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "callback")));
+	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "confirmation")));
+	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "held_event_id")));
+	cJSON_Delete(o);
+
+	/* Its part in the confirmation of a PAID callback. */
+	e.mark = STORE_MARK_UNCONFIRMED;
+	e.held_event_id = 41;
+	o = audit_event_json(&e);
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "confirmation")->valuestring, "unconfirmed");
+	ck_assert_double_eq(cJSON_GetObjectItem(o, "held_event_id")->valuedouble, 41);
+	cJSON_Delete(o);
+}
+END_TEST
+
+START_TEST(test_poll_json)
+{
+	struct store_poll p;
+	cJSON *o;
+
+	memset(&p, 0, sizeof(p));
+	p.id = 3;
+	p.polled_at = 1786529730000LL;
+	p.elapsed_ms = 210;
+	p.outcome = STORE_POLL_OK;
+	p.http_status = 200;
+	p.komerce_status = PAYMENT_PENDING;
+	p.confirming = true;
+	o = audit_poll_json(&p);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "polled_at")->valuestring,
+			 "2026-08-12T10:15:30.000Z");
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "outcome")->valuestring, "ok");
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "komerce_status")->valuestring, "PENDING");
+	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(o, "confirming")));
+	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "error")));
+	cJSON_Delete(o);
+	p.outcome = STORE_POLL_FAILED;
+	p.http_status = 0;
+	p.komerce_status = PAYMENT_UNKNOWN;
+	strcpy(p.error, "timeout: timeout after 5000 ms");
+	o = audit_poll_json(&p);
+	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "http_status")));
+	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "komerce_status")));
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "error")->valuestring,
+			 "timeout: timeout after 5000 ms");
 	cJSON_Delete(o);
 }
 END_TEST
@@ -129,6 +174,20 @@ START_TEST(test_payment_json)
 			 "2026-08-12T10:15:30.000Z");
 	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "last_polled_at")));
 	ck_assert_str_eq(cJSON_GetObjectItem(o, "origin")->valuestring, "api");
+	ck_assert(cJSON_IsNull(cJSON_GetObjectItem(o, "confirmation")));
+	cJSON_Delete(o);
+
+	p.confirmation = STORE_CONFIRM_UNCONFIRMED;
+	strcpy(p.confirmation_detail, "Komerce says PENDING");
+	p.confirmation_at = 1786529731000LL;
+	p.held_event_id = 7;
+	o = audit_payment_json(&p);
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "confirmation")->valuestring, "unconfirmed");
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "confirmation_detail")->valuestring,
+			 "Komerce says PENDING");
+	ck_assert_str_eq(cJSON_GetObjectItem(o, "confirmation_at")->valuestring,
+			 "2026-08-12T10:15:31.000Z");
+	ck_assert_double_eq(cJSON_GetObjectItem(o, "held_event_id")->valuedouble, 7);
 	cJSON_Delete(o);
 }
 END_TEST
@@ -141,6 +200,7 @@ static Suite *audit_suite(void)
 	tcase_add_test(tc, test_filter_values);
 	tcase_add_test(tc, test_event_json);
 	tcase_add_test(tc, test_payment_json);
+	tcase_add_test(tc, test_poll_json);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("errors");
 	tcase_add_test(tc, test_filter_errors);

@@ -144,6 +144,13 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->grace_seconds, 60);
 	ck_assert_double_eq(c->max_requests_per_second, 5.0);
 	ck_assert_int_eq(c->min_interval_seconds, 3);
+	ck_assert(c->confirm_paid);
+	ck_assert_int_eq(c->max_in_flight, 16);
+	ck_assert_int_eq(c->breaker_failures, 5);
+	ck_assert_int_eq(c->breaker_open_seconds, 10);
+	ck_assert_int_eq(c->breaker_max_open_seconds, 300);
+	ck_assert_int_eq(c->give_up_after_expiry_seconds, 86400);
+	ck_assert_int_eq(c->give_up_unknown_expiry_seconds, 604800);
 	ck_assert_int_eq(c->log_level, LOG_PRIO_INFO);
 	ck_assert_uint_eq(c->n_keys, 0);
 	ck_assert_uint_eq(c->n_sinks, 0);
@@ -569,6 +576,10 @@ static const struct int_key int_keys[] = {
 	{"store", "batch_max", 1, 65536},
 	{"reconcile", "grace_seconds", 0, 86400},
 	{"reconcile", "min_interval_seconds", 3, 86400},
+	{"reconcile", "max_in_flight", 1, 256},
+	{"reconcile", "breaker_failures", 1, 1000},
+	{"reconcile", "give_up_after_expiry_seconds", 60, 90 * 86400},
+	{"reconcile", "give_up_unknown_expiry_seconds", 3600, 365 * 86400},
 };
 
 START_TEST(test_int_ranges)
@@ -586,6 +597,24 @@ START_TEST(test_int_ranges)
 		snprintf(v, sizeof(v), "%ld", k->max + 1);
 		expect_invalid_value(k->section, k->key, v);
 	}
+}
+END_TEST
+
+/* The breaker's period and its maximum are checked against each other. */
+START_TEST(test_breaker_timings)
+{
+	expect_valid_value("reconcile", "breaker_open_seconds", "1");
+	expect_valid_value("reconcile", "breaker_open_seconds", "300");
+	expect_invalid_value("reconcile", "breaker_open_seconds", "0");
+	expect_invalid_value("reconcile", "breaker_open_seconds", "3601");
+	expect_valid_value("reconcile", "breaker_max_open_seconds", "10");
+	expect_valid_value("reconcile", "breaker_max_open_seconds", "86400");
+	expect_invalid_value("reconcile", "breaker_max_open_seconds", "86401");
+	expect_invalid(SECRETS "[reconcile]\nbreaker_open_seconds = 60\n"
+			       "breaker_max_open_seconds = 30\n",
+		       NULL, "reconcile.breaker_max_open_seconds");
+	expect_invalid_value("komerce", "confirm_paid", "sometimes");
+	expect_valid_value("komerce", "confirm_paid", "false");
 }
 END_TEST
 
@@ -1068,6 +1097,7 @@ Suite *config_suite(void)
 	tc = tcase_create("limits");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_int_ranges);
+	tcase_add_test(tc, test_breaker_timings);
 	tcase_add_test(tc, test_sink_int_ranges);
 	tcase_add_test(tc, test_min_interval_floor);
 	tcase_add_test(tc, test_double_range);

@@ -1339,6 +1339,83 @@ START_TEST(test_client_bad_opts)
 }
 END_TEST
 
+START_TEST(test_multi_concurrent)
+{
+	char base[128];
+	struct komerce_opts o = {
+		.api_key = API_KEY, .connect_timeout_ms = 2000, .timeout_ms = 5000};
+	struct komerce_multi *m;
+	struct komerce_result r;
+	int tags[4] = {0, 1, 2, 3}, seen[4] = {0};
+	struct timespec a, b;
+	void *tag;
+	long ms;
+	int done = 0;
+
+	snprintf(base, sizeof(base), "http://127.0.0.1:%u/user", srv.port);
+	o.base_url = base;
+	m = komerce_multi_new(&o, 3);
+	ck_assert_ptr_nonnull(m);
+	/* A wake-up ends a wait at once, also one given before the wait. */
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	komerce_multi_wakeup(m);
+	ck_assert_int_eq(komerce_multi_wait(m, 5000), 0);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	ck_assert_int_lt((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000, 1000);
+
+	/* Three requests of 0.9 s each together take about 0.9 s, not 2.7 s. */
+	ck_assert_int_eq(komerce_multi_status(m, "SLOW", &tags[0], &r), 0);
+	ck_assert_int_eq(komerce_multi_status(m, "KPAY-5292/KM/2026", &tags[1], &r), 0);
+	ck_assert_int_eq(komerce_multi_status(m, "SLOW", &tags[2], &r), 0);
+	ck_assert_int_eq(komerce_multi_status(m, "RL", &tags[3], &r), -EBUSY);
+	ck_assert_uint_eq(komerce_multi_running(m), 3);
+	ck_assert_int_eq(komerce_multi_status(m, "", &tags[3], &r), -EBUSY);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	while (done < 3) {
+		ck_assert_int_eq(komerce_multi_wait(m, 1000), 0);
+		while (komerce_multi_next(m, &tag, &r) == 1) {
+			int i = *(int *)tag;
+
+			seen[i]++;
+			ck_assert_int_eq(r.err, KOMERCE_OK);
+			ck_assert_int_eq(r.http_status, 200);
+			if (i == 1)
+				ck_assert_str_eq(cJSON_GetObjectItem(r.data, "status")->valuestring,
+						 "PAID");
+			komerce_result_clear(&r);
+			done++;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+		ck_assert_int_lt(ms, 2500);
+	}
+	ck_assert_int_lt(ms, 1800);
+	ck_assert(seen[0] == 1 && seen[1] == 1 && seen[2] == 1);
+	ck_assert_uint_eq(komerce_multi_running(m), 0);
+
+	/* A slot's next request keeps nothing of the last one; a 429 carries Retry-After. */
+	ck_assert_int_eq(komerce_multi_status(m, "RL", &tags[3], &r), 0);
+	for (done = 0; !done;) {
+		ck_assert_int_eq(komerce_multi_wait(m, 1000), 0);
+		done = komerce_multi_next(m, &tag, &r);
+	}
+	ck_assert_ptr_eq(tag, &tags[3]);
+	ck_assert_int_eq(r.err, KOMERCE_E_RATE_LIMITED);
+	ck_assert_int_eq(r.retry_after_s, 7);
+	komerce_result_clear(&r);
+	/* Not sent: the result says why at once. */
+	ck_assert_int_eq(komerce_multi_status(m, "", &tags[0], &r), -EINVAL);
+	ck_assert_int_eq(r.err, KOMERCE_E_BAD_REQUEST);
+	komerce_result_clear(&r);
+	/* Freed with a request in flight: abandoned. */
+	ck_assert_int_eq(komerce_multi_status(m, "SLOW", &tags[0], &r), 0);
+	ck_assert_int_eq(komerce_multi_wait(m, 50), 0);
+	komerce_multi_free(m);
+	komerce_multi_free(NULL);
+	ck_assert_ptr_null(komerce_multi_new(&o, 0));
+}
+END_TEST
+
 Suite *komerce_suite(void)
 {
 	Suite *s = suite_create("komerce");
@@ -1399,6 +1476,7 @@ Suite *komerce_suite(void)
 	tcase_add_test(tc, test_client_cancel_and_create);
 	tcase_add_test(tc, test_client_reply_too_big);
 	tcase_add_test(tc, test_client_bad_opts);
+	tcase_add_test(tc, test_multi_concurrent);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,6 +1,6 @@
 /* Check suite for the upgrade path of src/store.c (store_open -> migrate): this binary is the
- * real store linked with a migration table one version ahead of the shipped one (sql/001 and
- * the test-only tests/migrate/002_test_upgrade.sql). A version-1 database with data (built
+ * real store linked with a migration table one version ahead of the shipped one (sql/sqlite/
+ * and the test-only tests/migrate/004_test_upgrade.sql). A version-1 database with data (built
  * with the real migration 001 and a valid hash chain) is migrated with its data intact and a
  * backup <db>.v1.bak left beside it; a database from the future is refused and not altered
  * by a single byte; no backup, no migration; a failing migration rolls back. */
@@ -321,10 +321,15 @@ START_TEST(test_v1_migrated_data_intact_backup_kept)
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
 	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_sqlite_migrations_count);
-	/* the migrations ran: the real 002's columns, the test 003's column, index and table */
+	/* the migrations ran: the real 002's columns, the real 003's columns and table, the test 004's column, index and table */
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('outbox') "
 					 "WHERE name IN ('replayed_at', 'replayed_by', 'replay_of')"),
 			 3);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('events') "
+					 "WHERE name IN ('confirmation', 'held_event_id')"),
+			 2);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM sqlite_master WHERE name = 'polls'"),
+			 1);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('payments') "
 					 "WHERE name = 'note'"),
 			 1);
@@ -408,7 +413,8 @@ START_TEST(test_new_database_has_no_backup)
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
 	store_close(s);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_sqlite_migrations_count);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
+			 (int)store_sqlite_migrations_count);
 	snprintf(path, sizeof(path), "%s.v0.bak", dbpath);
 	ck_assert(!exists(path));
 	ck_assert(!exists(bakpath));
@@ -519,12 +525,12 @@ END_TEST
 START_TEST(test_failed_migration_rolls_back_backup_kept)
 {
 	struct store *s = NULL;
-	char err[512], *before, *after;
+	char err[512], want[32], *before, *after;
 	sqlite3 *db;
 
-	/* Migration 3 fails half-way (its table already exists): nothing of it remains, the
-	 * database is at version 2 (the migration before it committed) with its data, and the
-	 * backup taken before any of them is kept. */
+	/* The last migration fails half-way (its table already exists): nothing of it remains,
+	 * the database is at the version before it (earlier migrations committed) with its
+	 * data, and the backup taken before any of them is kept. */
 	make_v1(dbpath, true);
 	db = raw_open(dbpath, SQLITE_OPEN_READWRITE);
 	raw_exec(db, "CREATE TABLE upgrade_marker (x)");
@@ -532,8 +538,10 @@ START_TEST(test_failed_migration_rolls_back_backup_kept)
 	before = dump_v1(dbpath);
 	ck_assert_int_lt(open_at(dbpath, false, &s, err, sizeof(err)), 0);
 	ck_assert_ptr_null(s);
-	ck_assert_msg(strstr(err, "migration 3") != NULL, "%s", err);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
+	snprintf(want, sizeof(want), "migration %zu", store_sqlite_migrations_count);
+	ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
+			 (int)store_sqlite_migrations_count - 1);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('payments') "
 					 "WHERE name = 'note'"),
 			 0);

@@ -222,6 +222,57 @@ START_TEST(test_keys_ring_too_small)
 }
 END_TEST
 
+START_TEST(test_window_caps_any_window)
+{
+	/* 40 per 1000 ms: a bucket that lets one request through at once after a pause and
+	 * then one every 25 ms would put 41 into [0, 1000]; the window holds the 41st back. */
+	struct ratelimit_window *w = ratelimit_window_new(40, 1000);
+	struct ratelimit_bucket b;
+	int64_t t = T0, sent[400];
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(w);
+	ratelimit_bucket_init(&b, 40, 1, t);
+	while (n < sizeof(sent) / sizeof(sent[0])) {
+		int64_t wb = ratelimit_wait_ms(&b, t), ww = ratelimit_window_wait_ms(w, t);
+
+		if (wb > 0 || ww > 0) {
+			t += wb > ww ? wb : ww;
+			continue;
+		}
+		ck_assert_int_eq(ratelimit_take(&b, t), 0);
+		ratelimit_window_note(w, t);
+		sent[n++] = t;
+		t += (n % 7 == 0) ? 60 : 1; /* the caller is sometimes late */
+	}
+	/* Any 40 consecutive sends span at least the window, and the rate stays near 40/s. */
+	for (size_t i = 40; i < n; i++)
+		ck_assert_int_ge(sent[i] - sent[i - 40], 1000);
+	ck_assert_int_lt(sent[n - 1] - sent[0], 400 * 1000 / 40 + 2000);
+	ratelimit_window_free(w);
+}
+END_TEST
+
+START_TEST(test_window_wait)
+{
+	struct ratelimit_window *w = ratelimit_window_new(2, 1000);
+
+	ck_assert_ptr_nonnull(w);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0), 0);
+	ratelimit_window_note(w, T0);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0), 0);
+	ratelimit_window_note(w, T0 + 100);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 100), 900);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 999), 1);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 1000), 0);
+	ratelimit_window_note(w, T0 + 1000);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 1000), 100);
+	ratelimit_window_free(w);
+	ratelimit_window_free(NULL);
+	ck_assert_ptr_null(ratelimit_window_new(0, 1000));
+}
+END_TEST
+
 static Suite *ratelimit_suite(void)
 {
 	Suite *s = suite_create("ratelimit");
@@ -235,6 +286,7 @@ static Suite *ratelimit_suite(void)
 	tcase_add_test(tc, test_bucket_set_rate);
 	tcase_add_test(tc, test_interval);
 	tcase_add_test(tc, test_keys_interval);
+	tcase_add_test(tc, test_window_wait);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("limits");
@@ -242,6 +294,7 @@ static Suite *ratelimit_suite(void)
 	tcase_add_test(tc, test_bucket_zero_rate);
 	tcase_add_test(tc, test_keys_many);
 	tcase_add_test(tc, test_keys_ring_too_small);
+	tcase_add_test(tc, test_window_caps_any_window);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");

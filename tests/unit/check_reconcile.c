@@ -270,6 +270,58 @@ START_TEST(test_breaker)
 }
 END_TEST
 
+START_TEST(test_breaker_configured)
+{
+	struct reconcile_breaker b;
+	int64_t t = T0;
+
+	/* reconcile.breaker_failures = 2, breaker_open_seconds = 1, breaker_max_open_seconds = 3 */
+	reconcile_breaker_configure(&b, 2, 1000, 3000);
+	ck_assert(!reconcile_breaker_failure(&b, t));
+	ck_assert(reconcile_breaker_failure(&b, t));
+	ck_assert_int_eq(reconcile_breaker_ready_ms(&b, t), t + 1000);
+	for (int i = 0; i < 5; i++) {
+		t = b.open_until_ms;
+		ck_assert(reconcile_breaker_allow(&b, t));
+		ck_assert(!reconcile_breaker_failure(&b, t));
+	}
+	ck_assert_int_eq(b.open_ms, 3000);
+	t = b.open_until_ms;
+	ck_assert(reconcile_breaker_allow(&b, t));
+	ck_assert(reconcile_breaker_success(&b, t));
+	ck_assert_int_eq(b.open_ms, 1000);
+	/* Values <= 0 keep the defaults; a maximum below the period is raised to it. */
+	reconcile_breaker_configure(&b, 0, -1, 0);
+	ck_assert_int_eq(b.threshold, RECONCILE_BREAKER_THRESHOLD);
+	ck_assert_int_eq(b.open_ms, RECONCILE_BREAKER_OPEN_MS);
+	ck_assert_int_eq(b.max_open_ms, RECONCILE_BREAKER_MAX_OPEN_MS);
+	reconcile_breaker_configure(&b, 3, 5000, 1000);
+	ck_assert_int_eq(b.max_open_ms, 5000);
+}
+END_TEST
+
+START_TEST(test_sched_give_up_configured)
+{
+	struct reconcile_sched s = {.now_ms = T0,
+				    .created_at_ms = T0 - 3600000,
+				    .last_polled_ms = T0,
+				    .attempts = 3,
+				    .min_interval_ms = MIN,
+				    .give_up_unknown_ms = 3600000};
+
+	/* reconcile.give_up_unknown_expiry_seconds = 3600: an hour after creation, stop. */
+	ck_assert_int_eq(reconcile_next_poll_ms(&s), 0);
+	s.give_up_unknown_ms = 0; /* the default, a week */
+	ck_assert_int_gt(reconcile_next_poll_ms(&s), 0);
+	/* reconcile.give_up_after_expiry_seconds = 600: ten minutes past expiry, stop. */
+	s.expires_at_s = (T0 - 600000) / 1000;
+	s.give_up_ms = 600000;
+	ck_assert_int_eq(reconcile_next_poll_ms(&s), 0);
+	s.give_up_ms = 0;
+	ck_assert_int_gt(reconcile_next_poll_ms(&s), 0);
+}
+END_TEST
+
 /* ---- store side ---- */
 
 static char tmpdir[PATH_MAX];
@@ -685,6 +737,8 @@ static Suite *reconcile_suite(void)
 	tcase_add_test(tc, test_error_delay);
 	tcase_add_test(tc, test_retry_after_failure);
 	tcase_add_test(tc, test_breaker);
+	tcase_add_test(tc, test_breaker_configured);
+	tcase_add_test(tc, test_sched_give_up_configured);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("store");

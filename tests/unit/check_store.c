@@ -2,7 +2,9 @@
  * directory: idempotency (one event per fact, one receipt per delivery), conflicts, payment rows,
  * the outbox, group commit, the append-only triggers and the hash chain (tampered with through
  * the sqlite3 C API directly), read-only queries, and the refusals at open (newer schema, a
- * second writer, a file that is not a database). */
+ * second writer, a file that is not a database). "confirm": PAID callbacks held for a status
+ * call (the shared decisions of store_event.c, then the SQLite backend: verdicts, markers,
+ * the polls log, the poll hook, confirmations polled first). */
 #include "store.h"
 
 #include <check.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "callback.h"
+#include "store_backend.h" /* the pure decisions every backend shares */
 #include "util.h"
 
 extern const size_t store_sqlite_migrations_count;
@@ -548,12 +551,13 @@ END_TEST
 
 START_TEST(test_user_version)
 {
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
-	ck_assert_int_eq((int)store_sqlite_migrations_count, 2);
-	ck_assert_int_eq(raw_int(dbpath,
-				 "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-				 "AND name IN ('events', 'payments', 'receipts', 'outbox')"),
-			 4);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 3);
+	ck_assert_int_eq((int)store_sqlite_migrations_count, 3);
+	ck_assert_int_eq(
+		raw_int(dbpath,
+			"SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+			"AND name IN ('events', 'payments', 'receipts', 'outbox', 'polls')"),
+		5);
 	/* Reopening does not migrate again. */
 	close_store();
 	{
@@ -561,7 +565,7 @@ START_TEST(test_user_version)
 
 		st = open_store(&o);
 	}
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 2);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 3);
 }
 END_TEST
 
@@ -1270,6 +1274,424 @@ START_TEST(test_count_invalid_table)
 }
 END_TEST
 
+/* ---- PAID callbacks held for confirmation ---- */
+
+static struct store_event_payment pay_state(bool known, enum payment_status st, long long amount)
+{
+	struct store_event_payment p = {
+		.known = known, .status = st, .amount = amount, .held_amount = -1};
+
+	return p;
+}
+
+START_TEST(test_decide_hold)
+{
+	struct store_event_decision d;
+	struct store_event_payment cur = pay_state(true, PAYMENT_PENDING, 100000);
+	char body[512];
+	struct event ev;
+
+	make_event(&ev, body, sizeof(body), "P1", "PAID", 100000, EVENT_SOURCE_CALLBACK);
+	store_event_decide(&ev, &cur, true, &d);
+	ck_assert(d.hold && !d.apply && !d.conflict);
+	ck_assert_int_eq(d.mark, STORE_MARK_HELD);
+	ck_assert_str_eq(d.key, "P1:PAID:held:100000");
+	/* Without confirm_paid, from the reconciler, for a payment already PAID: the fact. */
+	store_event_decide(&ev, &cur, false, &d);
+	ck_assert(!d.hold && d.apply);
+	ck_assert_str_eq(d.key, "P1:PAID");
+	ev.source = EVENT_SOURCE_RECONCILE;
+	store_event_decide(&ev, &cur, true, &d);
+	ck_assert(!d.hold && d.apply);
+	ev.source = EVENT_SOURCE_CALLBACK;
+	cur.status = PAYMENT_PAID;
+	store_event_decide(&ev, &cur, true, &d);
+	ck_assert(!d.hold && !d.apply && d.verdict == PAYMENT_SAME);
+	ck_assert_str_eq(d.key, "P1:PAID");
+	/* A contradiction stays a conflict; other statuses are never held. */
+	cur.status = PAYMENT_EXPIRED;
+	store_event_decide(&ev, &cur, true, &d);
+	ck_assert(!d.hold && d.conflict);
+	cur = pay_state(true, PAYMENT_PENDING, 5);
+	store_event_decide(&ev, &cur, true, &d);
+	ck_assert(!d.hold && d.conflict);
+	make_event(&ev, body, sizeof(body), "P1", "EXPIRED", -1, EVENT_SOURCE_CALLBACK);
+	store_event_decide(&ev, &cur, true, &d);
+	ck_assert(!d.hold && d.apply);
+	/* A payment never seen: held too, key without an amount when none was given. */
+	make_event(&ev, body, sizeof(body), "P2", "PAID", -1, EVENT_SOURCE_CALLBACK);
+	cur = pay_state(false, PAYMENT_UNKNOWN, -1);
+	store_event_decide(&ev, &cur, true, &d);
+	ck_assert(d.hold && !d.known);
+	ck_assert_str_eq(d.key, "P2:PAID:held");
+	store_event_decide(&ev, NULL, true, &d);
+	ck_assert(d.hold);
+}
+END_TEST
+
+START_TEST(test_keys_marked)
+{
+	char k[128];
+
+	store_dedupe_key_marked("P", "PAID", STORE_MARK_NONE, 5, 0, k, sizeof(k));
+	ck_assert_str_eq(k, "P:PAID");
+	store_dedupe_key_marked("P", "PAID", STORE_MARK_CONFIRMED, 5, 9, k, sizeof(k));
+	ck_assert_str_eq(k, "P:PAID");
+	store_dedupe_key_marked("P", "PENDING", STORE_MARK_UNCONFIRMED, 5, 9, k, sizeof(k));
+	ck_assert_str_eq(k, "P:PENDING:unconfirmed:9");
+	ck_assert_str_eq(store_event_mark_name(STORE_MARK_HELD), "held");
+	ck_assert_ptr_null(store_event_mark_name(STORE_MARK_NONE));
+	ck_assert_int_eq(store_event_mark_parse("unconfirmed"), STORE_MARK_UNCONFIRMED);
+	ck_assert_int_eq(store_event_mark_parse(NULL), STORE_MARK_NONE);
+	ck_assert_int_eq(store_confirmation_parse("pending"), STORE_CONFIRM_PENDING);
+	ck_assert_int_eq(store_confirmation_parse("bogus"), STORE_CONFIRM_NONE);
+	ck_assert_str_eq(store_poll_outcome_name(STORE_POLL_RATE_LIMITED), "rate_limited");
+	ck_assert_int_eq(store_poll_outcome_parse("refused"), STORE_POLL_REFUSED);
+}
+END_TEST
+
+/* A poll result for the confirmation tests. */
+static struct store_reconcile_update result(const char *pid, enum store_poll_outcome o, long http,
+					    enum payment_status komerce, long long amount)
+{
+	struct store_reconcile_update u;
+
+	memset(&u, 0, sizeof(u));
+	snprintf(u.payment_id, sizeof(u.payment_id), "%s", pid);
+	u.poll_attempts = -1;
+	u.sent_at = 1786529730000LL;
+	u.outcome = o;
+	u.http_status = http;
+	u.komerce_status = komerce;
+	u.ev.amount = amount;
+	u.ev.status = komerce;
+	u.error = o == STORE_POLL_OK ? NULL : "server_error: HTTP 503 from Komerce";
+	return u;
+}
+
+START_TEST(test_confirm_decide)
+{
+	struct store_event_payment cur = pay_state(true, PAYMENT_PENDING, -1);
+	struct store_reconcile_update u;
+	struct store_confirm_decision cd;
+
+	cur.confirmation = STORE_CONFIRM_PENDING;
+	cur.held_event_id = 7;
+	cur.held_amount = 100000;
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PAID, 100000);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_CONFIRMED);
+	ck_assert(cd.mark_fact && !cd.marker);
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PENDING, 100000);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert(cd.marker && !cd.mark_fact);
+	ck_assert_str_eq(cd.detail, "Komerce says PENDING");
+	/* Another amount than the callback claimed is not a confirmation. */
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PAID, 5);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert_ptr_nonnull(strstr(cd.detail, "amount 5"));
+	/* 404: Komerce does not know it; 503, 429, 418: still waiting. */
+	u = result("P", STORE_POLL_REFUSED, 404, PAYMENT_UNKNOWN, -1);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert_ptr_nonnull(strstr(cd.detail, "does not know"));
+	u = result("P", STORE_POLL_FAILED, 503, PAYMENT_UNKNOWN, -1);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_PENDING);
+	ck_assert(!cd.marker && !cd.mark_fact);
+	ck_assert_ptr_nonnull(strstr(cd.detail, "HTTP 503"));
+	ck_assert(!store_confirm_decisive(STORE_POLL_RATE_LIMITED, 429));
+	ck_assert(!store_confirm_decisive(STORE_POLL_REFUSED, 418));
+	ck_assert(store_confirm_decisive(STORE_POLL_REFUSED, 400));
+	/* Unconfirmed, then a later poll says PAID: confirmed, no second marker; anything else
+	 * changes nothing. */
+	cur.confirmation = STORE_CONFIRM_UNCONFIRMED;
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PAID, 100000);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_CONFIRMED);
+	ck_assert(cd.mark_fact && !cd.marker);
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PENDING, 100000);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_NONE);
+	/* Nothing held: nothing to decide. */
+	cur = pay_state(true, PAYMENT_PENDING, -1);
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PAID, 100000);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_NONE);
+}
+END_TEST
+
+START_TEST(test_hash_marked)
+{
+	uint8_t prev[STORE_HASH_LEN] = {1}, a[STORE_HASH_LEN], b[STORE_HASH_LEN];
+
+	store_event_hash(prev, 3, "P", "O", "PAID", 5, "callback", false, "P:PAID", "{}", 2, 9, a);
+	store_event_hash_marked(prev, 3, "P", "O", "PAID", 5, "callback", false, "P:PAID", "{}", 2,
+				9, NULL, 0, b);
+	ck_assert_mem_eq(a, b, STORE_HASH_LEN);
+	store_event_hash_marked(prev, 3, "P", "O", "PAID", 5, "callback", false, "P:PAID", "{}", 2,
+				9, "held", 0, b);
+	ck_assert(memcmp(a, b, STORE_HASH_LEN) != 0);
+	memcpy(a, b, STORE_HASH_LEN);
+	store_event_hash_marked(prev, 3, "P", "O", "PAID", 5, "callback", false, "P:PAID", "{}", 2,
+				9, "held", 1, b);
+	ck_assert(memcmp(a, b, STORE_HASH_LEN) != 0);
+}
+END_TEST
+
+static int64_t hook_due;
+static int hook_calls;
+
+static void on_poll(void *arg, int64_t due_ms)
+{
+	(void)arg;
+	hook_due = due_ms;
+	hook_calls++;
+}
+
+static void confirm_setup(void)
+{
+	struct store_opts o;
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_store.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
+	o = make_opts(false, true);
+	o.confirm_paid = true;
+	st = open_store(&o);
+	hook_due = 0;
+	hook_calls = 0;
+	store_set_poll_hook(st, on_poll, NULL);
+	ck_assert_int_eq(store_writer_start(st), 0);
+}
+
+static int64_t outbox_rows(const char *sink)
+{
+	int64_t n = -1;
+
+	ck_assert_int_eq(store_outbox_count(st, sink, STORE_OUTBOX_ANY, &n), 0);
+	return n;
+}
+
+/* Applies one poll result and waits for the commit. */
+static void apply_result(struct store_reconcile_update *u, const char *raw)
+{
+	struct store_req r;
+
+	u->ev.raw = raw;
+	u->ev.raw_len = strlen(raw);
+	u->ev.source = EVENT_SOURCE_RECONCILE;
+	snprintf(u->ev.payment_id, sizeof(u->ev.payment_id), "%s", u->payment_id);
+	u->has_event = u->outcome == STORE_POLL_OK && u->komerce_status != PAYMENT_PENDING;
+	u->set_next = true;
+	u->next_poll_at = u->has_event ? 0 : u->sent_at + 5000;
+	store_req_reconcile(&r, u, 1);
+	ck_assert_int_eq(store_submit_wait(st, &r), 0);
+}
+
+struct marked {
+	int n, held, confirmed, unconfirmed;
+	int64_t held_id, ref[8];
+	bool conflict[8];
+};
+
+static int collect_marks(void *arg, const struct store_event *e)
+{
+	struct marked *m = arg;
+
+	if (m->n < 8) {
+		m->ref[m->n] = e->held_event_id;
+		m->conflict[m->n] = e->conflict;
+	}
+	m->n++;
+	m->held += e->mark == STORE_MARK_HELD;
+	m->confirmed += e->mark == STORE_MARK_CONFIRMED;
+	m->unconfirmed += e->mark == STORE_MARK_UNCONFIRMED;
+	if (e->mark == STORE_MARK_HELD)
+		m->held_id = e->id;
+	return 0;
+}
+
+static struct marked marks(const char *pid)
+{
+	struct store_event_filter f = {.payment_id = pid, .status = PAYMENT_UNKNOWN};
+	struct marked m;
+
+	memset(&m, 0, sizeof(m));
+	ck_assert_int_eq(store_events_query(st, &f, collect_marks, &m), 0);
+	return m;
+}
+
+START_TEST(test_held_then_confirmed)
+{
+	struct store_reconcile_update u;
+	struct store_payment p;
+	struct store_req r, r2;
+	int64_t before, checked = 0, bad = 0;
+	char why[128];
+
+	ck_assert_int_eq(put_at(&r, "KOMPAY-H1", "PENDING", 100000, EVENT_SOURCE_API, 1000), 0);
+	before = outbox_rows(NULL);
+	hook_calls = 0;
+	ck_assert_int_eq(put_at(&r, "KOMPAY-H1", "PAID", 100000, EVENT_SOURCE_CALLBACK, 2000), 0);
+	ck_assert(r.held && !r.duplicate && !r.conflict);
+	ck_assert_int_eq(r.next_poll_at, 2000);
+	ck_assert_int_eq(hook_calls, 1);
+	ck_assert_int_eq(hook_due, 2000);
+	ck_assert_int_eq(outbox_rows(NULL), before); /* held: forwarded nowhere */
+	p = get_payment(st, "KOMPAY-H1");
+	ck_assert_int_eq(p.status, PAYMENT_PENDING);
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+	ck_assert_int_eq(p.held_event_id, r.event_id);
+	ck_assert_int_eq(p.next_poll_at, 2000);
+	ck_assert_int_eq(p.callback_seen_at, 2000);
+	/* Komerce retries it: absorbed. */
+	ck_assert_int_eq(put_at(&r2, "KOMPAY-H1", "PAID", 100000, EVENT_SOURCE_CALLBACK, 2500), 0);
+	ck_assert(r2.duplicate && r2.held);
+	ck_assert_int_eq(r2.event_id, r.event_id);
+
+	u = result("KOMPAY-H1", STORE_POLL_OK, 200, PAYMENT_PAID, 100000);
+	apply_result(&u, "{\"payment_id\":\"KOMPAY-H1\",\"status\":\"PAID\",\"amount\":100000}");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_CONFIRMED);
+	ck_assert_int_eq(u.held_event_id, r.event_id);
+	ck_assert(!u.duplicate && u.event_id > r.event_id);
+	p = get_payment(st, "KOMPAY-H1");
+	ck_assert_int_eq(p.status, PAYMENT_PAID);
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_CONFIRMED);
+	ck_assert_str_eq(p.confirmation_detail, "Komerce says PAID");
+	ck_assert_int_eq(outbox_rows(NULL), before + 2); /* the confirmed PAID, to both sinks */
+	ck_assert_int_eq(marks("KOMPAY-H1").confirmed, 1);
+	ck_assert_int_eq(count(st, "polls"), 1);
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 3);
+}
+END_TEST
+
+static int first_poll(void *arg, const struct store_poll *p)
+{
+	*(struct store_poll *)arg = *p;
+	return 1;
+}
+
+START_TEST(test_held_then_unconfirmed)
+{
+	struct store_reconcile_update u;
+	struct store_payment p;
+	struct store_poll pl;
+	struct store_req r;
+	struct marked m;
+	int64_t before;
+
+	ck_assert_int_eq(put_at(&r, "KOMPAY-H2", "PAID", 100000, EVENT_SOURCE_CALLBACK, 2000), 0);
+	ck_assert(r.held);
+	p = get_payment(st, "KOMPAY-H2"); /* never seen: made PENDING, nothing of the claim */
+	ck_assert_int_eq(p.status, PAYMENT_PENDING);
+	ck_assert_int_eq(p.amount, -1);
+	ck_assert_str_eq(p.order_id, "");
+	ck_assert_str_eq(p.origin, "callback");
+	before = outbox_rows("shop");
+
+	/* Komerce is down: still waiting, and the reason says so. */
+	u = result("KOMPAY-H2", STORE_POLL_FAILED, 503, PAYMENT_UNKNOWN, -1);
+	u.confirming = true;
+	apply_result(&u, "");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_NONE);
+	p = get_payment(st, "KOMPAY-H2");
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+	ck_assert_ptr_nonnull(strstr(p.confirmation_detail, "retrying"));
+	ck_assert_int_eq(store_polls_list(st, "KOMPAY-H2", 1, first_poll, &pl), 1);
+	ck_assert_int_eq(pl.outcome, STORE_POLL_FAILED);
+	ck_assert_int_eq(pl.http_status, 503);
+	ck_assert(pl.confirming);
+	ck_assert_str_eq(pl.error, "server_error: HTTP 503 from Komerce");
+
+	/* Komerce says PENDING: a conflict marker, to the sink that takes conflicts only. */
+	u = result("KOMPAY-H2", STORE_POLL_OK, 200, PAYMENT_PENDING, 100000);
+	apply_result(&u, "{\"payment_id\":\"KOMPAY-H2\",\"status\":\"PENDING\"}");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert_int_gt(u.marker_event_id, r.event_id);
+	p = get_payment(st, "KOMPAY-H2");
+	ck_assert_int_eq(p.status, PAYMENT_PENDING);
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert_str_eq(p.confirmation_detail, "Komerce says PENDING");
+	ck_assert_int_eq(outbox_rows("shop"), before);
+	ck_assert_int_eq(outbox_rows("stream"), 1);
+	m = marks("KOMPAY-H2");
+	ck_assert_int_eq(m.unconfirmed, 1);
+	ck_assert(m.conflict[1]);
+	ck_assert_int_eq(m.ref[1], r.event_id);
+	ck_assert_int_eq(store_polls_list(st, "KOMPAY-H2", 0, first_poll, &pl), 1);
+	ck_assert_int_eq(pl.komerce_status, PAYMENT_PENDING);
+
+	/* A second poll saying PENDING adds nothing; a later PAID confirms it after all. */
+	apply_result(&u, "{\"payment_id\":\"KOMPAY-H2\",\"status\":\"PENDING\"}");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_NONE);
+	u = result("KOMPAY-H2", STORE_POLL_OK, 200, PAYMENT_PAID, 100000);
+	apply_result(&u, "{\"payment_id\":\"KOMPAY-H2\",\"status\":\"PAID\",\"amount\":100000}");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_CONFIRMED);
+	m = marks("KOMPAY-H2");
+	ck_assert_int_eq(m.n, 3);
+	ck_assert_int_eq(m.unconfirmed, 1);
+	ck_assert_int_eq(m.confirmed, 1);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-H2").status, PAYMENT_PAID);
+	ck_assert_int_eq(outbox_rows("shop"), before + 1);
+}
+END_TEST
+
+START_TEST(test_held_not_found_and_cancel)
+{
+	struct store_reconcile_update u;
+	struct store_payment p;
+	struct store_req r;
+
+	/* Komerce has never heard of it: unconfirmed. */
+	ck_assert_int_eq(put_at(&r, "KOMPAY-H3", "PAID", 5, EVENT_SOURCE_CALLBACK, 2000), 0);
+	u = result("KOMPAY-H3", STORE_POLL_REFUSED, 404, PAYMENT_UNKNOWN, -1);
+	apply_result(&u, "{\"meta\":{\"code\":404}}");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-H3").confirmation, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert_int_eq(marks("KOMPAY-H3").unconfirmed, 1);
+
+	/* Canceled through the admin API before any status call: nothing left to wait for. */
+	ck_assert_int_eq(put_at(&r, "KOMPAY-H4", "PENDING", 10, EVENT_SOURCE_API, 1000), 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-H4", "PAID", 10, EVENT_SOURCE_CALLBACK, 2000), 0);
+	ck_assert(r.held);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-H4", "CANCELED", 10, EVENT_SOURCE_API, 3000), 0);
+	p = get_payment(st, "KOMPAY-H4");
+	ck_assert_int_eq(p.status, PAYMENT_CANCELED);
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_UNCONFIRMED);
+	ck_assert_ptr_nonnull(strstr(p.confirmation_detail, "CANCELED"));
+}
+END_TEST
+
+START_TEST(test_due_confirming_first)
+{
+	struct store_reconcile_row rows[4];
+	struct store_req r;
+	size_t n = 0;
+	struct store *ro;
+
+	/* Three payments overdue for a long time, then a PAID callback to confirm: it comes
+	 * first. */
+	ck_assert_int_eq(put_at(&r, "KOMPAY-D1", "PENDING", 10, EVENT_SOURCE_CALLBACK, 1000), 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-D2", "PENDING", 10, EVENT_SOURCE_CALLBACK, 1001), 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-D3", "PENDING", 10, EVENT_SOURCE_CALLBACK, 1002), 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-D4", "PAID", 10, EVENT_SOURCE_CALLBACK, 500000), 0);
+	ro = open_ro();
+	ck_assert_int_eq(store_reconcile_due(ro, 600000, 2, rows, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert_str_eq(rows[0].payment_id, "KOMPAY-D4");
+	ck_assert(rows[0].confirming);
+	ck_assert_str_eq(rows[1].payment_id, "KOMPAY-D1");
+	ck_assert(!rows[1].confirming);
+	ck_assert_int_eq(store_reconcile_due(ro, 600000, 4, rows, &n), 0);
+	ck_assert_int_eq(n, 4);
+	store_close(ro);
+}
+END_TEST
+
 Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -1298,6 +1720,18 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_group_commit);
 	tcase_add_test(tc, test_event_hash);
 	tcase_add_test(tc, test_close_null);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("confirm");
+	tcase_add_checked_fixture(tc, confirm_setup, teardown);
+	tcase_add_test(tc, test_decide_hold);
+	tcase_add_test(tc, test_keys_marked);
+	tcase_add_test(tc, test_confirm_decide);
+	tcase_add_test(tc, test_hash_marked);
+	tcase_add_test(tc, test_held_then_confirmed);
+	tcase_add_test(tc, test_held_then_unconfirmed);
+	tcase_add_test(tc, test_held_not_found_and_cancel);
+	tcase_add_test(tc, test_due_confirming_first);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("limits");

@@ -61,7 +61,7 @@ export class Daemon {
     writeFileSync(this.conf,
       `[server]\nlisten = 127.0.0.1:${this.port}\n` +
       `[admin]\nlisten = 127.0.0.1:${this.adminPort}\ntoken = ${ADMIN_TOKEN}\n` +
-      `[komerce]\napi_key = ${API_KEY}\ncallback_keys = ${CALLBACK_KEY}\n` +
+      `[komerce]\napi_key = ${API_KEY}\ncallback_keys = ${CALLBACK_KEY}\nconfirm_paid = false\n` +
       `[store]\npath = ${this.db}\n[log]\nlevel = debug\n` +
       `${typeof this.extra === 'function' ? this.extra(this) : this.extra}\n`);
     if (!existsSync(HOOKD_BIN)) throw new Error(`${HOOKD_BIN} not built (run make)`);
