@@ -11,6 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import SwaggerParser from '@apidevtools/swagger-parser';
 import yaml from 'js-yaml';
 import Ajv2020 from 'ajv/dist/2020.js';
@@ -56,7 +57,8 @@ const json = { 'Content-Type': 'application/json' };
 before(async () => {
   sim = await new Sim().start();
   daemon = new Daemon(
-    '[server]\nmax_body = 2048\n' +
+    // request_timeout: the 408 test waits for it
+    '[server]\nmax_body = 2048\nrequest_timeout = 3\n' +
     `[komerce]\nbase_url = ${sim.base}/user\ntimeout_ms = 1000\nconnect_timeout_ms = 1000\n` +
     '[reconcile]\nenabled = false\n' +
     // a sink nobody listens on: its rows stay pending (the outbox routes have a backlog)
@@ -221,6 +223,33 @@ const createBody = (order) => JSON.stringify({
 });
 let created; // a payment id created through the API
 let createdVa; // its VA number
+
+/** Sends raw bytes to the public listener and returns everything it answers until it closes. */
+function rawExchange(bytes) {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection({ host: '127.0.0.1', port: daemon.port }, () => sock.write(bytes));
+    const chunks = [];
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('error', reject);
+    sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+  });
+}
+
+test('the callback route: 408 for a request still incomplete at server.request_timeout', async () => {
+  const t0 = Date.now();
+  const raw = await rawExchange('POST /v1/komerce/callback HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  const waited = Date.now() - t0;
+  const m = /^HTTP\/1\.1 (\d{3}) [^\r]*\r\n([\s\S]*?)\r\n\r\n([\s\S]*)$/.exec(raw);
+  assert.ok(m, `not one HTTP reply: ${JSON.stringify(raw)}`);
+  assert.equal(m[1], '408');
+  assert.ok(waited >= 2500, `answered after ${waited} ms, before the deadline`);
+  assert.equal((raw.match(/^HTTP\/1\./gm) || []).length, 1, 'one status line');
+  const resp = doc.paths['/v1/komerce/callback'].post.responses['408'];
+  assert.match(m[2], /^Content-Type: application\/json$/mi);
+  const v = validator('/v1/komerce/callback post 408 application/json', resp.content['application/json'].schema);
+  assert.ok(v(JSON.parse(m[3])), ajv.errorsText(v.errors));
+  seen.add('post /v1/komerce/callback 408');
+});
 
 test('POST /v1/payments: 201, 400, 401, 405, 413, 415, 502, 504', async () => {
   const ok = await call('post', '/v1/payments', { headers: { ...auth, ...json }, body: createBody('OAS-1') });
