@@ -21,7 +21,6 @@ import { ADMIN_TOKEN, Daemon, Sim, postCallback, signCallback } from './lib/hook
 // Documented replies no test here can provoke on purpose, with the reason.
 const UNEXERCISED = new Map([
   ['post /v1/komerce/callback 503', 'disk full / database busy: tests/integration/it_faults.c'],
-  ['post /v1/komerce/callback 408', 'a body slower than server.request_timeout: tests/integration/it_hostile.c'],
   ['get /readyz 503', 'only while starting or stopping'],
   ['get /v1/methods 500', 'out of memory'],
   ['post /v1/payments 500', 'out of memory'],
