@@ -36,6 +36,29 @@ int store_sqlite_payment_get(struct store *s, const char *payment_id, struct sto
 	return r;
 }
 
+/* A row of the events query (raw_json valid until the next step). */
+static void read_event(sqlite3_stmt *st, struct store_event *e)
+{
+	const void *h;
+
+	memset(e, 0, sizeof(*e));
+	e->id = sqlite3_column_int64(st, 0);
+	store_sqlite_col_copy(st, 1, e->payment_id, sizeof(e->payment_id));
+	store_sqlite_col_copy(st, 2, e->order_id, sizeof(e->order_id));
+	e->status = payment_status_parse((const char *)sqlite3_column_text(st, 3));
+	e->amount = store_sqlite_col_i64(st, 4, -1);
+	store_sqlite_col_copy(st, 5, e->source, sizeof(e->source));
+	e->conflict = sqlite3_column_int(st, 6) != 0;
+	e->received_at = sqlite3_column_int64(st, 7);
+	e->raw_json = (const char *)sqlite3_column_text(st, 8);
+	h = sqlite3_column_blob(st, 9);
+	if (h != NULL && sqlite3_column_bytes(st, 9) == STORE_HASH_LEN)
+		memcpy(e->hash, h, STORE_HASH_LEN);
+	e->receipts = (long)sqlite3_column_int64(st, 10);
+	e->mark = store_event_mark_parse((const char *)sqlite3_column_text(st, 11));
+	e->held_event_id = store_sqlite_col_i64(st, 12, 0);
+}
+
 int store_sqlite_events_query(struct store *s, const struct store_event_filter *f,
 			      int (*fn)(void *arg, const struct store_event *e), void *arg)
 {
@@ -92,24 +115,8 @@ int store_sqlite_events_query(struct store *s, const struct store_event_filter *
 		sqlite3_bind_int64(st, 8, f->limit);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_event e;
-		const void *h;
 
-		memset(&e, 0, sizeof(e));
-		e.id = sqlite3_column_int64(st, 0);
-		store_sqlite_col_copy(st, 1, e.payment_id, sizeof(e.payment_id));
-		store_sqlite_col_copy(st, 2, e.order_id, sizeof(e.order_id));
-		e.status = payment_status_parse((const char *)sqlite3_column_text(st, 3));
-		e.amount = store_sqlite_col_i64(st, 4, -1);
-		store_sqlite_col_copy(st, 5, e.source, sizeof(e.source));
-		e.conflict = sqlite3_column_int(st, 6) != 0;
-		e.received_at = sqlite3_column_int64(st, 7);
-		e.raw_json = (const char *)sqlite3_column_text(st, 8);
-		h = sqlite3_column_blob(st, 9);
-		if (h != NULL && sqlite3_column_bytes(st, 9) == STORE_HASH_LEN)
-			memcpy(e.hash, h, STORE_HASH_LEN);
-		e.receipts = (long)sqlite3_column_int64(st, 10);
-		e.mark = store_event_mark_parse((const char *)sqlite3_column_text(st, 11));
-		e.held_event_id = store_sqlite_col_i64(st, 12, 0);
+		read_event(st, &e);
 		r = fn(arg, &e);
 		if (r != 0)
 			break;
