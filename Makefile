@@ -28,14 +28,14 @@ deps:
 		apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
 
 test: all
-	meson test -C $(BUILD) --print-errorlogs
+	meson test -C $(BUILD) --print-errorlogs || { tools/test-digest.sh $(BUILD); exit 1; }
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan:
 	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C $(ASAN_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		meson test -C $(ASAN_BUILD) --print-errorlogs
+		meson test -C $(ASAN_BUILD) --print-errorlogs || { tools/test-digest.sh $(ASAN_BUILD); exit 1; }
 
 check: test test-asan
 
@@ -46,7 +46,7 @@ test-tsan:
 	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false
 	ninja -C $(TSAN_BUILD)
 	TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1 \
-		meson test -C $(TSAN_BUILD) --print-errorlogs
+		meson test -C $(TSAN_BUILD) --print-errorlogs || { tools/test-digest.sh $(TSAN_BUILD); exit 1; }
 
 # libFuzzer targets (clang), each run FUZZ_SECONDS seconds from the seeded corpus.
 fuzz:
