@@ -84,7 +84,7 @@ static bool wait_stop(struct maintain *m, long ms)
 static void prune_all(struct maintain *m)
 {
 	int64_t before = util_now_ms() - m->o.retention_days * DAY_MS, t0 = util_mono_ms();
-	size_t receipts = 0, outbox = 0, batches = 0;
+	size_t receipts = 0, outbox = 0, polls = 0, batches = 0;
 	struct store_req r;
 
 	for (;;) {
@@ -100,18 +100,21 @@ static void prune_all(struct maintain *m)
 		batches++;
 		receipts += r.u.prune.receipts;
 		outbox += r.u.prune.outbox;
+		polls += r.u.prune.polls;
 		metrics_inc(METRICS_PRUNED_RECEIPTS, r.u.prune.receipts);
 		metrics_inc(METRICS_PRUNED_OUTBOX, r.u.prune.outbox);
+		metrics_inc(METRICS_PRUNED_POLLS, r.u.prune.polls);
 		if ((long)r.u.prune.receipts < m->o.prune_batch &&
-		    (long)r.u.prune.outbox < m->o.prune_batch)
+		    (long)r.u.prune.outbox < m->o.prune_batch &&
+		    (long)r.u.prune.polls < m->o.prune_batch)
 			break;
 		if (wait_stop(m, m->o.prune_pause_ms))
 			break;
 	}
-	if (receipts + outbox > 0)
-		log_info("retention: pruned receipts=%zu outbox=%zu batches=%zu ms=%lld "
+	if (receipts + outbox + polls > 0)
+		log_info("retention: pruned receipts=%zu outbox=%zu polls=%zu batches=%zu ms=%lld "
 			 "older_than_days=%ld",
-			 receipts, outbox, batches, (long long)(util_mono_ms() - t0),
+			 receipts, outbox, polls, batches, (long long)(util_mono_ms() - t0),
 			 m->o.retention_days);
 }
 

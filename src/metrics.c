@@ -70,6 +70,7 @@ static const struct {
 				     "Rows deleted by retention (store.retention_days), by table",
 				     "table=\"receipts\""},
 	[METRICS_PRUNED_OUTBOX] = {"hookd_pruned_total", NULL, "table=\"outbox\""},
+	[METRICS_PRUNED_POLLS] = {"hookd_pruned_total", NULL, "table=\"polls\""},
 };
 
 #define MAX_GAUGES 32

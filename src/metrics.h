@@ -36,6 +36,7 @@ enum metrics_counter {
 	METRICS_HTTP_BAD_FRAMING,      /* 400/413 for a malformed Content-Length, before MHD */
 	METRICS_PRUNED_RECEIPTS,       /* retention */
 	METRICS_PRUNED_OUTBOX,
+	METRICS_PRUNED_POLLS,
 	METRICS__COUNT,
 };
 

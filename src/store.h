@@ -103,7 +103,7 @@ struct store_req {
 		struct {
 			int64_t before_ms;	 /* rows older than this (unix ms) */
 			long limit;		 /* at most this many of each table */
-			size_t receipts, outbox; /* set by the writer: rows deleted */
+			size_t receipts, outbox, polls; /* set by the writer: rows deleted */
 		} prune;
 	} u;
 	/* set by the writer before done() */
@@ -137,8 +137,9 @@ void store_req_replay(struct store_req *r, int64_t event_id, const char *sink, c
  * must commit before a status request is sent (only_if_watched, last_polled_at = now,
  * next_poll_at = the earliest safe re-poll) and poll results (event + schedule). */
 void store_req_reconcile(struct store_req *r, struct store_reconcile_update *u, size_t n);
-/* One retention batch: at most limit receipts and at most limit delivered outbox rows whose
- * time (received_at, delivered_at) is before before_ms, oldest first. The writer runs it in a
+/* One retention batch: at most limit receipts, at most limit delivered outbox rows and at most
+ * limit rows of the polls log whose time (received_at, delivered_at, polled_at) is before
+ * before_ms, oldest first. The writer runs it in a
  * transaction of its own, so callbacks queued behind it wait one short batch at most. Events
  * (and their hash chain) are never pruned. result -ENOTSUP where the backend cannot prune. */
 void store_req_prune(struct store_req *r, int64_t before_ms, long limit);

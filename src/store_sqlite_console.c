@@ -96,8 +96,8 @@ int store_sqlite_console_payments(struct store *s, const struct store_console_pa
 		memset(&cp, 0, sizeof(cp));
 		store_sqlite_payment_read(st, &cp.p);
 		cp.conflicts = (long)sqlite3_column_int64(st, STORE_SQLITE_PAYMENT_NCOLS);
-		cp.match = (enum store_console_match)sqlite3_column_int(st,
-									STORE_SQLITE_PAYMENT_NCOLS + 1);
+		cp.match = (enum store_console_match)sqlite3_column_int(
+			st, STORE_SQLITE_PAYMENT_NCOLS + 1);
 		r = fn(arg, &cp);
 		if (r != 0) {
 			sqlite3_finalize(st);

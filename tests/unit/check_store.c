@@ -1666,6 +1666,33 @@ START_TEST(test_held_not_found_and_cancel)
 }
 END_TEST
 
+START_TEST(test_polls_pruned)
+{
+	struct store_reconcile_update u;
+	struct store_req r;
+	size_t polls = 0;
+
+	/* Retention prunes the polls log like receipts: the old rows, a batch at a time. */
+	ck_assert_int_eq(put_at(&r, "KOMPAY-P1", "PENDING", 10, EVENT_SOURCE_CALLBACK, 1000), 0);
+	for (int i = 0; i < 3; i++) {
+		u = result("KOMPAY-P1", STORE_POLL_FAILED, 503, PAYMENT_UNKNOWN, -1);
+		u.sent_at = 1000 + i; /* long ago */
+		apply_result(&u, "");
+	}
+	u = result("KOMPAY-P1", STORE_POLL_OK, 200, PAYMENT_PENDING, 10);
+	u.sent_at = util_now_ms();
+	apply_result(&u, "{}");
+	ck_assert_int_eq(count(st, "polls"), 4);
+	do {
+		store_req_prune(&r, util_now_ms() - 86400000, 2);
+		ck_assert_int_eq(store_submit_wait(st, &r), 0);
+		polls += r.u.prune.polls;
+	} while (r.u.prune.polls == 2);
+	ck_assert_uint_eq(polls, 3);
+	ck_assert_int_eq(count(st, "polls"), 1);
+}
+END_TEST
+
 START_TEST(test_due_confirming_first)
 {
 	struct store_reconcile_row rows[4];
@@ -1732,6 +1759,7 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_held_then_unconfirmed);
 	tcase_add_test(tc, test_held_not_found_and_cancel);
 	tcase_add_test(tc, test_due_confirming_first);
+	tcase_add_test(tc, test_polls_pruned);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("limits");
