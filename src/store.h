@@ -101,8 +101,8 @@ struct store_req {
 			size_t n;
 		} reconcile;
 		struct {
-			int64_t before_ms;	 /* rows older than this (unix ms) */
-			long limit;		 /* at most this many of each table */
+			int64_t before_ms;		/* rows older than this (unix ms) */
+			long limit;			/* at most this many of each table */
 			size_t receipts, outbox, polls; /* set by the writer: rows deleted */
 		} prune;
 	} u;

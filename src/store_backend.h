@@ -15,8 +15,9 @@ struct store_event_payment {
 	enum payment_status status;
 	long long amount; /* -1: unknown */
 	enum store_confirmation confirmation;
-	int64_t held_event_id; /* the PAID callback held for confirmation, 0 */
-	long long held_amount; /* its amount, -1 */
+	int64_t held_event_id;	 /* the PAID callback held for confirmation, 0 */
+	long long held_amount;	 /* its amount, -1 */
+	int64_t confirmation_at; /* unix ms of the last change (pending: when it was held) */
 };
 
 /* What a new fact means for its payment: decided from the payment as stored (or its absence)
@@ -45,12 +46,16 @@ struct store_confirm_decision {
 					    updated); CONFIRMED; UNCONFIRMED */
 	bool mark_fact;			 /* the poll's PAID event is stored with mark CONFIRMED */
 	bool marker;			 /* append the UNCONFIRMED conflict event */
+	bool poll_again;		 /* the poll left before the callback came: it decides
+					    nothing, and the payment is due again (now) */
 	char detail[STORE_DETAIL_MAX];
 };
 
 /* A poll result u (sent_at > 0) for the payment cur: a pending confirmation is settled by a
- * decisive result (store_confirm_decisive) or stays pending with the failure as its detail;
- * an UNCONFIRMED one becomes CONFIRMED when a later poll says PAID (no second marker). */
+ * decisive result (store_confirm_decisive) of a poll sent after the callback was held (an
+ * older one, in flight when it came, may predate the payment: unless it says PAID it settles
+ * nothing and the payment is polled again), or stays pending with the failure as its detail; an
+ * UNCONFIRMED one becomes CONFIRMED when a later poll says PAID (no second marker). */
 void store_confirm_decide(const struct store_event_payment *cur,
 			  const struct store_reconcile_update *u,
 			  struct store_confirm_decision *ret);

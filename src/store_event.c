@@ -104,6 +104,13 @@ void store_confirm_decide(const struct store_event_payment *cur,
 	memset(ret, 0, sizeof(*ret));
 	if (!cur->known || u->sent_at <= 0 || cur->held_event_id <= 0)
 		return;
+	/* A poll that left before the callback was held may predate the payment: only its PAID
+	 * means something. */
+	if (cur->confirmation == STORE_CONFIRM_PENDING && u->sent_at <= cur->confirmation_at &&
+	    !(u->outcome == STORE_POLL_OK && u->komerce_status == PAYMENT_PAID)) {
+		ret->poll_again = true;
+		return;
+	}
 	if (cur->confirmation == STORE_CONFIRM_PENDING) {
 		if (!store_confirm_decisive(u->outcome, u->http_status)) {
 			ret->verdict = STORE_CONFIRM_PENDING;

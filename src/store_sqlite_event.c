@@ -44,6 +44,7 @@ int store_sqlite_payment_state(struct store *s, const char *payment_id,
 			store_confirmation_parse((const char *)sqlite3_column_text(st, 2));
 		ret->held_event_id = store_sqlite_col_i64(st, 3, 0);
 		ret->held_amount = store_sqlite_col_i64(st, 4, -1);
+		ret->confirmation_at = store_sqlite_col_i64(st, 5, 0);
 	} else if (rc != SQLITE_DONE) {
 		store_sqlite_set_err(s, "payment lookup");
 		r = store_sqlite_errno_or_eio(rc);
@@ -204,7 +205,7 @@ int store_sqlite_set_confirmation(struct store *s, const char *payment_id,
 	if (store_confirmation_name(c) != NULL)
 		sqlite3_bind_text(st, 2, store_confirmation_name(c), -1, SQLITE_STATIC);
 	store_sqlite_bind_text_or_null(st, 3, detail);
-	sqlite3_bind_int64(st, 4, now);
+	store_sqlite_bind_int_or_null(st, 4, now, 0);
 	return store_sqlite_step_done(s, st);
 }
 

@@ -114,7 +114,7 @@ int store_sqlite_store_fact(struct store *s, const struct event *ev,
 			    const struct store_event_decision *d,
 			    const struct store_event_payment *cur, int64_t now,
 			    struct store_sqlite_fact *ret);
-/* Sets the payment's confirmation (state, detail) at now. */
+/* Sets the payment's confirmation (state, detail) at now (0: the time stays, for a detail). */
 int store_sqlite_set_confirmation(struct store *s, const char *payment_id,
 				  enum store_confirmation c, const char *detail, int64_t now);
 int store_sqlite_apply_track(struct store *s, struct store_req *r);

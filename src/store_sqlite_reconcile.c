@@ -267,7 +267,9 @@ static int apply_result(struct store *s, struct store_reconcile_update *u, int64
 		u->marker_event_id = f.event_id;
 	}
 	if (cd.verdict != STORE_CONFIRM_NONE) {
-		err = store_sqlite_set_confirmation(s, u->payment_id, cd.verdict, cd.detail, now);
+		/* Still pending keeps its time: when the callback was held. */
+		err = store_sqlite_set_confirmation(s, u->payment_id, cd.verdict, cd.detail,
+						    cd.verdict == STORE_CONFIRM_PENDING ? 0 : now);
 		if (err < 0)
 			return err;
 	}
@@ -275,6 +277,10 @@ static int apply_result(struct store *s, struct store_reconcile_update *u, int64
 		u->verdict = cd.verdict;
 		u->held_event_id = cur.held_event_id;
 	}
+	/* The reconciler scheduled this payment without knowing of the held callback: it is
+	 * due now (the reconciler still keeps its 3 s). */
+	if (cd.poll_again && u->set_next && u->next_poll_at != 0)
+		u->next_poll_at = now;
 	return insert_poll(s, u);
 }
 

@@ -15,8 +15,8 @@ static const char *const stmt_sql[SQ__COUNT] = {
 			    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
 	/* The held callback's amount by its id: a rowid lookup, only when one is held. */
 	[SQ_PAYMENT_GET] = "SELECT status, amount, confirmation, held_event_id, "
-			   "(SELECT e.amount FROM events e WHERE e.id = p.held_event_id) "
-			   "FROM payments p WHERE payment_id = ?1",
+			   "(SELECT e.amount FROM events e WHERE e.id = p.held_event_id), "
+			   "confirmation_at FROM payments p WHERE payment_id = ?1",
 	[SQ_PAYMENT_INSERT] =
 		"INSERT INTO payments (payment_id, order_id, payment_type, channel_code, amount, "
 		"status, expires_at, created_at, updated_at, callback_seen_at, next_poll_at, "
@@ -39,7 +39,8 @@ static const char *const stmt_sql[SQ__COUNT] = {
 		"next_poll_at = CASE WHEN next_poll_at IS NULL OR next_poll_at > ?3 THEN ?3 "
 		"ELSE next_poll_at END WHERE payment_id = ?1",
 	[SQ_PAYMENT_CONFIRM] = "UPDATE payments SET confirmation = ?2, confirmation_detail = ?3, "
-			       "confirmation_at = ?4 WHERE payment_id = ?1",
+			       "confirmation_at = COALESCE(?4, confirmation_at) "
+			       "WHERE payment_id = ?1",
 	[SQ_POLL_INSERT] = "INSERT INTO polls (payment_id, polled_at, elapsed_ms, outcome, "
 			   "http_status, komerce_status, confirming, error) "
 			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -1415,6 +1415,19 @@ START_TEST(test_confirm_decide)
 	u = result("P", STORE_POLL_OK, 200, PAYMENT_PENDING, 100000);
 	store_confirm_decide(&cur, &u, &cd);
 	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_NONE);
+	/* A poll that left before the callback was held (in flight when it came): its PENDING
+	 * may predate the payment, so it decides nothing and the payment is polled again; its
+	 * PAID is an answer all the same. */
+	cur.confirmation = STORE_CONFIRM_PENDING;
+	cur.confirmation_at = u.sent_at;
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PENDING, 100000);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_NONE);
+	ck_assert(cd.poll_again && !cd.marker);
+	u = result("P", STORE_POLL_OK, 200, PAYMENT_PAID, 100000);
+	store_confirm_decide(&cur, &u, &cd);
+	ck_assert_int_eq(cd.verdict, STORE_CONFIRM_CONFIRMED);
+	ck_assert(!cd.poll_again);
 	/* Nothing held: nothing to decide. */
 	cur = pay_state(true, PAYMENT_PENDING, -1);
 	u = result("P", STORE_POLL_OK, 200, PAYMENT_PAID, 100000);
@@ -1693,6 +1706,33 @@ START_TEST(test_polls_pruned)
 }
 END_TEST
 
+START_TEST(test_poll_older_than_the_hold)
+{
+	struct store_reconcile_update u;
+	struct store_payment p;
+	struct store_req r;
+	int64_t held_at = util_now_ms();
+
+	/* A poll leaves (PENDING at Komerce), the customer pays, the PAID callback is held, and
+	 * then the poll's answer lands: not a verdict, and the payment is due at once. */
+	ck_assert_int_eq(put_at(&r, "KOMPAY-R1", "PENDING", 10, EVENT_SOURCE_CALLBACK, 1000), 0);
+	ck_assert_int_eq(put_at(&r, "KOMPAY-R1", "PAID", 10, EVENT_SOURCE_CALLBACK, held_at), 0);
+	u = result("KOMPAY-R1", STORE_POLL_OK, 200, PAYMENT_PENDING, 10);
+	u.sent_at = held_at - 50;
+	apply_result(&u, "{\"status\":\"PENDING\"}");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_NONE);
+	p = get_payment(st, "KOMPAY-R1");
+	ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+	ck_assert_int_le(p.next_poll_at, util_now_ms());
+	ck_assert_int_eq(marks("KOMPAY-R1").unconfirmed, 0);
+	/* The next poll decides. */
+	u = result("KOMPAY-R1", STORE_POLL_OK, 200, PAYMENT_PAID, 10);
+	u.sent_at = held_at + 3100;
+	apply_result(&u, "{\"status\":\"PAID\"}");
+	ck_assert_int_eq(u.verdict, STORE_CONFIRM_CONFIRMED);
+}
+END_TEST
+
 START_TEST(test_due_confirming_first)
 {
 	struct store_reconcile_row rows[4];
@@ -1760,6 +1800,7 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_held_not_found_and_cancel);
 	tcase_add_test(tc, test_due_confirming_first);
 	tcase_add_test(tc, test_polls_pruned);
+	tcase_add_test(tc, test_poll_older_than_the_hold);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("limits");
