@@ -1292,11 +1292,24 @@ int komerce_multi_wait(struct komerce_multi *m, long timeout_ms)
 
 	if (curl_multi_perform(m->multi, &still) != CURLM_OK)
 		return -EIO;
-	if (timeout_ms > 0 &&
-	    curl_multi_poll(m->multi, NULL, 0, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms,
+	/* A request that this perform finished has no socket left to wake the poll: return to
+	 * the caller for its result rather than sleep the whole timeout. */
+	if (timeout_ms <= 0 || (size_t)still < m->running)
+		return 0;
+	if (curl_multi_poll(m->multi, NULL, 0, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms,
 			    NULL) != CURLM_OK)
 		return -EIO;
 	return curl_multi_perform(m->multi, &still) == CURLM_OK ? 0 : -EIO;
+}
+
+void komerce_multi_push(struct komerce_multi *m)
+{
+	int still = 0;
+
+	curl_multi_perform(m->multi, &still);
+	if (still > 0 && (size_t)still == m->running &&
+	    curl_multi_wait(m->multi, NULL, 0, 2, NULL) == CURLM_OK)
+		curl_multi_perform(m->multi, &still);
 }
 
 void komerce_multi_wakeup(struct komerce_multi *m)

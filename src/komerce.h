@@ -83,8 +83,13 @@ int komerce_multi_status(struct komerce_multi *m, const char *payment_id, void *
 /* Requests in flight. */
 size_t komerce_multi_running(const struct komerce_multi *m);
 /* Moves the transfers along, waiting up to timeout_ms for network activity, a reply or
- * komerce_multi_wakeup: the caller's only place to sleep. 0 or -EIO. */
+ * komerce_multi_wakeup: the caller's only place to sleep. Returns at once when a request has
+ * finished (its result waits in komerce_multi_next). 0 or -EIO. */
 int komerce_multi_wait(struct komerce_multi *m, long timeout_ms);
+/* Puts the requests just started on the wire: drives the transfers, waiting at most 2 ms for
+ * their connections (on loopback or a warm path they are ready by then), so that a request
+ * leaves when it was started rather than at the caller's next wait. */
+void komerce_multi_push(struct komerce_multi *m);
 /* Any thread: the komerce_multi_wait in progress (or the next one) returns at once. */
 void komerce_multi_wakeup(struct komerce_multi *m);
 /* A finished request: 1 with its tag and *ret (call komerce_result_clear), 0 when none. */

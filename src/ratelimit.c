@@ -188,3 +188,15 @@ void ratelimit_window_note(struct ratelimit_window *w, int64_t now_ms)
 	if (w->n < w->cap)
 		w->n++;
 }
+
+void ratelimit_window_retime(struct ratelimit_window *w, size_t n, int64_t now_ms)
+{
+	if (n > w->n)
+		n = w->n;
+	for (size_t i = 0; i < n; i++) {
+		int64_t *at = &w->at[(w->head + w->cap - 1 - i) % w->cap];
+
+		if (*at < now_ms)
+			*at = now_ms;
+	}
+}

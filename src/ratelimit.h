@@ -53,3 +53,6 @@ void ratelimit_window_free(struct ratelimit_window *w);
 int64_t ratelimit_window_wait_ms(const struct ratelimit_window *w, int64_t now_ms);
 /* Records an event at now_ms (times are expected not to go backwards). */
 void ratelimit_window_note(struct ratelimit_window *w, int64_t now_ms);
+/* The newest n events happened at now_ms rather than when they were noted (a reservation
+ * made good later: only ever moves them later). */
+void ratelimit_window_retime(struct ratelimit_window *w, size_t n, int64_t now_ms);

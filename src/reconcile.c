@@ -166,9 +166,11 @@ int64_t reconcile_breaker_ready_ms(const struct reconcile_breaker *b, int64_t no
 	return now_ms;
 }
 
-bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms)
+bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms, int64_t sent_ms)
 {
 	(void)now_ms;
+	if (sent_ms < b->last_failure_sent_ms)
+		return false; /* from before the failures: says nothing about Komerce now */
 	b->failures = 0;
 	if (b->state == RECONCILE_BREAKER_CLOSED)
 		return false;
@@ -177,8 +179,10 @@ bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms)
 	return true;
 }
 
-bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms)
+bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms, int64_t sent_ms)
 {
+	if (sent_ms > b->last_failure_sent_ms)
+		b->last_failure_sent_ms = sent_ms;
 	b->failures++;
 	switch (b->state) {
 	case RECONCILE_BREAKER_CLOSED:
@@ -428,22 +432,23 @@ static void defer(struct reconcile *r, const struct store_reconcile_row *row, in
 	u->next_poll_at = at;
 }
 
-static void on_breaker_success(struct reconcile *r, int64_t now)
+static void on_breaker_success(struct reconcile *r, int64_t now, int64_t sent)
 {
 	int64_t open_for = now - r->breaker.opened_at_ms;
 
-	if (reconcile_breaker_success(&r->breaker, now)) {
+	if (reconcile_breaker_success(&r->breaker, now, sent)) {
 		log_notice("reconcile circuit closed: Komerce answers again open_for_ms=%lld",
 			   (long long)open_for);
 		metrics_set_gauge("hookd_reconcile_circuit_open", 0);
 	}
 }
 
-static void on_breaker_failure(struct reconcile *r, int64_t now, const struct komerce_result *res)
+static void on_breaker_failure(struct reconcile *r, int64_t now, int64_t sent,
+			       const struct komerce_result *res)
 {
 	char q[300];
 
-	if (reconcile_breaker_failure(&r->breaker, now)) {
+	if (reconcile_breaker_failure(&r->breaker, now, sent)) {
 		log_warn("reconcile circuit open: Komerce is failing, polls paused failures=%ld "
 			 "retry_in_ms=%lld error=%s detail=%s",
 			 r->breaker.failures, (long long)r->breaker.open_ms,
@@ -492,7 +497,7 @@ static void on_status(struct reconcile *r, const struct store_reconcile_row *row
 	char q[160];
 
 	metrics_inc(METRICS_POLLS_OK, 1);
-	on_breaker_success(r, sched->now_ms);
+	on_breaker_success(r, sched->now_ms, u->sent_at);
 	if (r->rate_now < r->rate) {
 		r->rate_now = r->rate_now * RATE_UP < r->rate ? r->rate_now * RATE_UP : r->rate;
 		ratelimit_bucket_set_rate(&r->bucket, r->rate_now, util_mono_ms());
@@ -543,7 +548,7 @@ static void on_rate_limited(struct reconcile *r, const struct store_reconcile_ro
 	char q[160];
 
 	metrics_inc(METRICS_POLLS_RATE_LIMITED, 1);
-	on_breaker_success(r, sched->now_ms);
+	on_breaker_success(r, sched->now_ms, u->sent_at);
 	u->outcome = STORE_POLL_RATE_LIMITED;
 	u->next_poll_at = retry_at(r, row, sched, next);
 	r->rate_now = r->rate_now * RATE_DOWN > r->rate * RATE_FLOOR ? r->rate_now * RATE_DOWN
@@ -565,7 +570,7 @@ static void on_refused(struct reconcile *r, const struct store_reconcile_row *ro
 	char q[160], m[300];
 
 	metrics_inc(METRICS_POLLS_ERROR, 1);
-	on_breaker_success(r, sched->now_ms);
+	on_breaker_success(r, sched->now_ms, u->sent_at);
 	u->outcome = STORE_POLL_REFUSED;
 	u->next_poll_at = reconcile_next_poll_ms(sched);
 	if (row->confirming) {
@@ -592,7 +597,7 @@ static void on_failed(struct reconcile *r, const struct store_reconcile_row *row
 	int64_t next;
 
 	metrics_inc(METRICS_POLLS_ERROR, 1);
-	on_breaker_failure(r, sched->now_ms, res);
+	on_breaker_failure(r, sched->now_ms, u->sent_at, res);
 	u->outcome = STORE_POLL_FAILED;
 	next = reconcile_error_delay_ms(r->breaker.failures > 0 ? r->breaker.failures : 1,
 					util_rand32(&r->rnd));
@@ -917,7 +922,11 @@ static int64_t dispatch(struct reconcile *r)
 		}
 		for (size_t i = 0; i < n; i++)
 			r->outgoing[i].matched = r->updates[r->outgoing[i].mark].matched;
+		/* They leave now, after their marks' commit: that is the time the window (what
+		 * Komerce counts in a second) must see. */
+		ratelimit_window_retime(r->window, n, util_mono_ms());
 		send_batch(r, r->outgoing, n, now);
+		komerce_multi_push(r->km);
 	}
 	return 0;
 }

@@ -73,7 +73,8 @@ int64_t reconcile_retry_ms(const struct reconcile_sched *s, int64_t delay_ms, ui
  * RECONCILE_BREAKER_THRESHOLD, reconcile.breaker_failures) open it for base_open_ms (default
  * RECONCILE_BREAKER_OPEN_MS, doubling on each failed probe, up to max_open_ms); then one probe
  * is let through (half-open); its success closes it. With requests in flight together,
- * failures that arrive while it is open count for nothing more, and a success closes it. */
+ * failures that arrive while it is open count for nothing more, and a success closes it
+ * unless its request left before the latest failed one. */
 #define RECONCILE_BREAKER_THRESHOLD   5
 #define RECONCILE_BREAKER_OPEN_MS     10000LL
 #define RECONCILE_BREAKER_MAX_OPEN_MS 300000LL
@@ -86,7 +87,8 @@ enum reconcile_breaker_state {
 
 struct reconcile_breaker {
 	enum reconcile_breaker_state state;
-	long failures; /* consecutive */
+	long failures;		      /* consecutive */
+	int64_t last_failure_sent_ms; /* when the latest failed request was sent */
 	int64_t opened_at_ms, open_until_ms, open_ms;
 	long threshold;
 	int64_t base_open_ms, max_open_ms;
@@ -101,7 +103,11 @@ void reconcile_breaker_configure(struct reconcile_breaker *b, long threshold, in
 bool reconcile_breaker_allow(struct reconcile_breaker *b, int64_t now_ms);
 /* When allow() may next say yes (now_ms when it would now). */
 int64_t reconcile_breaker_ready_ms(const struct reconcile_breaker *b, int64_t now_ms);
-/* Komerce answered. Returns true when this closed an open breaker (log it). */
-bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms);
-/* Komerce failed (5xx, timeout, network). Returns true when this opened a closed breaker. */
-bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms);
+/* Komerce answered a request sent at sent_ms. Returns true when this closed an open breaker
+ * (log it). With requests in flight together, "consecutive" is in the order they were sent: a
+ * success of a request sent before the latest failed one is from before the trouble and
+ * changes nothing. */
+bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms, int64_t sent_ms);
+/* Komerce failed (5xx, timeout, network) a request sent at sent_ms. Returns true when this
+ * opened a closed breaker. */
+bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms, int64_t sent_ms);

@@ -267,6 +267,13 @@ START_TEST(test_window_wait)
 	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 1000), 0);
 	ratelimit_window_note(w, T0 + 1000);
 	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 1000), 100);
+	/* Noted when reserved, then made good later: the window counts the later time. */
+	ratelimit_window_retime(w, 1, T0 + 1500);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 1500), 0); /* the older one is out */
+	ratelimit_window_note(w, T0 + 1500);
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 1500), 1000);
+	ratelimit_window_retime(w, 5, T0 + 1400); /* never earlier */
+	ck_assert_int_eq(ratelimit_window_wait_ms(w, T0 + 1500), 1000);
 	ratelimit_window_free(w);
 	ratelimit_window_free(NULL);
 	ck_assert_ptr_null(ratelimit_window_new(0, 1000));

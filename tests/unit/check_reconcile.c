@@ -229,13 +229,13 @@ START_TEST(test_breaker)
 	reconcile_breaker_init(&b);
 	ck_assert(reconcile_breaker_allow(&b, t));
 	for (int i = 0; i < RECONCILE_BREAKER_THRESHOLD - 1; i++)
-		ck_assert(!reconcile_breaker_failure(&b, t));
+		ck_assert(!reconcile_breaker_failure(&b, t, t));
 	/* A success in between resets the streak. */
-	ck_assert(!reconcile_breaker_success(&b, t));
+	ck_assert(!reconcile_breaker_success(&b, t, t));
 	for (int i = 0; i < RECONCILE_BREAKER_THRESHOLD - 1; i++)
-		ck_assert(!reconcile_breaker_failure(&b, t));
+		ck_assert(!reconcile_breaker_failure(&b, t, t));
 	ck_assert(reconcile_breaker_allow(&b, t));
-	ck_assert(reconcile_breaker_failure(&b, t)); /* opens: one log line */
+	ck_assert(reconcile_breaker_failure(&b, t, t)); /* opens: one log line */
 	ck_assert_int_eq(b.state, RECONCILE_BREAKER_OPEN);
 	ck_assert(!reconcile_breaker_allow(&b, t + RECONCILE_BREAKER_OPEN_MS - 1));
 	ck_assert_int_eq(reconcile_breaker_ready_ms(&b, t), t + RECONCILE_BREAKER_OPEN_MS);
@@ -245,7 +245,7 @@ START_TEST(test_breaker)
 	ck_assert(reconcile_breaker_allow(&b, t));
 	ck_assert_int_eq(b.state, RECONCILE_BREAKER_HALF_OPEN);
 	ck_assert(!reconcile_breaker_allow(&b, t));
-	ck_assert(!reconcile_breaker_failure(&b, t));
+	ck_assert(!reconcile_breaker_failure(&b, t, t));
 	ck_assert_int_eq(b.state, RECONCILE_BREAKER_OPEN);
 	ck_assert_int_eq(reconcile_breaker_ready_ms(&b, t), t + 2 * RECONCILE_BREAKER_OPEN_MS);
 
@@ -253,19 +253,19 @@ START_TEST(test_breaker)
 	for (int i = 0; i < 20; i++) {
 		t = b.open_until_ms;
 		ck_assert(reconcile_breaker_allow(&b, t));
-		ck_assert(!reconcile_breaker_failure(&b, t));
+		ck_assert(!reconcile_breaker_failure(&b, t, t));
 	}
 	ck_assert_int_eq(b.open_ms, RECONCILE_BREAKER_MAX_OPEN_MS);
 
 	/* The probe succeeds: closed (one log line), and the period is short again. */
 	t = b.open_until_ms;
 	ck_assert(reconcile_breaker_allow(&b, t));
-	ck_assert(reconcile_breaker_success(&b, t));
+	ck_assert(reconcile_breaker_success(&b, t, t));
 	ck_assert_int_eq(b.state, RECONCILE_BREAKER_CLOSED);
 	ck_assert(reconcile_breaker_allow(&b, t));
-	ck_assert(!reconcile_breaker_success(&b, t));
+	ck_assert(!reconcile_breaker_success(&b, t, t));
 	for (int i = 0; i < RECONCILE_BREAKER_THRESHOLD; i++)
-		reconcile_breaker_failure(&b, t);
+		reconcile_breaker_failure(&b, t, t);
 	ck_assert_int_eq(reconcile_breaker_ready_ms(&b, t), t + RECONCILE_BREAKER_OPEN_MS);
 }
 END_TEST
@@ -277,18 +277,18 @@ START_TEST(test_breaker_configured)
 
 	/* reconcile.breaker_failures = 2, breaker_open_seconds = 1, breaker_max_open_seconds = 3 */
 	reconcile_breaker_configure(&b, 2, 1000, 3000);
-	ck_assert(!reconcile_breaker_failure(&b, t));
-	ck_assert(reconcile_breaker_failure(&b, t));
+	ck_assert(!reconcile_breaker_failure(&b, t, t));
+	ck_assert(reconcile_breaker_failure(&b, t, t));
 	ck_assert_int_eq(reconcile_breaker_ready_ms(&b, t), t + 1000);
 	for (int i = 0; i < 5; i++) {
 		t = b.open_until_ms;
 		ck_assert(reconcile_breaker_allow(&b, t));
-		ck_assert(!reconcile_breaker_failure(&b, t));
+		ck_assert(!reconcile_breaker_failure(&b, t, t));
 	}
 	ck_assert_int_eq(b.open_ms, 3000);
 	t = b.open_until_ms;
 	ck_assert(reconcile_breaker_allow(&b, t));
-	ck_assert(reconcile_breaker_success(&b, t));
+	ck_assert(reconcile_breaker_success(&b, t, t));
 	ck_assert_int_eq(b.open_ms, 1000);
 	/* Values <= 0 keep the defaults; a maximum below the period is raised to it. */
 	reconcile_breaker_configure(&b, 0, -1, 0);
@@ -297,6 +297,30 @@ START_TEST(test_breaker_configured)
 	ck_assert_int_eq(b.max_open_ms, RECONCILE_BREAKER_MAX_OPEN_MS);
 	reconcile_breaker_configure(&b, 3, 5000, 1000);
 	ck_assert_int_eq(b.max_open_ms, 5000);
+}
+END_TEST
+
+/* Requests in flight together: failures count in the order the requests were sent, so the
+ * success of one sent before them (answered late) does not hide that Komerce is failing. */
+START_TEST(test_breaker_in_flight)
+{
+	struct reconcile_breaker b;
+	int64_t t = T0;
+
+	reconcile_breaker_init(&b);
+	for (int i = 0; i < RECONCILE_BREAKER_THRESHOLD - 1; i++) {
+		ck_assert(!reconcile_breaker_failure(&b, t + 100, t + 10 + i));
+		/* answered after the failures, sent before them */
+		ck_assert(!reconcile_breaker_success(&b, t + 100, t + i));
+	}
+	ck_assert(reconcile_breaker_failure(&b, t + 100, t + 20));
+	ck_assert_int_eq(b.state, RECONCILE_BREAKER_OPEN);
+	ck_assert(!reconcile_breaker_success(&b, t + 200, t + 5)); /* stale: stays open */
+	ck_assert_int_eq(b.state, RECONCILE_BREAKER_OPEN);
+	/* A request sent after the failures that succeeds closes it. */
+	ck_assert(reconcile_breaker_success(&b, t + 300, t + 21));
+	ck_assert_int_eq(b.state, RECONCILE_BREAKER_CLOSED);
+	ck_assert_int_eq(b.failures, 0);
 }
 END_TEST
 
@@ -738,6 +762,7 @@ static Suite *reconcile_suite(void)
 	tcase_add_test(tc, test_retry_after_failure);
 	tcase_add_test(tc, test_breaker);
 	tcase_add_test(tc, test_breaker_configured);
+	tcase_add_test(tc, test_breaker_in_flight);
 	tcase_add_test(tc, test_sched_give_up_configured);
 	suite_add_tcase(s, tc);
 
