@@ -75,6 +75,10 @@ void store_sqlite_bind_int_or_null(sqlite3_stmt *st, int i, long long v, long lo
 /* Copies a text column (NULL -> "") into out, cut at n-1 bytes. */
 void store_sqlite_col_copy(sqlite3_stmt *st, int col, char *out, size_t n);
 int64_t store_sqlite_col_i64(sqlite3_stmt *st, int col, int64_t absent);
+/* The schema version that added the confirmation columns and the polls log (003). */
+#define STORE_SQLITE_V_CONFIRM 3
+/* Whether s's database has them (a reader may look at an older backup). */
+#define store_sqlite_has_confirm(s) (store_sqlite_of(s)->version >= STORE_SQLITE_V_CONFIRM)
 /* The columns store_sqlite_payment_read() expects, in its order: those of schema version 2
  * (confirmation, migration 3) read as NULL from an older database (komerce-hookctl on a backup). */
 #define STORE_SQLITE_PAYMENT_COLUMNS_V1                                                  \
@@ -82,13 +86,13 @@ int64_t store_sqlite_col_i64(sqlite3_stmt *st, int col, int64_t absent);
 	"created_at, updated_at, callback_seen_at, last_polled_at, next_poll_at, "       \
 	"poll_attempts, origin, "
 #define STORE_SQLITE_PAYMENT_COLUMNS(s)                                              \
-	(store_sqlite_of(s)->version >= 3 ? STORE_SQLITE_PAYMENT_COLUMNS_V1          \
+	(store_sqlite_has_confirm(s) ? STORE_SQLITE_PAYMENT_COLUMNS_V1          \
 		 "confirmation, confirmation_detail, confirmation_at, held_event_id" \
 					  : STORE_SQLITE_PAYMENT_COLUMNS_V1          \
 		 "NULL, NULL, NULL, NULL")
 /* The events columns of migration 3, for table alias a ("" or "e."), as NULLs before. */
 #define STORE_SQLITE_EVENT_V2(s, a) \
-	(store_sqlite_of(s)->version >= 3 ? a "confirmation, " a "held_event_id" : "NULL, NULL")
+	(store_sqlite_has_confirm(s) ? a "confirmation, " a "held_event_id" : "NULL, NULL")
 #define STORE_SQLITE_PAYMENT_NCOLS 18 /* how many columns STORE_SQLITE_PAYMENT_COLUMNS names */
 void store_sqlite_payment_read(sqlite3_stmt *st, struct store_payment *p);
 /* Reads the newest event's id and hash into *ret_id / ret_hash (0 and zeros when empty). */

@@ -149,7 +149,7 @@ int store_sqlite_polls_list(struct store *s, const char *payment_id, long limit,
 	sqlite3_stmt *st;
 	int rc, r;
 
-	if (store_sqlite_of(s)->version < 3)
+	if (!store_sqlite_has_confirm(s))
 		return 0; /* an older database (a backup) has no polls log */
 	r = store_sqlite_prepare(s, sql, &st, "polls");
 	if (r < 0)
