@@ -169,8 +169,8 @@ int64_t reconcile_breaker_ready_ms(const struct reconcile_breaker *b, int64_t no
 bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms, int64_t sent_ms)
 {
 	(void)now_ms;
-	if (sent_ms < b->last_failure_sent_ms)
-		return false; /* from before the failures: says nothing about Komerce now */
+	if (b->failures > 0 && sent_ms <= b->streak_since_ms)
+		return false; /* left before the failures were seen: says nothing about now */
 	b->failures = 0;
 	if (b->state == RECONCILE_BREAKER_CLOSED)
 		return false;
@@ -181,8 +181,11 @@ bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms, int6
 
 bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms, int64_t sent_ms)
 {
-	if (sent_ms > b->last_failure_sent_ms)
-		b->last_failure_sent_ms = sent_ms;
+	(void)sent_ms;
+	if (b->state == RECONCILE_BREAKER_OPEN)
+		return false; /* sent before it opened: nothing new about Komerce */
+	if (b->failures == 0)
+		b->streak_since_ms = now_ms;
 	b->failures++;
 	switch (b->state) {
 	case RECONCILE_BREAKER_CLOSED:
@@ -199,7 +202,7 @@ bool reconcile_breaker_failure(struct reconcile_breaker *b, int64_t now_ms, int6
 		b->open_until_ms = now_ms + b->open_ms;
 		return false;
 	case RECONCILE_BREAKER_OPEN:
-		return false;
+		break;
 	}
 	return false;
 }

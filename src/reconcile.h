@@ -73,8 +73,9 @@ int64_t reconcile_retry_ms(const struct reconcile_sched *s, int64_t delay_ms, ui
  * RECONCILE_BREAKER_THRESHOLD, reconcile.breaker_failures) open it for base_open_ms (default
  * RECONCILE_BREAKER_OPEN_MS, doubling on each failed probe, up to max_open_ms); then one probe
  * is let through (half-open); its success closes it. With requests in flight together,
- * failures that arrive while it is open count for nothing more, and a success closes it
- * unless its request left before the latest failed one. */
+ * failures that arrive while it is open are not counted (the streak, which also sets the
+ * retry delay, stays what opened it), and a success closes it unless its request left before
+ * the failures were seen. */
 #define RECONCILE_BREAKER_THRESHOLD   5
 #define RECONCILE_BREAKER_OPEN_MS     10000LL
 #define RECONCILE_BREAKER_MAX_OPEN_MS 300000LL
@@ -87,8 +88,8 @@ enum reconcile_breaker_state {
 
 struct reconcile_breaker {
 	enum reconcile_breaker_state state;
-	long failures;		      /* consecutive */
-	int64_t last_failure_sent_ms; /* when the latest failed request was sent */
+	long failures;		 /* consecutive */
+	int64_t streak_since_ms; /* the first of them was seen then */
 	int64_t opened_at_ms, open_until_ms, open_ms;
 	long threshold;
 	int64_t base_open_ms, max_open_ms;
@@ -104,9 +105,9 @@ bool reconcile_breaker_allow(struct reconcile_breaker *b, int64_t now_ms);
 /* When allow() may next say yes (now_ms when it would now). */
 int64_t reconcile_breaker_ready_ms(const struct reconcile_breaker *b, int64_t now_ms);
 /* Komerce answered a request sent at sent_ms. Returns true when this closed an open breaker
- * (log it). With requests in flight together, "consecutive" is in the order they were sent: a
- * success of a request sent before the latest failed one is from before the trouble and
- * changes nothing. */
+ * (log it). With requests in flight together, only a request sent after the first failure of
+ * the streak was seen says that Komerce answers again: the others left before anyone knew,
+ * and their successes change nothing (nor do their failures end the streak). */
 bool reconcile_breaker_success(struct reconcile_breaker *b, int64_t now_ms, int64_t sent_ms);
 /* Komerce failed (5xx, timeout, network) a request sent at sent_ms. Returns true when this
  * opened a closed breaker. */

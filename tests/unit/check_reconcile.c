@@ -230,7 +230,9 @@ START_TEST(test_breaker)
 	ck_assert(reconcile_breaker_allow(&b, t));
 	for (int i = 0; i < RECONCILE_BREAKER_THRESHOLD - 1; i++)
 		ck_assert(!reconcile_breaker_failure(&b, t, t));
-	/* A success in between resets the streak. */
+	/* A success in between (of a request sent after the failures were seen) resets the
+	 * streak. */
+	t++;
 	ck_assert(!reconcile_breaker_success(&b, t, t));
 	for (int i = 0; i < RECONCILE_BREAKER_THRESHOLD - 1; i++)
 		ck_assert(!reconcile_breaker_failure(&b, t, t));
@@ -300,26 +302,36 @@ START_TEST(test_breaker_configured)
 }
 END_TEST
 
-/* Requests in flight together: failures count in the order the requests were sent, so the
- * success of one sent before them (answered late) does not hide that Komerce is failing. */
+/* Requests in flight together: once a failure was seen, the successes of requests sent before
+ * it (answered late, in any order) do not hide that Komerce is failing. */
 START_TEST(test_breaker_in_flight)
 {
 	struct reconcile_breaker b;
 	int64_t t = T0;
 
 	reconcile_breaker_init(&b);
-	for (int i = 0; i < RECONCILE_BREAKER_THRESHOLD - 1; i++) {
-		ck_assert(!reconcile_breaker_failure(&b, t + 100, t + 10 + i));
-		/* answered after the failures, sent before them */
-		ck_assert(!reconcile_breaker_success(&b, t + 100, t + i));
+	ck_assert(!reconcile_breaker_failure(&b, t + 100, t + 10));
+	for (int i = 1; i < RECONCILE_BREAKER_THRESHOLD; i++) {
+		/* sent together with the failing ones, answered in between */
+		ck_assert(!reconcile_breaker_success(&b, t + 100 + i, t + 10));
+		if (i < RECONCILE_BREAKER_THRESHOLD - 1)
+			ck_assert(!reconcile_breaker_failure(&b, t + 100 + i, t + 10));
 	}
-	ck_assert(reconcile_breaker_failure(&b, t + 100, t + 20));
+	ck_assert_int_eq(b.failures, RECONCILE_BREAKER_THRESHOLD - 1);
+	ck_assert(reconcile_breaker_failure(&b, t + 120, t + 10));
 	ck_assert_int_eq(b.state, RECONCILE_BREAKER_OPEN);
-	ck_assert(!reconcile_breaker_success(&b, t + 200, t + 5)); /* stale: stays open */
+	/* The others in flight fail too: the streak (and so the retry delay) stays. */
+	ck_assert(!reconcile_breaker_failure(&b, t + 130, t + 10));
+	ck_assert_int_eq(b.failures, RECONCILE_BREAKER_THRESHOLD);
+	ck_assert(!reconcile_breaker_success(&b, t + 200, t + 99)); /* stale: stays open */
 	ck_assert_int_eq(b.state, RECONCILE_BREAKER_OPEN);
-	/* A request sent after the failures that succeeds closes it. */
-	ck_assert(reconcile_breaker_success(&b, t + 300, t + 21));
+	/* A request sent after the first failure was seen that succeeds closes it. */
+	ck_assert(reconcile_breaker_success(&b, t + 300, t + 101));
 	ck_assert_int_eq(b.state, RECONCILE_BREAKER_CLOSED);
+	ck_assert_int_eq(b.failures, 0);
+	/* An isolated failure does not pile up: a later request's success ends the streak. */
+	ck_assert(!reconcile_breaker_failure(&b, t + 400, t + 350));
+	ck_assert(!reconcile_breaker_success(&b, t + 500, t + 450));
 	ck_assert_int_eq(b.failures, 0);
 }
 END_TEST
