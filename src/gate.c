@@ -30,6 +30,7 @@
 #define IP_BUCKETS   1024
 #define ACCEPT_ROUND 256
 #define FD_TABLE_MAX (1 << 20)
+#define STOP_GRACE_MS 1000 /* at stop: heads already accepted may finish arriving */
 #define REPLY_408    "{\"status\":\"error\",\"error\":\"request not complete in time\"}"
 #define REPLY_400_CL "{\"status\":\"error\",\"error\":\"malformed Content-Length\"}"
 #define REPLY_413_CL "{\"status\":\"error\",\"error\":\"body too large\"}"
@@ -58,6 +59,8 @@ struct gate {
 	int epfd, wakefd;
 	pthread_t thread;
 	bool running;
+	bool draining;	    /* gate thread: stopping, the listener no longer watched */
+	int64_t drain_until; /* gate thread: then the heads still arriving are cut off */
 	unsigned reserve; /* the last slots go to addresses holding none */
 	struct conn *conns;
 	int64_t accept_paused_until;
@@ -553,12 +556,42 @@ static void expire(struct gate *g, int64_t now)
 				 g->o.name, c->remote, sup);
 		conn_answer(g, c, 408, "Request Timeout", REPLY_408);
 	}
-	if (g->accept_paused_until != 0 && now >= g->accept_paused_until) {
+	if (!g->draining && g->accept_paused_until != 0 && now >= g->accept_paused_until) {
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = (void *)&listener_tag};
 
 		g->accept_paused_until = 0;
 		epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->o.listen_fd, &ev);
 	}
+}
+
+/* gate_stop() woke the thread: accept no more (under socket activation, what waits in the
+ * listen queue is for the next instance), but let the heads already accepted finish arriving
+ * for STOP_GRACE_MS and be handed off, so that a restart answers them instead of closing
+ * them unanswered. */
+static void begin_drain(struct gate *g)
+{
+	uint64_t v;
+
+	if (read(g->wakefd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("http %s: cannot read the gate's wake-up: %m", g->o.name);
+	if (g->draining)
+		return;
+	g->draining = true;
+	g->drain_until = util_mono_ms() + STOP_GRACE_MS;
+	if (g->accept_paused_until == 0)
+		epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->o.listen_fd, NULL);
+}
+
+/* Whether the drain is over: no head is still arriving, or the grace is spent. */
+static bool drained(const struct gate *g, int64_t now)
+{
+	if (now >= g->drain_until)
+		return true;
+	for (const struct conn *c = g->conns; c != NULL; c = c->next) {
+		if (c->phase == PHASE_HEAD)
+			return false;
+	}
+	return true;
 }
 
 static void *gate_main(void *arg)
@@ -574,9 +607,13 @@ static void *gate_main(void *arg)
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 
-			if (p == &wake_tag)
-				return NULL;
+			if (p == &wake_tag) {
+				begin_drain(g);
+				continue;
+			}
 			if (p == &listener_tag) {
+				if (g->draining)
+					continue; /* reported before the listener was removed */
 				accept_some(g);
 				continue;
 			}
@@ -590,6 +627,8 @@ static void *gate_main(void *arg)
 			expire(g, now);
 			next_tick = now + TICK_MS;
 		}
+		if (g->draining && drained(g, now))
+			return NULL;
 	}
 }
 
@@ -660,6 +699,7 @@ unsigned gate_port(struct gate *g)
 void gate_stop(struct gate *g)
 {
 	uint64_t one = 1;
+	unsigned n;
 
 	if (g == NULL || !g->running)
 		return;
@@ -667,6 +707,13 @@ void gate_stop(struct gate *g)
 		log_warn("http %s: cannot wake the gate thread: %m", g->o.name);
 	pthread_join(g->thread, NULL);
 	g->running = false;
+	n = 0;
+	for (struct conn *c = g->conns; c != NULL; c = c->next)
+		n += c->phase == PHASE_HEAD;
+	if (n > 0)
+		log_warn("http %s: stopped with requests still arriving, closed unanswered count=%u "
+			 "grace_ms=%d",
+			 g->o.name, n, STOP_GRACE_MS);
 	while (g->conns != NULL)
 		conn_close(g, g->conns);
 	if (g->o.listen_fd >= 0)

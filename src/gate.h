@@ -30,7 +30,9 @@ struct gate_opts {
 
 /* Starts the gate thread. 0, or -errno. */
 int gate_start(const struct gate_opts *o, struct gate **ret) __attribute__((warn_unused_result));
-/* Closes the listener and every connection still in the gate, and joins the thread. The
+/* Stops accepting; the heads already accepted get up to a second to arrive and be handed off
+ * (the server must still take them); then closes the listener and every connection still in
+ * the gate, and joins the thread. The
  * struct stays valid for gate_closed()/gate_deadline() until gate_free(). NULL is fine. */
 void gate_stop(struct gate *g);
 void gate_free(struct gate *g);

@@ -1227,6 +1227,49 @@ START_TEST(slow_body_gets_408)
 }
 END_TEST
 
+/* A restart (under socket activation the listen queue survives it) must not close unanswered a
+ * request whose head was still arriving at SIGTERM: the gate stops accepting but lets it
+ * finish, and it is answered (and stored) before the daemon exits. */
+START_TEST(head_arriving_at_sigterm_is_answered)
+{
+	static const char body[] = "{\"payment_id\":\"KOMPAY-STOPHEAD-1\",\"status\":\"PAID\"}";
+	static const char head[] = "POST " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+	char sig[65], rest[512], got[1024] = "";
+	int fd = connect_from("127.0.0.61", false), n, status;
+	size_t len = 0;
+
+	ck_assert_int_ge(fd, 0);
+	hk_sign(HK_CALLBACK_KEY, body, strlen(body), sig);
+	n = snprintf(rest, sizeof(rest),
+		     "Content-Type: application/json\r\nX-Callback-Api-Key: %s\r\n"
+		     "Content-Length: %zu\r\n\r\n%s",
+		     sig, strlen(body), body);
+	ck_assert_int_eq(send(fd, head, strlen(head), 0), (ssize_t)strlen(head));
+	hk_sleep_ms(300); /* the gate holds the head */
+	ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+	hk_sleep_ms(300);
+	ck_assert_int_eq(send(fd, rest, (size_t)n, MSG_NOSIGNAL), n);
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t k;
+
+		if (poll(&p, 1, 5000) != 1)
+			break;
+		k = recv(fd, got + len, sizeof(got) - 1 - len, 0);
+		if (k <= 0)
+			break;
+		len += (size_t)k;
+		got[len] = '\0';
+	}
+	close(fd);
+	status = hk_daemon_stop(&d, SIGTERM);
+	ck_assert_msg(strncmp(got, "HTTP/1.1 200 ", 13) == 0, "got \"%s\" (log %s)", got, d.log);
+	ck_assert_int_eq(status, 0);
+	ck_assert_int_eq(hk_count(&d, "events"), 1);
+	ck_assert(hk_log_contains(&d, "stopped cleanly"));
+}
+END_TEST
+
 static void setup_slow(void)
 {
 	/* The defaults but a shorter deadline (the test is shorter): max_connections 1024,
@@ -1455,6 +1498,7 @@ static Suite *hostile_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, slow_and_greedy_clients_do_not_starve_komerce);
 	tcase_add_test(tc, slow_body_gets_408);
+	tcase_add_test(tc, head_arriving_at_sigterm_is_answered);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("logs");
