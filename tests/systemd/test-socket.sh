@@ -261,7 +261,7 @@ hs_exec systemctl stop $sockets "$unit"
 got=$(hs_exec curl -sS --max-time 10 -o /dev/null -w '%{http_code}' $url 2>&1) && fail "still answered: $got"
 grep -q 'Connection refused\|Failed to connect' <<<"$got" || fail "not refused: $got"
 [ "$(prop ActiveState)" = inactive ] || fail "the service is $(prop ActiveState)"
-echo "   ${got##*curl: }"
+echo "   $(grep -o 'curl: .*' <<<"$got")"
 
 passed=$((passed + 1))
 current=
