@@ -107,7 +107,9 @@ deb-check: deb
 # systemd-test-deps): the first run builds a minimal root with debootstrap from this machine's
 # apt source and caches it in /var/cache/komerce-hookd-test; later runs reuse it. Builds the
 # .deb first unless one newer than every file of the tree is there. HOOKD_WATCHDOG_WAIT=SECONDS
-# shortens the minute the running service is watched. Exit 77 = skipped (no container here).
+# shortens the minute the running service is watched. test-socket.sh: callbacks under load
+# across restarts, a kill -9 and an upgrade (socket activation). Exit 77 = skipped (no
+# container here).
 SYSTEMD_TEST_PACKAGES = debootstrap systemd-container
 .PHONY: systemd-test systemd-test-deps
 
@@ -123,6 +125,7 @@ systemd-test:
 		$(MAKE) deb; \
 	fi
 	tests/systemd/test-unit.sh $$(ls $(DEB_DIR)/komerce-hookd_*.deb | head -n 1)
+	tests/systemd/test-socket.sh $$(ls $(DEB_DIR)/komerce-hookd_*.deb | head -n 1)
 
 # ---- the payments console in a real browser (issue 18) ----
 .PHONY: browser-deps test-browser console-screenshot

@@ -748,7 +748,7 @@ static struct MHD_Daemon *start_mhd(struct http_server *srv, const struct addrin
 {
 	const struct http_opts *o = &srv->opts;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-	struct MHD_OptionItem opts[8];
+	struct MHD_OptionItem opts[9];
 	size_t n = 0;
 
 	if (ai->ai_family == AF_INET6)
@@ -772,6 +772,9 @@ static struct MHD_Daemon *start_mhd(struct http_server *srv, const struct addrin
 						    (intptr_t)on_connection, srv};
 	} else {
 		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
+		if (o->listen_fd > 0) /* from systemd: MHD serves it instead of binding */
+			opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
+							    (intptr_t)o->listen_fd, NULL};
 		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
 						    (intptr_t)o->max_connections, NULL};
 	}
@@ -787,7 +790,7 @@ static struct MHD_Daemon *start_mhd(struct http_server *srv, const struct addrin
 static int start_gated(struct http_server *srv, const struct addrinfo *ai, char *err,
 		       size_t err_len)
 {
-	int fd = open_listener(ai);
+	int fd = srv->opts.listen_fd > 0 ? srv->opts.listen_fd : open_listener(ai);
 	int r;
 
 	if (fd < 0) {
@@ -864,6 +867,14 @@ unsigned http_port(struct http_server *srv)
 	return di != NULL ? di->port : 0;
 }
 
+static unsigned open_connections(struct http_server *srv)
+{
+	const union MHD_DaemonInfo *di =
+		MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+
+	return di != NULL ? di->num_connections : 0;
+}
+
 void http_stop(struct http_server *srv, long drain_ms)
 {
 	MHD_socket fd;
@@ -872,8 +883,11 @@ void http_stop(struct http_server *srv, long drain_ms)
 
 	if (srv == NULL)
 		return;
+	/* With socket activation systemd keeps its own copy of the listening socket: closing ours
+	 * leaves new connections waiting in the backlog for the next process. Never shutdown(2)
+	 * it, which would end systemd's copy too. */
 	if (srv->gate != NULL) {
-		gate_stop(srv->gate); /* closes the listener and the heads still arriving */
+		gate_stop(srv->gate); /* accepts no more; heads arriving get a second */
 	} else {
 		fd = MHD_quiesce_daemon(srv->d);
 		if (fd != MHD_INVALID_SOCKET)
@@ -898,6 +912,12 @@ void http_stop(struct http_server *srv, long drain_ms)
 		util_sleep_ms(2);
 	while (__atomic_load_n(&srv->resuming, __ATOMIC_ACQUIRE) > 0)
 		util_sleep_ms(1);
+	/* A connection accepted just before the quiesce may still be reading its request or
+	 * sending its reply (a 503 by now): stopping MHD would close it without one. Give those
+	 * a second; idle keep-alive connections are closed after it. */
+	deadline = util_mono_ms() + 1000;
+	while (open_connections(srv) > 0 && util_mono_ms() < deadline)
+		util_sleep_ms(2);
 	MHD_stop_daemon(srv->d);
 	srv->d = NULL;
 }

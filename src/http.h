@@ -43,6 +43,9 @@ struct http_opts {
 	const struct netaddr_list *trusted_proxies;
 	const struct http_route *routes;
 	size_t n_routes;
+	/* A listening socket to serve instead of binding listen (from systemd, listen_take; such
+	 * fds are >= 3), or 0 to bind. The server owns it from http_start on. */
+	int listen_fd;
 };
 
 /* Starts listening. Returns 0 and *ret, or -errno with a line in err. */

@@ -20,6 +20,7 @@
 #include "forward.h"
 #include "http.h"
 #include "ingest.h"
+#include "listen.h"
 #include "log.h"
 #include "maintain.h"
 #include "metrics.h"
@@ -274,7 +275,15 @@ static int start_listeners(struct daemon *d, char *err, size_t err_len)
 		.routes = d->admin_routes,
 		.n_routes = d->n_admin,
 	};
-	int r = http_start(&po, &d->pub, err, err_len);
+	const char *names[] = {po.name, ao.name};
+	int fds[2];
+	int r;
+
+	/* Sockets from systemd (komerce-hookd.socket), matched by FileDescriptorName=. */
+	(void)listen_take(names, 2, fds);
+	po.listen_fd = fds[0] > 0 ? fds[0] : 0;
+	ao.listen_fd = fds[1] > 0 ? fds[1] : 0;
+	r = http_start(&po, &d->pub, err, err_len);
 
 	if (r == 0)
 		r = http_start(&ao, &d->admin, err, err_len);

@@ -36,7 +36,8 @@ upstream=${upstream%-*}
 
 step "installed files"
 for f in /usr/sbin/komerce-hookd /usr/bin/komerce-hookctl \
-	/lib/systemd/system/komerce-hookd.service /etc/komerce-hookd/komerce-hookd.conf \
+	/lib/systemd/system/komerce-hookd.service /lib/systemd/system/komerce-hookd.socket \
+	/lib/systemd/system/komerce-hookd-admin.socket /etc/komerce-hookd/komerce-hookd.conf \
 	/usr/share/man/man8/komerce-hookd.8.gz /usr/share/man/man1/komerce-hookctl.1.gz \
 	/usr/share/man/man5/komerce-hookd.conf.5.gz \
 	/usr/share/bash-completion/completions/komerce-hookctl \
@@ -91,7 +92,8 @@ step "systemd unit"
 unit=/lib/systemd/system/komerce-hookd.service
 # verify loads the unit as systemd would: directives parse, ExecStartPre/ExecStart exist and
 # are executable. Any output is a warning about our unit.
-out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify: $out"
+out=$(systemd-analyze verify "$unit" /lib/systemd/system/komerce-hookd.socket \
+	/lib/systemd/system/komerce-hookd-admin.socket 2>&1) || fail "systemd-analyze verify: $out"
 [ -z "$out" ] || fail "systemd-analyze verify warns: $out"
 grep -q '^ExecStart=/usr/sbin/komerce-hookd -c /etc/komerce-hookd/komerce-hookd.conf$' "$unit" ||
 	fail "the unit does not run the installed daemon on the installed configuration"
