@@ -1,6 +1,6 @@
 /* Check suite for the upgrade path of src/store.c (store_open -> migrate): this binary is the
  * real store linked with a migration table one version ahead of the shipped one (sql/sqlite/
- * and the test-only tests/migrate/004_test_upgrade.sql). A version-1 database with data (built
+ * and the test-only tests/migrate/005_test_upgrade.sql). A version-1 database with data (built
  * with the real migration 001 and a valid hash chain) is migrated with its data intact and a
  * backup <db>.v1.bak left beside it; a database from the future is refused and not altered
  * by a single byte; no backup, no migration; a failing migration rolls back. */
