@@ -1278,7 +1278,7 @@ static int head_hash(struct store *s, int64_t n, uint8_t out[STORE_HASH_LEN])
 
 /* The copy's chain verifies, has as many events as were copied, and ends where the source's
  * ends; the source did not grow meanwhile. CTL_OK or CTL_FAIL (message printed). */
-static int check_copy(struct ctl *c, struct store *dst, const int64_t rows[4])
+static int check_copy(struct ctl *c, struct store *dst, const int64_t rows[STORE_TABLES])
 {
 	uint8_t h_src[STORE_HASH_LEN], h_dst[STORE_HASH_LEN];
 	int64_t checked = 0, bad = 0, n_src = -1;
@@ -1322,7 +1322,7 @@ static int cmd_migrate_to(struct ctl *c, int argc, char **argv)
 	struct store_opts so = {.backend = STORE_BACKEND_POSTGRESQL, .mode = STORE_MODE_WRITER};
 	char err[512], shown[1024];
 	struct store *dst = NULL;
-	int64_t rows[4] = {0};
+	int64_t rows[STORE_TABLES] = {0};
 	bool handled;
 	int opt, r;
 
@@ -1358,10 +1358,10 @@ static int cmd_migrate_to(struct ctl *c, int argc, char **argv)
 		store_close(dst);
 		return CTL_FAIL;
 	}
-	printf("migrate-to: copied %lld payments, %lld events, %lld receipts, %lld outbox rows "
-	       "to %s\n",
+	printf("migrate-to: copied %lld payments, %lld events, %lld receipts, %lld outbox rows, "
+	       "%lld polls to %s\n",
 	       (long long)rows[0], (long long)rows[1], (long long)rows[2], (long long)rows[3],
-	       shown);
+	       (long long)rows[4], shown);
 	r = check_copy(c, dst, rows);
 	store_close(dst);
 	return r;

@@ -670,25 +670,32 @@ int store_polls_list(struct store *s, const char *payment_id, long limit,
 /* ---- copies ---- */
 
 static const char *const payment_cols[] = {
-	"payment_id",	  "order_id",	  "payment_type",  "channel_code", "amount",
-	"status",	  "expires_at",	  "created_at",	   "updated_at",   "callback_seen_at",
-	"last_polled_at", "next_poll_at", "poll_attempts", "origin"};
-static const char *const event_cols[] = {"id",	     "payment_id",  "order_id",	 "status",
-					 "amount",   "source",	    "conflict",	 "dedupe_key",
-					 "raw_json", "received_at", "prev_hash", "hash"};
+	"payment_id",	   "order_id",	       "payment_type",	 "channel_code",
+	"amount",	   "status",	       "expires_at",	 "created_at",
+	"updated_at",	   "callback_seen_at", "last_polled_at", "next_poll_at",
+	"poll_attempts",   "origin",	       "confirmation",	 "confirmation_detail",
+	"confirmation_at", "held_event_id"};
+static const char *const event_cols[] = {"id",		 "payment_id",	 "order_id",  "status",
+					 "amount",	 "source",	 "conflict",  "dedupe_key",
+					 "raw_json",	 "received_at",	 "prev_hash", "hash",
+					 "confirmation", "held_event_id"};
 static const char *const receipt_cols[] = {"id",	  "event_id",	 "source",
 					   "remote_addr", "received_at", "instance"};
 static const char *const outbox_cols[] = {
 	"id",	       "event_id",	  "payment_id", "sink",	      "state",
 	"attempts",    "next_attempt_at", "last_error", "created_at", "delivered_at",
 	"replayed_at", "replayed_by",	  "replay_of"};
+static const char *const poll_cols[] = {"id",	   "payment_id",  "polled_at",	    "elapsed_ms",
+					"outcome", "http_status", "komerce_status", "confirming",
+					"error"};
 
 #define COLS(a) a, sizeof(a) / sizeof(a[0])
-const struct store_table store_tables[4] = {
+const struct store_table store_tables[STORE_TABLES] = {
 	{"payments", COLS(payment_cols), "payment_id"},
 	{"events", COLS(event_cols), "id"},
 	{"receipts", COLS(receipt_cols), "id"},
 	{"outbox", COLS(outbox_cols), "id"},
+	{"polls", COLS(poll_cols), "id"},
 };
 #undef COLS
 
@@ -697,7 +704,7 @@ struct copy {
 	void (*progress)(void *arg, const char *table, int64_t rows);
 	void *arg;
 	const struct store_table *open; /* the table being loaded */
-	int64_t rows[4];
+	int64_t rows[STORE_TABLES];
 };
 
 static int copy_end_table(struct copy *c)
@@ -753,7 +760,7 @@ static int copy_all(struct store *src, struct copy *c, char *err, size_t err_len
 
 int store_copy(struct store *src, struct store *dst,
 	       void (*progress)(void *arg, const char *table, int64_t rows), void *arg,
-	       int64_t ret_rows[4], char *err, size_t err_len)
+	       int64_t ret_rows[STORE_TABLES], char *err, size_t err_len)
 {
 	struct copy c = {.dst = dst, .progress = progress, .arg = arg};
 	int64_t n_events = 0, n_payments = 0;

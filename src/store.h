@@ -203,15 +203,19 @@ int store_stats(struct store *s, int64_t now_ms, struct store_stats *ret);
  * bytes written, or -errno with a line in err (-ENOTSUP where the backend has its own tools). */
 int store_backup(struct store *s, const char *dest, int64_t *ret_bytes, char *err, size_t err_len);
 
-/* Copies every row of src (payments, events with their ids and hashes, receipts, outbox, from
- * one consistent snapshot) into dst, in one transaction of dst; dst must hold no payment and
- * no event yet. The chain is copied as it is: both backends hash the same fields, so dst
- * verifies as src did. progress(arg, table, rows) is called after each table. Returns 0 and
- * the rows copied per table in ret_rows (payments, events, receipts, outbox), or -errno with
- * a line in err: -ENOTEMPTY (dst has data), -ENOTSUP (dst's backend cannot take a copy). */
+/* The tables a copy holds (store_copy): payments, events, receipts, outbox, polls. */
+#define STORE_TABLES 5
+
+/* Copies every row of src (payments, events with their ids and hashes, receipts, outbox, the
+ * polls log, from one consistent snapshot) into dst, in one transaction of dst; dst must hold no
+ * payment and no event yet. The chain is copied as it is: both backends hash the same fields, so
+ * dst verifies as src did. progress(arg, table, rows) is called after each table. Returns 0 and the
+ * rows copied per table in ret_rows (in that order), or -errno with a line in err: -ENOTEMPTY (dst
+ * has data), -ENOTSUP (dst's backend cannot take a copy). */
 int store_copy(struct store *src, struct store *dst,
 	       void (*progress)(void *arg, const char *table, int64_t rows), void *arg,
-	       int64_t ret_rows[4], char *err, size_t err_len) __attribute__((warn_unused_result));
+	       int64_t ret_rows[STORE_TABLES], char *err, size_t err_len)
+	__attribute__((warn_unused_result));
 
 /* The next deliverable rows of sink: pending, due (next_attempt_at <= now_ms), and only the
  * lowest pending outbox id of each payment, so no second event of a payment is handed out

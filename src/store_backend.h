@@ -61,7 +61,7 @@ void store_confirm_marker(const struct store_event_payment *cur,
 			  const struct store_reconcile_update *u, struct event *ev,
 			  struct store_event_decision *d);
 
-/* A store's four tables as copies see them (store_copy): every column, in this order, as
+/* A store's five tables as copies see them (store_copy): every column, in this order, as
  * text: NULL for SQL NULL, integers in decimal, booleans 0 or 1, hashes in lowercase hex. */
 struct store_table {
 	const char *name;
@@ -69,7 +69,7 @@ struct store_table {
 	size_t n_cols;
 	const char *order_by;
 };
-extern const struct store_table store_tables[4];
+extern const struct store_table store_tables[STORE_TABLES];
 
 /* Where a dump goes: table() once before each table's rows, row() for each row. */
 struct store_dump_sink {

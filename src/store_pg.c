@@ -186,6 +186,8 @@ static int pg_apply(struct store *s, struct store_req *r)
 		return store_pg_apply_replay(s, r);
 	case STORE_REQ_RECONCILE:
 		return store_pg_apply_reconcile(s, r);
+	case STORE_REQ_PRUNE:
+		break; /* store.c hands it to .prune */
 	}
 	return -EINVAL;
 }
@@ -223,6 +225,9 @@ const struct store_backend store_backend_pg = {
 	.console_receipts = store_pg_console_receipts,
 	.console_deliveries = store_pg_console_deliveries,
 	.console_last_event_id = store_pg_console_last_event_id,
+	.chain_head = store_pg_chain_head,
+	.prune = store_pg_prune,
+	.polls_list = store_pg_polls_list,
 	.dump = store_pg_dump,
 	.load_begin = store_pg_load_begin,
 	.load_row = store_pg_load_row,

@@ -1,8 +1,8 @@
 /* Internals of the PostgreSQL backend (store_pg*.c), one file per job like the SQLite backend:
  * store_pg.c (the backend table, open, close, reconnection, the writer's transaction),
  * _util (connections, statements, parameters, errors), _event (the event and track requests),
- * _outbox, _reconcile, _query, _audit (verify, orphans, statistics, plans), _migrate (schema
- * versions under an advisory lock) and _leader (elections). Not for other modules. */
+ * _outbox, _reconcile, _query, _audit (verify, orphans, statistics, plans), _prune, _migrate
+ * (schema versions under an advisory lock) and _leader (elections). Not for other modules. */
 #pragma once
 
 #include <libpq-fe.h>
@@ -30,6 +30,7 @@
 /* Statements prepared once per connection (the ingest path). */
 enum store_pg_stmt {
 	PG_EVENT_LOOKUP,
+	PG_EVENT_BY_KEY,
 	PG_EVENT_NEW_PAYMENT,
 	PG_EVENT_KNOWN_PAYMENT,
 	PG_EVENT_DUPLICATE,
@@ -45,14 +46,38 @@ enum store_pg_sp {
 	STORE_PG_SP_OPEN,    /* sent */
 };
 
-/* What the batch's read-ahead learned about one event request (store_pg_prefetch.c). */
+/* The keys a fact may be stored under, by what store_event_decide() makes of it: agreeing with
+ * the payment, conflicting with it, or held for confirmation. */
+enum store_pg_key {
+	STORE_PG_KEY_AGREE,
+	STORE_PG_KEY_CONTRA,
+	STORE_PG_KEY_HELD,
+	STORE_PG_KEYS,
+};
+#define STORE_PG_KEY_MAX (EVENT_ID_MAX + 48)
+void store_pg_fact_keys(const struct event *ev, char keys[STORE_PG_KEYS][STORE_PG_KEY_MAX]);
+
+/* An event stored under a key (id 0: none). */
+struct store_pg_dup {
+	int64_t id;
+	bool conflict, held;
+};
+
+/* What a lookup learned about one event request: its payment as stored, and the event stored
+ * under each key it may have. */
+struct store_pg_seen {
+	struct store_event_payment cur;
+	struct store_pg_dup dup[STORE_PG_KEYS];
+};
+
+/* Reads one row of a lookup into seen: the payment (columns 0-4) and the event (columns 6-8)
+ * under the key numbered in column 5, if any. */
+void store_pg_read_seen(PGresult *res, int row, struct store_pg_seen *seen);
+
+/* The batch's read-ahead of one event request (store_pg_prefetch.c). */
 struct store_pg_prefetch {
 	const struct store_req *req;
-	bool known;
-	enum payment_status cur;
-	long long cur_amount;
-	int64_t agree_id, contra_id; /* the fact's two possible keys: 0 when not stored */
-	bool agree_conflict, contra_conflict;
+	struct store_pg_seen seen;
 };
 
 struct store_pg {
@@ -153,7 +178,9 @@ const char *store_pg_text_or_null(const char *v); /* "" -> NULL */
 #define STORE_PG_PAYMENT_COLUMNS                                                         \
 	"payment_id, order_id, payment_type, channel_code, amount, status, expires_at, " \
 	"created_at, updated_at, callback_seen_at, last_polled_at, next_poll_at, "       \
-	"poll_attempts, origin"
+	"poll_attempts, origin, confirmation, confirmation_detail, confirmation_at, "    \
+	"held_event_id"
+#define STORE_PG_PAYMENT_NCOLS 18
 void store_pg_payment_read(PGresult *res, int row, struct store_payment *p);
 
 /* ---- store_pg_prefetch.c (writer) ---- */
@@ -169,6 +196,26 @@ void store_pg_touch(struct store *s, const char *payment_id);
 
 int store_pg_apply_event(struct store *s, struct store_req *r);
 int store_pg_apply_track(struct store *s, struct store_req *r);
+/* The payment as the writer's decisions need it (known false when there is none). */
+int store_pg_payment_state(struct store *s, const char *payment_id,
+			   struct store_event_payment *ret);
+/* What storing one fact did. */
+struct store_pg_fact {
+	int64_t event_id;
+	bool duplicate, conflict, held;
+	int64_t next_poll_at; /* a poll it scheduled (ms), 0 */
+};
+/* Stores ev at now as d decided about the payment cur, like store_sqlite_store_fact: one more
+ * receipt for a fact stored before (dup: the event under d->key, from a lookup; NULL: looked
+ * up here), else the chain, the payment row, the outbox rows and the receipt in one
+ * statement. last: it is the request's last statement (its savepoint is released with it). */
+int store_pg_store_fact(struct store *s, const struct event *ev,
+			const struct store_event_decision *d, const struct store_event_payment *cur,
+			const struct store_pg_dup *dup, int64_t now, bool last,
+			struct store_pg_fact *ret);
+/* Sets the payment's confirmation (state, detail) at now. */
+int store_pg_set_confirmation(struct store *s, const char *payment_id, enum store_confirmation c,
+			      const char *detail, int64_t now);
 
 /* ---- store_pg_outbox.c ---- */
 
@@ -193,6 +240,10 @@ int store_pg_reconcile_next_due(struct store *s, int64_t *ret_ms);
 int store_pg_reconcile_watched(struct store *s, int64_t *ret);
 int store_pg_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending,
 			       int64_t *ret_expired);
+int store_pg_polls_list(struct store *s, const char *payment_id, long limit,
+			int (*fn)(void *arg, const struct store_poll *p), void *arg);
+/* Retention (store_req_prune), inside the writer's transaction. */
+int store_pg_prune(struct store *s, struct store_req *r);
 
 /* ---- store_pg_query.c ---- */
 
@@ -202,6 +253,7 @@ int store_pg_payments_list(struct store *s, const struct store_payment_filter *f
 int store_pg_events_query(struct store *s, const struct store_event_filter *f,
 			  int (*fn)(void *arg, const struct store_event *e), void *arg);
 int store_pg_count(struct store *s, const char *table, int64_t *ret);
+int store_pg_chain_head(struct store *s, int64_t *ret_id, uint8_t ret_hash[STORE_HASH_LEN]);
 /* The events query for f into sql with its parameters (v, backed by nums); returns their
  * number. */
 #define STORE_PG_EVENT_PARAMS 8

@@ -36,11 +36,13 @@ static int verify_row(void *arg, PGresult *res)
 		w->bad_id = id;
 		return -EBADMSG;
 	}
-	store_event_hash(w->prev, id, PQgetvalue(res, 0, 1),
-			 PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2),
-			 PQgetvalue(res, 0, 3), store_pg_i64(res, 0, 4, -1), PQgetvalue(res, 0, 5),
-			 store_pg_bool(res, 0, 6), PQgetvalue(res, 0, 7), PQgetvalue(res, 0, 8),
-			 (size_t)PQgetlength(res, 0, 8), store_pg_i64(res, 0, 9, 0), h);
+	store_event_hash_marked(
+		w->prev, id, PQgetvalue(res, 0, 1),
+		PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
+		store_pg_i64(res, 0, 4, -1), PQgetvalue(res, 0, 5), store_pg_bool(res, 0, 6),
+		PQgetvalue(res, 0, 7), PQgetvalue(res, 0, 8), (size_t)PQgetlength(res, 0, 8),
+		store_pg_i64(res, 0, 9, 0), PQgetisnull(res, 0, 12) ? NULL : PQgetvalue(res, 0, 12),
+		store_pg_i64(res, 0, 13, 0), h);
 	store_pg_hash(res, 0, 11, stored);
 	if (PQgetlength(res, 0, 11) != 2 * STORE_HASH_LEN ||
 	    memcmp(stored, h, STORE_HASH_LEN) != 0) {
@@ -59,8 +61,8 @@ int store_pg_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, 
 {
 	static const char sql[] = "SELECT id, payment_id, order_id, status, amount, source, "
 				  "conflict, dedupe_key, raw_json, received_at, "
-				  "encode(prev_hash, 'hex'), encode(hash, 'hex') "
-				  "FROM events ORDER BY id";
+				  "encode(prev_hash, 'hex'), encode(hash, 'hex'), confirmation, "
+				  "held_event_id FROM events ORDER BY id";
 	struct verify_walk w = {.expect_id = 1, .why = why, .why_len = why_len};
 	int r;
 

@@ -34,8 +34,8 @@ static int payment_row(void *arg, PGresult *res)
 
 	memset(&cp, 0, sizeof(cp));
 	store_pg_payment_read(res, 0, &cp.p);
-	cp.conflicts = (long)store_pg_i64(res, 0, 14, 0);
-	cp.match = (enum store_console_match)store_pg_i64(res, 0, 15, 0);
+	cp.conflicts = (long)store_pg_i64(res, 0, STORE_PG_PAYMENT_NCOLS, 0);
+	cp.match = (enum store_console_match)store_pg_i64(res, 0, STORE_PG_PAYMENT_NCOLS + 1, 0);
 	return x->fn(x->arg, &cp);
 }
 

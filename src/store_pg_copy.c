@@ -1,7 +1,7 @@
 /* Copies in and out of the PostgreSQL backend (komerce-hookctl migrate-to): the dump streams
- * the four tables from one REPEATABLE READ snapshot; the load takes rows into the writer's
+ * the five tables from one REPEATABLE READ snapshot; the load takes rows into the writer's
  * transaction with COPY FROM STDIN (text format, through libpq's copy API), ids and hashes as
- * they were, and then moves the receipts' and outbox's id counters past the copied ids. */
+ * they were, and then moves the receipts', outbox's and polls' id counters past the copied ids. */
 #include "store_pg.h"
 
 #include <errno.h>
@@ -26,7 +26,7 @@ struct dump_rows {
 static int dump_row(void *arg, PGresult *res)
 {
 	struct dump_rows *x = arg;
-	const char *vals[16];
+	const char *vals[24];
 
 	for (size_t i = 0; i < x->t->n_cols; i++)
 		vals[i] = PQgetisnull(res, 0, (int)i) ? NULL : PQgetvalue(res, 0, (int)i);
@@ -47,9 +47,9 @@ static int dump_table(struct store *s, const struct store_table *t,
 		if (is_hash(c))
 			o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%sencode(%s, 'hex')",
 					      i ? ", " : "", c);
-		else if (strcmp(c, "conflict") == 0)
-			o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%sconflict::int",
-					      i ? ", " : "");
+		else if (strcmp(c, "conflict") == 0 || strcmp(c, "confirming") == 0)
+			o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s%s::int", i ? ", " : "",
+					      c);
 		else
 			o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s%s", i ? ", " : "", c);
 	}
@@ -66,7 +66,7 @@ int store_pg_dump(struct store *s, const struct store_dump_sink *sink)
 	int r = store_pg_exec_simple(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL,
 				     "dump");
 
-	for (size_t i = 0; i < 4 && r == 0; i++)
+	for (size_t i = 0; i < STORE_TABLES && r == 0; i++)
 		r = dump_table(s, &store_tables[i], sink);
 	(void)store_pg_exec_simple(s, r == 0 ? "COMMIT" : "ROLLBACK", NULL, "dump");
 	return r;
@@ -180,8 +180,8 @@ int store_pg_load_end(struct store *s, const struct store_table *t)
 	PQclear(res);
 	while ((res = PQgetResult(q->conn)) != NULL)
 		PQclear(res);
-	if (strcmp(t->name, "receipts") != 0 && strcmp(t->name, "outbox") != 0)
-		return 0;
+	if (strcmp(t->name, "payments") == 0 || strcmp(t->name, "events") == 0)
+		return 0; /* no id counter: payment ids are Komerce's, event ids the chain's */
 	snprintf(sql, sizeof(sql),
 		 "SELECT setval(pg_get_serial_sequence('%s', 'id'), COALESCE(max(id), 0) + 1, "
 		 "false) FROM %s",

@@ -1,5 +1,5 @@
 /* Read-ahead for the PostgreSQL writer's batch: right after begin(), one statement looks up the
- * payment and both keys of every event request in the batch (unnest ... WITH ORDINALITY), so
+ * payment and every key of every event request in the batch (unnest ... WITH ORDINALITY), so
  * that each event then costs one round trip (its savepoint, its write, its release) instead of
  * two. A payment written earlier in the same transaction is "touched": its read-ahead is stale
  * and that request looks up again on its own. Writer thread only. */
@@ -90,13 +90,14 @@ static int reserve(struct store_pg *q, size_t n)
 	return 0;
 }
 
-/* The three text[] literals (payment ids, agreeing keys, conflicting keys) of the batch's event
- * requests, in pf order. Caller frees arr[0..2]. */
-static int literals(struct store_pg *q, char *arr[3])
+/* The text[] literals of the batch's event requests (payment ids, then each kind of key), in
+ * pf order. Caller frees arr[]. */
+#define N_ARRAYS (1 + STORE_PG_KEYS)
+static int literals(struct store_pg *q, char *arr[N_ARRAYS])
 {
-	size_t cap = (2 * (EVENT_ID_MAX + 48) + 4) * q->n_pf + 8, o[3] = {0, 0, 0};
+	size_t cap = (2 * STORE_PG_KEY_MAX + 4) * q->n_pf + 8, o[N_ARRAYS];
 
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < N_ARRAYS; k++) {
 		arr[k] = malloc(cap);
 		if (arr[k] == NULL)
 			return -ENOMEM;
@@ -106,60 +107,55 @@ static int literals(struct store_pg *q, char *arr[3])
 	}
 	for (size_t i = 0; i < q->n_pf; i++) {
 		const struct event *ev = &q->pf[i].req->ev;
-		const char *st = payment_status_name(ev->status);
-		char agree[EVENT_ID_MAX + 48], contra[EVENT_ID_MAX + 48];
+		char keys[STORE_PG_KEYS][STORE_PG_KEY_MAX];
 
-		store_dedupe_key(ev->payment_id, st, false, ev->amount, agree, sizeof(agree));
-		store_dedupe_key(ev->payment_id, st, true, ev->amount, contra, sizeof(contra));
+		store_pg_fact_keys(ev, keys);
 		put_elem(arr[0], &o[0], ev->payment_id);
-		put_elem(arr[1], &o[1], agree);
-		put_elem(arr[2], &o[2], contra);
+		for (int k = 0; k < STORE_PG_KEYS; k++)
+			put_elem(arr[1 + k], &o[1 + k], keys[k]);
 	}
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < N_ARRAYS; k++) {
 		arr[k][o[k]++] = '}';
 		arr[k][o[k]] = '\0';
 	}
 	return 0;
 }
 
+/* Rows as PG_EVENT_LOOKUP's, with the request's number in column 9. */
 static void read_rows(struct store_pg *q, PGresult *res)
 {
 	for (int i = 0; i < PQntuples(res); i++) {
-		int64_t n = store_pg_i64(res, i, 0, 0);
-		struct store_pg_prefetch *p;
-		const char *key;
+		int64_t n = store_pg_i64(res, i, 9, 0);
 
-		if (n < 1 || (size_t)n > q->n_pf)
-			continue;
-		p = &q->pf[n - 1];
-		if (!PQgetisnull(res, i, 1)) {
-			p->known = true;
-			p->cur = payment_status_parse(PQgetvalue(res, i, 1));
-			p->cur_amount = store_pg_i64(res, i, 2, -1);
-		}
-		if (PQgetisnull(res, i, 3))
-			continue;
-		key = PQgetvalue(res, i, 3);
-		if (strcmp(key, PQgetvalue(res, i, 6)) == 0) {
-			p->agree_id = store_pg_i64(res, i, 4, 0);
-			p->agree_conflict = store_pg_bool(res, i, 5);
-		} else {
-			p->contra_id = store_pg_i64(res, i, 4, 0);
-			p->contra_conflict = store_pg_bool(res, i, 5);
-		}
+		if (n >= 1 && (size_t)n <= q->n_pf)
+			store_pg_read_seen(res, i, &q->pf[n - 1].seen);
+	}
+}
+
+/* Each entry as a lookup that found nothing, before the rows fill it in. */
+static void clear_entries(struct store_pg *q, size_t n)
+{
+	memset(q->pf, 0, n * sizeof(q->pf[0]));
+	for (size_t i = 0; i < n; i++) {
+		q->pf[i].seen.cur.status = PAYMENT_UNKNOWN;
+		q->pf[i].seen.cur.amount = q->pf[i].seen.cur.held_amount = -1;
 	}
 }
 
 int store_pg_prefetch(struct store *s, struct store_req *batch)
 {
 	static const char sql[] =
-		"SELECT k.n, p.status, p.amount, e.dedupe_key, e.id, e.conflict, k.agree "
-		"FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
-		"AS k(pid, agree, contra, n) "
+		"SELECT p.status, p.amount, p.confirmation, p.held_event_id, h.amount, "
+		"CASE e.dedupe_key WHEN k.agree THEN 0 WHEN k.contra THEN 1 WHEN k.held THEN 2 "
+		"END, "
+		"e.id, e.conflict, e.confirmation, k.n "
+		"FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY "
+		"AS k(pid, agree, contra, held, n) "
 		"LEFT JOIN payments p ON p.payment_id = k.pid "
-		"LEFT JOIN events e ON e.dedupe_key IN (k.agree, k.contra)";
+		"LEFT JOIN events h ON h.id = p.held_event_id "
+		"LEFT JOIN events e ON e.dedupe_key IN (k.agree, k.contra, k.held)";
 	struct store_pg *q = store_pg_of(s);
-	char *arr[3] = {NULL, NULL, NULL};
+	char *arr[N_ARRAYS] = {NULL};
 	PGresult *res = NULL;
 	bool intact = false;
 	size_t n = 0;
@@ -174,20 +170,15 @@ int store_pg_prefetch(struct store *s, struct store_req *batch)
 	if (r < 0)
 		return r;
 	memset(q->touched, 0, q->cap_touched * sizeof(q->touched[0]));
-	memset(q->pf, 0, n * sizeof(q->pf[0]));
-	for (struct store_req *x = batch; x != NULL; x = x->next) {
-		if (x->kind != STORE_REQ_EVENT)
-			continue;
-		q->pf[q->n_pf].req = x;
-		q->pf[q->n_pf].cur = PAYMENT_UNKNOWN;
-		q->pf[q->n_pf].cur_amount = -1;
-		q->n_pf++;
-	}
+	clear_entries(q, n);
+	for (struct store_req *x = batch; x != NULL; x = x->next)
+		if (x->kind == STORE_REQ_EVENT)
+			q->pf[q->n_pf++].req = x;
 	r = literals(q, arr);
 	if (r == 0)
-		r = store_pg_exec_guarded(s, sql, 3, (const char *const *)arr, &res, &intact,
+		r = store_pg_exec_guarded(s, sql, N_ARRAYS, (const char *const *)arr, &res, &intact,
 					  "prefetch");
-	for (int k = 0; k < 3; k++)
+	for (int k = 0; k < N_ARRAYS; k++)
 		free(arr[k]);
 	if (r < 0) {
 		/* without read-ahead, each request looks up on its own (and meets the bad input

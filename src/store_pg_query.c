@@ -1,5 +1,5 @@
 /* The PostgreSQL backend's read queries: a payment, payments by status or staleness, events
- * with filters and cursor, and counts. Used by the admin API, the reconciler and
+ * with filters and cursor, counts and the chain's head. Used by the admin API, the reconciler and
  * komerce-hookctl, each on its own handle. The events query is built by events_sql(), which
  * the plan (store_pg_audit.c) explains, so the plan shown is the plan that runs. */
 #include "store_pg.h"
@@ -38,8 +38,8 @@ int store_pg_events_sql(const struct store_event_filter *f, char *sql, size_t le
 	o = (size_t)snprintf(sql, len,
 			     "SELECT e.id, e.payment_id, e.order_id, e.status, e.amount, e.source, "
 			     "e.conflict, e.received_at, e.raw_json, encode(e.hash, 'hex'), "
-			     "(SELECT count(*) FROM receipts r WHERE r.event_id = e.id) "
-			     "FROM events e WHERE e.id > $1");
+			     "(SELECT count(*) FROM receipts r WHERE r.event_id = e.id), "
+			     "e.confirmation, e.held_event_id FROM events e WHERE e.id > $1");
 	if (f->payment_id != NULL) {
 		/* The dedupe_key index ("<payment_id>:<status>", collation "C") serves lookups
 		 * by payment as a prefix range. */
@@ -102,6 +102,8 @@ static int event_row(void *arg, PGresult *res)
 	e.raw_json = PQgetvalue(res, 0, 8);
 	store_pg_hash(res, 0, 9, e.hash);
 	e.receipts = (long)store_pg_i64(res, 0, 10, 0);
+	e.mark = store_event_mark_parse(PQgetisnull(res, 0, 11) ? NULL : PQgetvalue(res, 0, 11));
+	e.held_event_id = store_pg_i64(res, 0, 12, 0);
 	return x->fn(x->arg, &e);
 }
 
@@ -130,6 +132,25 @@ int store_pg_count(struct store *s, const char *table, int64_t *ret)
 	if (r < 0)
 		return r;
 	*ret = store_pg_i64(res, 0, 0, 0);
+	PQclear(res);
+	return 0;
+}
+
+int store_pg_chain_head(struct store *s, int64_t *ret_id, uint8_t ret_hash[STORE_HASH_LEN])
+{
+	PGresult *res;
+	int r;
+
+	r = store_pg_exec(s, "SELECT id, encode(hash, 'hex') FROM events ORDER BY id DESC LIMIT 1",
+			  0, NULL, &res, "chain head");
+	if (r < 0)
+		return r;
+	*ret_id = 0;
+	memset(ret_hash, 0, STORE_HASH_LEN);
+	if (PQntuples(res) == 1) {
+		*ret_id = store_pg_i64(res, 0, 0, 0);
+		store_pg_hash(res, 0, 1, ret_hash);
+	}
 	PQclear(res);
 	return 0;
 }

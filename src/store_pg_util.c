@@ -16,39 +16,61 @@
 #define BACKOFF_MAX_MS	  5000
 
 static const char *const stmt_sql[PG__COUNT] = {
-	/* The payment and both keys the fact may have (agreeing, or conflicting): one round
-	 * trip, then store_event_decide() picks. */
-	[PG_EVENT_LOOKUP] =
-		"SELECT p.status, p.amount, e.dedupe_key, e.id, e.conflict FROM (SELECT 1) x "
-		"LEFT JOIN payments p ON p.payment_id = $1 "
-		"LEFT JOIN events e ON e.dedupe_key IN ($2, $3)",
-	/* A new fact: event, payment, outbox rows (one per sink in $13) and receipt in one
-	 * statement. */
+	/* The payment (with the amount of a held callback) and the three keys the fact may have
+	 * (agreeing, conflicting, held): one round trip, then store_event_decide() picks. */
+	[PG_EVENT_LOOKUP] = "SELECT p.status, p.amount, p.confirmation, p.held_event_id, h.amount, "
+			    "CASE e.dedupe_key WHEN $2 THEN 0 WHEN $3 THEN 1 WHEN $4 THEN 2 END, "
+			    "e.id, e.conflict, e.confirmation FROM (SELECT 1) x "
+			    "LEFT JOIN payments p ON p.payment_id = $1 "
+			    "LEFT JOIN events h ON h.id = p.held_event_id "
+			    "LEFT JOIN events e ON e.dedupe_key IN ($2, $3, $4)",
+	[PG_EVENT_BY_KEY] = "SELECT id, conflict, confirmation FROM events WHERE dedupe_key = $1",
+	/* A new fact about a new payment: event, payment, outbox rows (one per sink in $13) and
+	 * receipt in one statement. The payment's order, amount and status ($24-$26) are not the
+	 * event's when it is a held claim ($23), which also starts the payment's confirmation. */
 	[PG_EVENT_NEW_PAYMENT] =
 		"WITH ev AS (INSERT INTO events (id, payment_id, order_id, status, amount, source, "
-		"conflict, dedupe_key, raw_json, received_at, prev_hash, hash) VALUES ($1, $2, $3, "
-		"$4, $5, $6, $7, $8, $9, $10, $11, $12)), "
+		"conflict, dedupe_key, raw_json, received_at, prev_hash, hash, confirmation, "
+		"held_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $21, "
+		"$22)), "
 		"pay AS (INSERT INTO payments (payment_id, order_id, payment_type, channel_code, "
 		"amount, status, expires_at, created_at, updated_at, callback_seen_at, "
-		"next_poll_at, origin) VALUES ($2, $3, $16, $17, $5, $4, $18, $10, $10, $19, $20, "
-		"$6)), "
+		"next_poll_at, origin, confirmation, confirmation_detail, confirmation_at, "
+		"held_event_id) VALUES ($2, $24, $16, $17, $25, $26, $18, $10, $10, $19, $20, $6, "
+		"CASE WHEN $23::boolean THEN 'pending' END, "
+		"CASE WHEN $23::boolean THEN 'waiting for a status call' END, "
+		"CASE WHEN $23::boolean THEN $10::bigint END, "
+		"CASE WHEN $23::boolean THEN $1::bigint END)), "
 		"ob AS (INSERT INTO outbox (event_id, payment_id, sink, next_attempt_at, "
 		"created_at) SELECT $1, $2, unnest($13::text[]), $10, $10) "
 		"INSERT INTO receipts (event_id, source, remote_addr, received_at, instance) "
 		"VALUES ($1, $6, $14, $10, $15)",
-	/* The same for a payment already known: a conflict never moves it; any fact may fill
-	 * fields that were unknown ($4 is the event's status, $21 the payment's new one). */
+	/* The same for a payment already known. The state machine's update ($24): a conflict
+	 * never moves the payment; any fact may fill fields that were unknown ($4 is the event's
+	 * status, $25 the payment's new one); $27 settles a pending confirmation as unconfirmed.
+	 * Or the hold of a PAID callback ($23): the payment waits for its status call, polled
+	 * now. */
 	[PG_EVENT_KNOWN_PAYMENT] =
 		"WITH ev AS (INSERT INTO events (id, payment_id, order_id, status, amount, source, "
-		"conflict, dedupe_key, raw_json, received_at, prev_hash, hash) VALUES ($1, $2, $3, "
-		"$4, $5, $6, $7, $8, $9, $10, $11, $12)), "
-		"pay AS (UPDATE payments SET status = $21, updated_at = $10, "
+		"conflict, dedupe_key, raw_json, received_at, prev_hash, hash, confirmation, "
+		"held_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $21, "
+		"$22)), "
+		"pay AS (UPDATE payments SET status = $25, updated_at = $10, "
 		"order_id = COALESCE(order_id, $3), payment_type = COALESCE(payment_type, $16), "
-		"channel_code = COALESCE(channel_code, $17), amount = COALESCE(amount, $22), "
+		"channel_code = COALESCE(channel_code, $17), amount = COALESCE(amount, $26), "
 		"callback_seen_at = COALESCE($19, callback_seen_at), "
 		"expires_at = COALESCE(expires_at, $18), "
-		"next_poll_at = CASE WHEN $20 THEN NULL ELSE next_poll_at END "
-		"WHERE payment_id = $2), "
+		"next_poll_at = CASE WHEN $20::boolean THEN NULL ELSE next_poll_at END, "
+		"confirmation = CASE WHEN $27::text IS NULL THEN confirmation "
+		"ELSE 'unconfirmed' END, "
+		"confirmation_detail = COALESCE($27::text, confirmation_detail), "
+		"confirmation_at = CASE WHEN $27::text IS NULL THEN confirmation_at ELSE $10 END "
+		"WHERE payment_id = $2 AND $24::boolean), "
+		"hold AS (UPDATE payments SET confirmation = 'pending', held_event_id = $1, "
+		"confirmation_detail = 'waiting for a status call', confirmation_at = $10, "
+		"callback_seen_at = $10, updated_at = $10, "
+		"next_poll_at = LEAST(COALESCE(next_poll_at, $10), $10) "
+		"WHERE payment_id = $2 AND $23::boolean), "
 		"ob AS (INSERT INTO outbox (event_id, payment_id, sink, next_attempt_at, "
 		"created_at) SELECT $1, $2, unnest($13::text[]), $10, $10) "
 		"INSERT INTO receipts (event_id, source, remote_addr, received_at, instance) "
@@ -634,4 +656,9 @@ void store_pg_payment_read(PGresult *res, int row, struct store_payment *p)
 	p->next_poll_at = store_pg_i64(res, row, 11, 0);
 	p->poll_attempts = (long)store_pg_i64(res, row, 12, 0);
 	store_pg_copy(res, row, 13, p->origin, sizeof(p->origin));
+	p->confirmation = store_confirmation_parse(
+		PQgetisnull(res, row, 14) ? NULL : PQgetvalue(res, row, 14));
+	store_pg_copy(res, row, 15, p->confirmation_detail, sizeof(p->confirmation_detail));
+	p->confirmation_at = store_pg_i64(res, row, 16, 0);
+	p->held_event_id = store_pg_i64(res, row, 17, 0);
 }

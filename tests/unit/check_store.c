@@ -1675,7 +1675,10 @@ static void confirm_setup(void)
 
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_store.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-	snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
+	if (pg_mode)
+		ck_assert_int_eq(pgtest_createdb(dbpath, sizeof(dbpath)), 0);
+	else
+		snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
 	o = make_opts(false, true);
 	o.confirm_paid = true;
 	st = open_store(&o);
@@ -1784,6 +1787,94 @@ START_TEST(test_held_then_confirmed)
 	ck_assert_int_eq(count(st, "polls"), 1);
 	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
 	ck_assert_int_eq(checked, 3);
+}
+END_TEST
+
+/* Holds decided inside group-commit batches, where a backend may read the whole batch ahead
+ * (PostgreSQL): in a first wave PAID callbacks for known payments, a retry of one in the same
+ * batch and a PAID claim creating its payment; in a second wave (later transactions, read
+ * ahead) their retries and a repeated PENDING that must not be confused with the hold. */
+START_TEST(test_held_in_one_batch)
+{
+	enum { ROUNDS = 30, PER = 8 };
+	static struct store_req reqs[ROUNDS][PER];
+	static char bodies[ROUNDS][PER][512];
+	static const struct {
+		const char *pay, *status;
+		bool dup;
+		int want_id; /* within the round, 1-based; 0: an earlier fact */
+	} plan[PER] = {
+		/* first wave */
+		{"A", "PAID", false, 1},
+		{"B", "PAID", false, 2},
+		{"A", "PAID", true, 1},
+		{"C", "PAID", false, 3},
+		/* second wave */
+		{"A", "PAID", true, 1},
+		{"C", "PAID", true, 3},
+		{"A", "PENDING", true, 0},
+		{"B", "PAID", true, 2},
+	};
+	int64_t checked = 0, bad = 0;
+	char why[128], pid[48];
+	struct store_req r;
+
+	for (int k = 0; k < ROUNDS; k++) {
+		for (int j = 0; j < 2; j++) {
+			snprintf(pid, sizeof(pid), "KOMPAY-HB%d-%c", k, j == 0 ? 'A' : 'B');
+			ck_assert_int_eq(put_at(&r, pid, "PENDING", 700, EVENT_SOURCE_API, 1000),
+					 0);
+		}
+	}
+	async_done_count = 0;
+	for (int wave = 0; wave < 2; wave++) {
+		for (int k = 0; k < ROUNDS; k++) {
+			for (int i = wave * PER / 2; i < (wave + 1) * PER / 2; i++) {
+				struct event ev;
+
+				snprintf(pid, sizeof(pid), "KOMPAY-HB%d-%s", k, plan[i].pay);
+				make_event(&ev, bodies[k][i], sizeof(bodies[k][i]), pid,
+					   plan[i].status, 700, EVENT_SOURCE_CALLBACK);
+				store_req_event(&reqs[k][i], &ev);
+				reqs[k][i].done = async_done;
+				ck_assert_int_eq(store_submit(st, &reqs[k][i]), 0);
+			}
+		}
+		async_wait((wave + 1) * ROUNDS * PER / 2);
+	}
+	for (int k = 0; k < ROUNDS; k++) {
+		int64_t base = reqs[k][0].event_id - 1;
+		struct store_payment p;
+
+		for (int i = 0; i < PER; i++) {
+			struct store_req *q = &reqs[k][i];
+			bool held = strcmp(plan[i].status, "PAID") == 0;
+
+			ck_assert_int_eq(q->result, 0);
+			ck_assert_msg(q->held == held && q->duplicate == plan[i].dup,
+				      "round %d request %d: held %d duplicate %d", k, i, q->held,
+				      q->duplicate);
+			ck_assert(!q->conflict);
+			if (plan[i].want_id > 0)
+				ck_assert_int_eq(q->event_id, base + plan[i].want_id);
+		}
+		snprintf(pid, sizeof(pid), "KOMPAY-HB%d-C", k);
+		p = get_payment(st, pid);
+		/* a held claim created it: pending, nothing of the claim taken */
+		ck_assert_int_eq(p.status, PAYMENT_PENDING);
+		ck_assert_int_eq(p.amount, -1);
+		ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+		ck_assert_int_eq(p.held_event_id, reqs[k][3].event_id);
+		snprintf(pid, sizeof(pid), "KOMPAY-HB%d-A", k);
+		p = get_payment(st, pid);
+		ck_assert_int_eq(p.status, PAYMENT_PENDING);
+		ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+		ck_assert_int_eq(p.held_event_id, reqs[k][0].event_id);
+		ck_assert_int_eq(marks(pid).held, 1);
+	}
+	ck_assert_int_eq(outbox_rows(NULL), 2 * 2 * ROUNDS); /* the PENDING facts only */
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 5 * ROUNDS);
 }
 END_TEST
 
@@ -2197,6 +2288,7 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_confirm_decide);
 	tcase_add_test(tc, test_hash_marked);
 	tcase_add_test(tc, test_held_then_confirmed);
+	tcase_add_test(tc, test_held_in_one_batch);
 	tcase_add_test(tc, test_held_then_unconfirmed);
 	tcase_add_test(tc, test_held_not_found_and_cancel);
 	tcase_add_test(tc, test_due_confirming_first);
