@@ -2244,14 +2244,19 @@ START_TEST(test_pg_open_errors)
 }
 END_TEST
 
-Suite *store_suite(void)
+static TCase *new_case(const char *name, void (*setup_fn)(void))
 {
-	Suite *s = suite_create("store");
-	TCase *tc;
+	TCase *tc = tcase_create(name);
 
-	tc = tcase_create("core");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, setup_fn, teardown);
 	tcase_set_timeout(tc, 60);
+	return tc;
+}
+
+static TCase *core_case(void)
+{
+	TCase *tc = new_case("core", setup);
+
 	tcase_add_test(tc, test_first_insert);
 	tcase_add_test(tc, test_duplicate);
 	tcase_add_test(tc, test_conflict_after_terminal);
@@ -2279,10 +2284,13 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_dependent_facts_in_one_batch);
 	tcase_add_test(tc, test_event_hash);
 	tcase_add_test(tc, test_close_null);
-	suite_add_tcase(s, tc);
+	return tc;
+}
 
-	tc = tcase_create("confirm");
-	tcase_add_checked_fixture(tc, confirm_setup, teardown);
+static TCase *confirm_case(void)
+{
+	TCase *tc = new_case("confirm", confirm_setup);
+
 	tcase_add_test(tc, test_decide_hold);
 	tcase_add_test(tc, test_keys_marked);
 	tcase_add_test(tc, test_confirm_decide);
@@ -2292,19 +2300,13 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_held_then_unconfirmed);
 	tcase_add_test(tc, test_held_not_found_and_cancel);
 	tcase_add_test(tc, test_due_confirming_first);
-	suite_add_tcase(s, tc);
+	return tc;
+}
 
-	tc = tcase_create("limits");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_long_payment_id);
-	tcase_add_test(tc, test_no_sinks);
-	tcase_add_test(tc, test_busy_database);
-	suite_add_tcase(s, tc);
+static TCase *errors_case(void)
+{
+	TCase *tc = new_case("errors", setup);
 
-	tc = tcase_create("errors");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_append_only);
 	tcase_add_test(tc, test_tamper_update);
 	tcase_add_test(tc, test_tamper_raw_last_row);
@@ -2324,12 +2326,24 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_submit_after_stop);
 	tcase_add_test(tc, test_submit_before_start);
 	tcase_add_test(tc, test_count_invalid_table);
-	suite_add_tcase(s, tc);
+	return tc;
+}
 
+Suite *store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc;
+
+	suite_add_tcase(s, core_case());
+	suite_add_tcase(s, confirm_case());
+	tc = new_case("limits", setup);
+	tcase_add_test(tc, test_long_payment_id);
+	tcase_add_test(tc, test_no_sinks);
+	tcase_add_test(tc, test_busy_database);
+	suite_add_tcase(s, tc);
+	suite_add_tcase(s, errors_case());
 	if (pg_mode) {
-		tc = tcase_create("cluster");
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_set_timeout(tc, 60);
+		tc = new_case("cluster", setup);
 		tcase_add_test(tc, test_pg_two_writers_one_chain);
 		tcase_add_test(tc, test_pg_migrate_once);
 		tcase_add_test(tc, test_pg_writer_reconnects);
