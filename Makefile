@@ -3,9 +3,9 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 DEBIAN_PACKAGES = meson ninja-build pkg-config gcc libc6-dev python3 python3-yaml \
-	libmicrohttpd-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev \
+	libmicrohttpd-dev libcjson-dev libsqlite3-dev libpq-dev libcurl4-openssl-dev libssl-dev \
 	libinih-dev libsystemd-dev libhiredis-dev check \
-	curl openssl sqlite3 redis-server systemd \
+	curl openssl sqlite3 redis-server systemd postgresql \
 	clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
 

@@ -1,11 +1,13 @@
 /* bench/prefill: fills a komerce-hookd database with N events through the store's own writer
- * (the same code path as callbacks, without HTTP), for "rate with a big database" runs.
- * usage: prefill DB N   (built by bench/ingest against build/libhookdcore.a) */
+ * (the same code path as callbacks, without HTTP), for "rate with a big database" runs, and
+ * prints the rate. DB is an SQLite path or a PostgreSQL URL.
+ * usage: prefill DB N   (built by bench/ingest against build/libhookd.a) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "store.h"
+#include "util.h"
 
 #define INFLIGHT 4096
 
@@ -21,13 +23,20 @@ int main(int argc, char **argv)
 	static char bodies[INFLIGHT][256];
 	struct store *s;
 	char err[256];
+	int64_t t0;
 	long n;
 
 	if (argc != 3 || (n = atol(argv[2])) <= 0) {
 		fprintf(stderr, "usage: prefill DB N\n");
 		return 2;
 	}
-	o.path = argv[1];
+	if (strncmp(argv[1], "postgresql://", 13) == 0) {
+		o.backend = STORE_BACKEND_POSTGRESQL;
+		o.url = argv[1];
+	} else {
+		o.path = argv[1];
+	}
+	t0 = util_mono_ms();
 	if (store_open(&o, &s, err, sizeof(err)) < 0 || store_writer_start(s) < 0) {
 		fprintf(stderr, "prefill: %s\n", err);
 		return 1;
@@ -64,7 +73,9 @@ int main(int argc, char **argv)
 		if ((base / INFLIGHT) % 64 == 0)
 			fprintf(stderr, "\rprefill: %ld / %ld", base + k, n);
 	}
-	fprintf(stderr, "\rprefill: %ld events\n", n);
+	fprintf(stderr, "\rprefill: %ld events in %.1f s (%.0f events/s)\n", n,
+		(double)(util_mono_ms() - t0) / 1000.0,
+		(double)n * 1000.0 / (double)(util_mono_ms() - t0));
 	store_close(s);
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -35,6 +36,7 @@ enum key_type {
 	KEY_LOGLEVEL,
 	KEY_SINKTYPE,
 	KEY_SIGSCHEME,
+	KEY_BACKEND,
 };
 
 struct key_def {
@@ -72,7 +74,9 @@ static const struct key_def key_table[] = {
 	{"komerce", "timeout_ms", KEY_INT, C(timeout_ms), "10000", 100, 120000},
 	{"komerce", "connect_timeout_ms", KEY_INT, C(connect_timeout_ms), "3000", 100, 60000},
 	{"komerce", "confirm_paid", KEY_BOOL, C(confirm_paid), "true", 0, 0},
+	{"store", "backend", KEY_BACKEND, C(store_backend), "sqlite", 0, 0},
 	{"store", "path", KEY_STR, C(store_path), "/var/lib/komerce-hookd/events.db", 0, 0},
+	{"store", "url", KEY_SECRET, C(store_url), "", 0, 0},
 	{"store", "synchronous", KEY_SYNC, C(synchronous_full), "full", 0, 0},
 	{"store", "busy_timeout_ms", KEY_INT, C(busy_timeout_ms), "5000", 0, 600000},
 	{"store", "batch_max", KEY_INT, C(batch_max), "512", 1, 65536},
@@ -80,6 +84,7 @@ static const struct key_def key_table[] = {
 	{"store", "retention_days", KEY_INT, C(retention_days), "0", 0, 36500},
 	{"store", "checkpoint_interval", KEY_INT, C(checkpoint_interval), "15", 0, 10080},
 	{"store", "checkpoint_key", KEY_SECRET, C(checkpoint_key), "", 0, 0},
+	{"cluster", "instance", KEY_STR, C(instance), "", 0, 0},
 	{"reconcile", "enabled", KEY_BOOL, C(reconcile_enabled), "true", 0, 0},
 	{"reconcile", "grace_seconds", KEY_INT, C(grace_seconds), "60", 0, 86400},
 	{"reconcile", "max_requests_per_second", KEY_DOUBLE, C(max_requests_per_second), "5", 0,
@@ -213,6 +218,8 @@ static const struct word sink_words[] = {
 	{"http", CONFIG_SINK_HTTP}, {"redis", CONFIG_SINK_REDIS}, {NULL, 0}};
 static const struct word sigscheme_words[] = {
 	{"standardwebhooks", SINK_SIGN_STANDARD}, {"hookd", SINK_SIGN_HOOKD}, {NULL, 0}};
+static const struct word backend_words[] = {
+	{"sqlite", CONFIG_STORE_SQLITE}, {"postgresql", CONFIG_STORE_POSTGRESQL}, {NULL, 0}};
 
 /* Booleans (KEY_BOOL, KEY_SYNC) are stored as bool, the other words as int. */
 static int set_word(struct load_ctx *x, const char *section, const struct key_def *k, char *slot,
@@ -222,11 +229,13 @@ static int set_word(struct load_ctx *x, const char *section, const struct key_de
 			       : k->type == KEY_AUTH	  ? auth_words
 			       : k->type == KEY_SYNC	  ? sync_words
 			       : k->type == KEY_SIGSCHEME ? sigscheme_words
+			       : k->type == KEY_BACKEND	  ? backend_words
 							  : sink_words;
 	const char *expect = k->type == KEY_BOOL	? "true or false"
 			     : k->type == KEY_AUTH	? "hmac or plain"
 			     : k->type == KEY_SYNC	? "full or normal"
 			     : k->type == KEY_SIGSCHEME ? "standardwebhooks or hookd"
+			     : k->type == KEY_BACKEND	? "sqlite or postgresql"
 							: "http or redis";
 
 	for (; w->name != NULL; w++) {
@@ -268,6 +277,7 @@ static int set_value(struct load_ctx *x, const char *section, const struct key_d
 	case KEY_SYNC:
 	case KEY_SINKTYPE:
 	case KEY_SIGSCHEME:
+	case KEY_BACKEND:
 		return set_word(x, section, k, slot, value);
 	case KEY_LOGLEVEL:
 		prio = log_level_parse(value);
@@ -451,7 +461,7 @@ static void env_name(char *out, size_t n, const char *section, const char *key, 
 
 /* The unit loads the directory /etc/komerce-hookd/secrets as a whole (LoadCredential=
  * secrets:DIR), so its file F arrives as the credential secrets_F. These are the file names of
- * the three main secrets; a sink's secret is the file sink.NAME.secret. */
+ * the main secrets (and of the PostgreSQL URL); a sink's secret is the file sink.NAME.secret. */
 static const struct {
 	const char *key, *file;
 } secret_files[] = {
@@ -459,6 +469,7 @@ static const struct {
 	{"komerce.callback_keys", "callback_keys"},
 	{"admin.token", "admin_token"},
 	{"store.checkpoint_key", "checkpoint_key"},
+	{"store.url", "store_url"},
 };
 
 static bool readable(const char *path)
@@ -591,6 +602,56 @@ static int validate_reconcile(struct load_ctx *x)
 	return 0;
 }
 
+static bool valid_instance(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len >= CONFIG_INSTANCE_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)name[i]) && strchr("._-", name[i]) == NULL)
+			return false;
+	return true;
+}
+
+/* [store] for the chosen backend, and [cluster] instance (the host name by default, cut at
+ * its first dot and at the length limit). */
+static int check_store(struct load_ctx *x)
+{
+	struct config *c = x->c;
+
+	if (c->store_backend == CONFIG_STORE_SQLITE && c->store_path[0] == '\0')
+		return fail(x, -EINVAL, "config: store.path: must not be empty");
+	if (c->store_backend == CONFIG_STORE_POSTGRESQL) {
+		if (c->store_url[0] == '\0' && !c->secrets_optional)
+			return fail(x, -EINVAL,
+				    "config: store.url: missing for backend = postgresql (set it "
+				    "in the file, store.url_file, KOMERCE_HOOKD_STORE_URL or "
+				    "credential store.url; the unit reads " SECRETS_DIR
+				    "/store_url)");
+		if (c->store_url[0] != '\0' && strncmp(c->store_url, "postgresql://", 13) != 0 &&
+		    strncmp(c->store_url, "postgres://", 11) != 0)
+			return fail(x, -EINVAL,
+				    "config: store.url: must be a libpq URI, "
+				    "postgresql://USER@HOST:PORT/DB[?...]");
+	}
+	if (c->instance[0] == '\0') {
+		char host[256] = "";
+
+		if (gethostname(host, sizeof(host) - 1) < 0 || host[0] == '\0')
+			snprintf(host, sizeof(host), "localhost");
+		host[strcspn(host, ".")] = '\0';
+		host[CONFIG_INSTANCE_MAX - 1] = '\0';
+		if (set_string(&c->instance, host) < 0)
+			return fail(x, -ENOMEM, "config: out of memory");
+	}
+	if (!valid_instance(c->instance))
+		return fail(x, -EINVAL,
+			    "config: cluster.instance: must be 1-63 letters, digits, '.', '-' or "
+			    "'_'");
+	return 0;
+}
+
 static int validate(struct load_ctx *x)
 {
 	struct config *c = x->c;
@@ -634,8 +695,8 @@ static int validate(struct load_ctx *x)
 			    "config: komerce.api_key: missing (set it in the file, "
 			    "KOMERCE_HOOKD_KOMERCE_API_KEY or credential komerce.api_key; the unit "
 			    "reads " SECRETS_DIR "/api_key)");
-	if (c->store_path[0] == '\0')
-		return fail(x, -EINVAL, "config: store.path: must not be empty");
+	if (check_store(x) < 0)
+		return x->error;
 	if (c->checkpoint_key[0] != '\0' && strlen(c->checkpoint_key) < 16)
 		return fail(x, -EINVAL,
 			    "config: store.checkpoint_key: shorter than 16 characters (the unit "
@@ -830,4 +891,58 @@ int config_split_listen(const char *listen, char *host, size_t host_len, unsigne
 	host[he - hs] = '\0';
 	*port = (unsigned)p;
 	return 0;
+}
+
+const char *config_store_backend_name(int backend)
+{
+	return backend == CONFIG_STORE_POSTGRESQL ? "postgresql" : "sqlite";
+}
+
+/* Appends src[0, len) to out at *o, cut to fit. */
+static void put_n(char *out, size_t n, size_t *o, const char *src, size_t len)
+{
+	if (*o + 1 >= n)
+		return;
+	if (len > n - 1 - *o)
+		len = n - 1 - *o;
+	memcpy(out + *o, src, len);
+	*o += len;
+	out[*o] = '\0';
+}
+
+void config_mask_url(const char *url, char *out, size_t n)
+{
+	const char *scheme = strstr(url, "://"), *p = url, *at, *auth_end;
+	size_t o = 0;
+
+	if (n == 0)
+		return;
+	out[0] = '\0';
+	if (scheme != NULL) {
+		const char *colon;
+
+		auth_end = scheme + 3 + strcspn(scheme + 3, "/?");
+		at = memrchr(scheme + 3, '@', (size_t)(auth_end - (scheme + 3)));
+		colon = at != NULL ? memchr(scheme + 3, ':', (size_t)(at - (scheme + 3))) : NULL;
+		if (colon != NULL) {
+			put_n(out, n, &o, url, (size_t)(colon + 1 - url));
+			put_n(out, n, &o, "***", 3);
+			p = at;
+		}
+	}
+	/* password=... among the parameters (after '?' or '&') */
+	while (*p != '\0') {
+		const char *q = strstr(p, "password=");
+
+		if (q == NULL || (q > url && q[-1] != '?' && q[-1] != '&')) {
+			size_t len = q == NULL ? strlen(p) : (size_t)(q + 9 - p);
+
+			put_n(out, n, &o, p, len);
+			p += len;
+			continue;
+		}
+		put_n(out, n, &o, p, (size_t)(q + 9 - p));
+		put_n(out, n, &o, "***", 3);
+		p = q + 9 + strcspn(q + 9, "&");
+	}
 }

@@ -13,6 +13,9 @@
 
 enum config_callback_auth { CONFIG_AUTH_HMAC, CONFIG_AUTH_PLAIN };
 enum config_sink_type { CONFIG_SINK_HTTP, CONFIG_SINK_REDIS };
+enum config_store_backend { CONFIG_STORE_SQLITE, CONFIG_STORE_POSTGRESQL };
+
+#define CONFIG_INSTANCE_MAX 64 /* [cluster] instance, bytes including NUL */
 
 struct config_sink {
 	char name[32];
@@ -58,7 +61,9 @@ struct config {
 	long connect_timeout_ms;
 	bool confirm_paid; /* a PAID callback counts once a status call confirms it */
 	/* [store] */
-	char *store_path;
+	int store_backend; /* enum config_store_backend */
+	char *store_path;  /* sqlite */
+	char *store_url;   /* postgresql: a libpq URI (secret: it may hold a password) */
 	bool synchronous_full;
 	long busy_timeout_ms;
 	long batch_max;
@@ -66,6 +71,8 @@ struct config {
 	long retention_days;	  /* receipts and delivered outbox rows; 0 = keep */
 	long checkpoint_interval; /* minutes between logged chain checkpoints; 0 = start/stop */
 	char *checkpoint_key;	  /* HMAC key of the checkpoints (secret); "" = unsigned */
+	/* [cluster] */
+	char *instance; /* names this instance in logs and receipts; default: the host name */
 	/* [reconcile] */
 	bool reconcile_enabled;
 	long grace_seconds;
@@ -106,6 +113,12 @@ int config_load_file(struct config *c, const char *path, char *const *envp, char
 		     size_t err_len) __attribute__((warn_unused_result));
 int config_load_string(struct config *c, const char *text, char *const *envp, char *err,
 		       size_t err_len) __attribute__((warn_unused_result));
+
+/* Copies url into out with its password (user:PASSWORD@ and password=... parameters)
+ * replaced by "***", for --check-config and log lines. */
+void config_mask_url(const char *url, char *out, size_t n);
+/* "sqlite" or "postgresql". */
+const char *config_store_backend_name(int backend);
 
 /* Splits "host:port", "[v6]:port" into host (without brackets) and port. -EINVAL if bad. */
 int config_split_listen(const char *listen, char *host, size_t host_len, unsigned *port);

@@ -34,7 +34,7 @@ struct ctl {
 	const char *cmd; /* "events", for messages */
 	const char *config_path;
 	bool config_explicit;
-	const char *db_path; /* --db, else the configured store.path */
+	const char *db_path; /* --db, else the configured store.path or store.url */
 	struct config *cfg;  /* NULL when --db was given and the config did not load */
 	long busy_timeout_ms;
 	struct store *store;
@@ -338,9 +338,24 @@ static int load_config(struct ctl *c)
 		return r;
 	}
 	c->busy_timeout_ms = c->cfg->busy_timeout_ms;
+	if (c->db_path == NULL && c->cfg->store_backend == CONFIG_STORE_POSTGRESQL) {
+		if (c->cfg->store_url[0] == '\0') {
+			fail_line(c, "store.url is not set (komerce-hookctl does not read the "
+				     "daemon's credentials: set KOMERCE_HOOKD_STORE_URL or "
+				     "KOMERCE_HOOKD_STORE_URL_FILE, or give --db URL)");
+			return -EINVAL;
+		}
+		c->db_path = c->cfg->store_url;
+	}
 	if (c->db_path == NULL)
 		c->db_path = c->cfg->store_path;
 	return 0;
+}
+
+/* A PostgreSQL URL rather than an SQLite file. */
+static bool is_url(const char *db)
+{
+	return strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0;
 }
 
 /* Loads the config and checks that the database exists; 0 or CTL_USAGE (message printed). */
@@ -350,6 +365,8 @@ static int resolve_db(struct ctl *c)
 
 	if (load_config(c) < 0)
 		return CTL_USAGE;
+	if (is_url(c->db_path))
+		return 0;
 	if (stat(c->db_path, &sb) < 0) {
 		fail_line(c, "database %s: %s", c->db_path,
 			  errno == ENOENT ? "no such file" : "cannot access it");
@@ -376,7 +393,13 @@ static int open_store(struct ctl *c, enum store_mode mode, const char *sink)
 		fail_line(c, "--sink: no [sink.%s] in %s", sink, c->config_path);
 		return CTL_USAGE;
 	}
-	so.path = c->db_path;
+	if (is_url(c->db_path)) {
+		so.backend = STORE_BACKEND_POSTGRESQL;
+		so.url = c->db_path;
+	} else {
+		so.path = c->db_path;
+	}
+	so.instance = c->cfg != NULL ? c->cfg->instance : NULL;
 	so.busy_timeout_ms = c->busy_timeout_ms;
 	if (store_open(&so, &c->store, err, sizeof(err)) < 0) {
 		fail_line(c, "%s", err);
@@ -1222,6 +1245,128 @@ static int cmd_backup(struct ctl *c, int argc, char **argv)
 	return CTL_OK;
 }
 
+/* ---- migrate-to ---- */
+
+static const char migrate_usage[] =
+	"usage: komerce-hookctl migrate-to URL\n"
+	"Copy the whole store (the configured one, or --db PATH|URL) into the PostgreSQL database\n"
+	"at URL (postgresql://USER@HOST:PORT/DB?...), which must hold no events yet: payments,\n"
+	"events with their ids and hashes, receipts and the outbox, from one snapshot, in one\n"
+	"transaction. The schema is created there if needed. Stop komerce-hookd first. The copy's\n"
+	"hash chain is verified and its head compared with the source's before it reports OK.\n";
+
+static void migrate_progress(void *arg, const char *table, int64_t rows)
+{
+	(void)arg;
+	fprintf(stderr, "migrate-to: %s: %lld rows\n", table, (long long)rows);
+}
+
+static int grab_hash(void *arg, const struct store_event *e)
+{
+	memcpy(arg, e->hash, STORE_HASH_LEN);
+	return 0;
+}
+
+/* The hash of event n (the chain's head when n events were copied). */
+static int head_hash(struct store *s, int64_t n, uint8_t out[STORE_HASH_LEN])
+{
+	struct store_event_filter f = {.status = PAYMENT_UNKNOWN, .after_id = n - 1, .limit = 1};
+
+	memset(out, 0, STORE_HASH_LEN);
+	return n > 0 ? store_events_query(s, &f, grab_hash, out) : 0;
+}
+
+/* The copy's chain verifies, has as many events as were copied, and ends where the source's
+ * ends; the source did not grow meanwhile. CTL_OK or CTL_FAIL (message printed). */
+static int check_copy(struct ctl *c, struct store *dst, const int64_t rows[STORE_TABLES])
+{
+	uint8_t h_src[STORE_HASH_LEN], h_dst[STORE_HASH_LEN];
+	int64_t checked = 0, bad = 0, n_src = -1;
+	char why[256] = "", hex[2 * STORE_HASH_LEN + 1];
+	int r;
+
+	r = store_verify(dst, &checked, &bad, why, sizeof(why));
+	if (r == 0)
+		r = store_orphans(dst, &bad, why, sizeof(why));
+	if (r < 0 || checked != rows[1]) {
+		fail_line(c, "the copy does not verify: %s (event %lld, %lld checked of %lld)",
+			  r == -EBADMSG ? why : store_errmsg(dst), (long long)bad,
+			  (long long)checked, (long long)rows[1]);
+		return CTL_FAIL;
+	}
+	if (store_count(c->store, "events", &n_src) < 0 ||
+	    head_hash(c->store, rows[1], h_src) < 0 || head_hash(dst, rows[1], h_dst) < 0) {
+		fail_line(c, "cannot read back: %s", store_errmsg(c->store));
+		return CTL_FAIL;
+	}
+	if (memcmp(h_src, h_dst, STORE_HASH_LEN) != 0) {
+		fail_line(c, "the copy's chain ends elsewhere than the source's");
+		return CTL_FAIL;
+	}
+	if (n_src != rows[1]) {
+		fail_line(c,
+			  "the source has %lld events now, %lld were copied: komerce-hookd is "
+			  "still running on it; stop it and copy again into an empty database",
+			  (long long)n_src, (long long)rows[1]);
+		return CTL_FAIL;
+	}
+	util_hex(h_dst, STORE_HASH_LEN, hex);
+	printf("migrate-to: OK, hash chain verified: %lld events, head %.16s...\n",
+	       (long long)checked, hex);
+	return CTL_OK;
+}
+
+static int cmd_migrate_to(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {COMMON_OPTS};
+	struct store_opts so = {.backend = STORE_BACKEND_POSTGRESQL, .mode = STORE_MODE_WRITER};
+	char err[512], shown[1024];
+	struct store *dst = NULL;
+	int64_t rows[STORE_TABLES] = {0};
+	bool handled;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(migrate_usage, stdout);
+			return CTL_OK;
+		}
+		r = common_opt(c, opt, argv, &handled);
+		if (r != 0)
+			return r;
+	}
+	if (one_operand(c, argc, argv, "URL") != 0)
+		return CTL_USAGE;
+	if (!is_url(argv[optind])) {
+		fail_line(c, "URL: must be postgresql://USER@HOST:PORT/DB[?...]");
+		return CTL_USAGE;
+	}
+	r = open_ro(c);
+	if (r != 0)
+		return r;
+	so.url = argv[optind];
+	so.instance = c->cfg != NULL ? c->cfg->instance : "komerce-hookctl";
+	so.busy_timeout_ms = c->busy_timeout_ms;
+	config_mask_url(so.url, shown, sizeof(shown));
+	if (store_open(&so, &dst, err, sizeof(err)) < 0) {
+		fail_line(c, "%s: %s", shown, err);
+		return CTL_FAIL;
+	}
+	r = store_copy(c->store, dst, migrate_progress, NULL, rows, err, sizeof(err));
+	if (r < 0) {
+		fail_line(c, "%s: %s", shown, err);
+		store_close(dst);
+		return CTL_FAIL;
+	}
+	printf("migrate-to: copied %lld payments, %lld events, %lld receipts, %lld outbox rows, "
+	       "%lld polls to %s\n",
+	       (long long)rows[0], (long long)rows[1], (long long)rows[2], (long long)rows[3],
+	       (long long)rows[4], shown);
+	r = check_copy(c, dst, rows);
+	store_close(dst);
+	return r;
+}
+
 /* ---- main ---- */
 
 static const struct command {
@@ -1237,18 +1382,21 @@ static const struct command {
 	 "check the hash chain (and published checkpoints); exit 1 naming the first bad row"},
 	{"replay", cmd_replay, "queue an event for delivery again: replay EVENT_ID"},
 	{"backup", cmd_backup, "consistent copy of the live database: backup PATH"},
+	{"migrate-to", cmd_migrate_to, "copy the store into PostgreSQL: migrate-to URL"},
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: komerce-hookctl [-c CONF | --db PATH] COMMAND [OPTIONS]\n"
+	fprintf(f, "usage: komerce-hookctl [-c CONF | --db PATH|URL] COMMAND [OPTIONS]\n"
 		   "Audit and operate a komerce-hookd event store. Every command but replay opens "
 		   "the\ndatabase read-only and is safe while the daemon runs.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\noptions (also accepted after COMMAND):\n"
 		   "  -c, --config PATH  configuration (default " DEFAULT_CONFIG ")\n"
-		   "      --db PATH      the database file; the configuration becomes optional\n"
+		   "      --db PATH|URL  the SQLite file or PostgreSQL URL; the configuration "
+		   "becomes\n"
+		   "                     optional\n"
 		   "  -h, --help         this help; COMMAND --help for the command's options\n"
 		   "      --version      print the version\n"
 		   "\nexit status: 0 ok, 1 failure (tampering found, storage error), 2 usage "

@@ -1,9 +1,10 @@
 /* Outbox forwarder: one worker thread per configured sink, each with its own read-only store
- * handle. A worker takes the next due rows (one per payment, so order per payment holds),
- * delivers them through sink_http or sink_redis, and records every outcome through the
- * writer in one store_submit_wait(). Workers sleep on a condition variable that
- * forward_notify() (writer thread, after a commit with new events) signals, with a re-scan at
- * least every second for rows written by other processes and for due retries. */
+ * handle; with several instances on one store each sink's worker runs on the instance elected
+ * for "forward:<sink>" (leader.c runs and halts it). A worker takes the next due rows (one per
+ * payment, so order per payment holds), delivers them through sink_http or sink_redis, and records
+ * every outcome through the writer in one store_submit_wait(). Workers sleep on a condition
+ * variable that forward_notify() (writer thread, after a commit with new events) signals, with a
+ * re-scan at least every second for rows written by other processes and for due retries. */
 #include "forward.h"
 
 #include <errno.h>
@@ -34,7 +35,8 @@ struct worker {
 	struct forward *f;
 	const struct config_sink *cfg;
 	pthread_t thread;
-	bool started;
+	bool started; /* the thread runs (touched by the lifecycle's thread only) */
+	int stop;     /* atomic; also read by the sinks between I/O slices */
 	struct store *reader;
 	struct sink_http *http;
 	struct sink_redis *redis;
@@ -52,7 +54,6 @@ struct forward {
 	pthread_mutex_t mu;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC */
 	uint64_t gen;	     /* bumped by forward_notify */
-	int stop;	     /* atomic; also read by the sinks between I/O slices */
 	bool curl_inited;
 	struct store *writer;
 	struct worker workers[CONFIG_MAX_SINKS];
@@ -203,9 +204,9 @@ static int round_once(struct worker *w, int64_t *next_due)
 		return 0;
 	}
 	if (w->http != NULL)
-		sink_http_deliver(w->http, rows, n, w->results, &w->f->stop);
+		sink_http_deliver(w->http, rows, n, w->results, &w->stop);
 	else
-		sink_redis_deliver(w->redis, rows, n, w->results, &w->f->stop);
+		sink_redis_deliver(w->redis, rows, n, w->results, &w->stop);
 	k = outcomes_for(w, rows, n, next_due, &failed);
 	if (k > 0) {
 		store_req_outcomes(&req, w->outcomes, k);
@@ -239,7 +240,7 @@ static void wait_for_work(struct worker *w, uint64_t *seen, int64_t wake_mono)
 	ts.tv_sec = (time_t)(wake_mono / 1000);
 	ts.tv_nsec = (long)(wake_mono % 1000) * 1000000;
 	pthread_mutex_lock(&f->mu);
-	while (f->gen == *seen && !util_flag_get(&f->stop) && util_mono_ms() < wake_mono)
+	while (f->gen == *seen && !util_flag_get(&w->stop) && util_mono_ms() < wake_mono)
 		if (pthread_cond_timedwait(&f->cond, &f->mu, &ts) == ETIMEDOUT)
 			break;
 	*seen = f->gen;
@@ -257,7 +258,7 @@ static void *worker_main(void *arg)
 	seen = f->gen;
 	pthread_mutex_unlock(&f->mu);
 	update_gauge(w, true);
-	while (!util_flag_get(&f->stop)) {
+	while (!util_flag_get(&w->stop)) {
 		int n = round_once(w, &next_due);
 		int64_t wake, in;
 
@@ -329,8 +330,8 @@ static int worker_init(struct forward *f, struct worker *w, const struct config_
 	return 0;
 }
 
-int forward_start(const struct config *cfg, struct store *writer, struct forward **ret, char *err,
-		  size_t err_len)
+int forward_new(const struct config *cfg, struct store *writer, struct forward **ret, char *err,
+		size_t err_len)
 {
 	struct forward *f;
 	pthread_condattr_t ca;
@@ -352,23 +353,17 @@ int forward_start(const struct config *cfg, struct store *writer, struct forward
 		if (cfg->sinks[i].type == CONFIG_SINK_HTTP && !f->curl_inited) {
 			if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 				snprintf(err, err_len, "forward: libcurl initialisation failed");
-				r = -EIO;
-				goto fail;
+				forward_stop(f);
+				return -EIO;
 			}
 			f->curl_inited = true;
 		}
 		r = worker_init(f, &f->workers[i], &cfg->sinks[i], err, err_len);
 		f->n_workers = i + 1;
-		if (r < 0)
-			goto fail;
-	}
-	for (size_t i = 0; i < f->n_workers; i++) {
-		r = -pthread_create(&f->workers[i].thread, NULL, worker_main, &f->workers[i]);
 		if (r < 0) {
-			snprintf(err, err_len, "forward: cannot start a thread");
-			goto fail;
+			forward_stop(f);
+			return r;
 		}
-		f->workers[i].started = true;
 	}
 	for (size_t i = 0; i < f->n_workers; i++)
 		log_info("forward sink ready sink=%s type=%s signature=%s max_attempts=%ld",
@@ -380,9 +375,62 @@ int forward_start(const struct config *cfg, struct store *writer, struct forward
 			 cfg->sinks[i].max_attempts);
 	*ret = f;
 	return 0;
-fail:
-	forward_stop(f);
-	return r;
+}
+
+int forward_run(struct forward *f, size_t i)
+{
+	struct worker *w;
+	int r;
+
+	if (i >= f->n_workers)
+		return -EINVAL;
+	w = &f->workers[i];
+	if (w->started)
+		return 0;
+	__atomic_store_n(&w->stop, 0, __ATOMIC_RELEASE);
+	w->next_gauge_ms = 0;
+	r = pthread_create(&w->thread, NULL, worker_main, w);
+	if (r != 0)
+		return -r;
+	w->started = true;
+	log_info("forward running sink=%s", w->cfg->name);
+	return 0;
+}
+
+void forward_halt(struct forward *f, size_t i)
+{
+	struct worker *w;
+
+	if (f == NULL || i >= f->n_workers || !f->workers[i].started)
+		return;
+	w = &f->workers[i];
+	pthread_mutex_lock(&f->mu);
+	util_flag_set(&w->stop);
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(w->thread, NULL);
+	w->started = false;
+	log_info("forward halted sink=%s", w->cfg->name);
+}
+
+int forward_start(const struct config *cfg, struct store *writer, struct forward **ret, char *err,
+		  size_t err_len)
+{
+	struct forward *f;
+	int r = forward_new(cfg, writer, &f, err, err_len);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < f->n_workers; i++) {
+		r = forward_run(f, i);
+		if (r < 0) {
+			snprintf(err, err_len, "forward: cannot start a thread");
+			forward_stop(f);
+			return r;
+		}
+	}
+	*ret = f;
+	return 0;
 }
 
 void forward_notify(struct forward *f)
@@ -399,13 +447,8 @@ void forward_stop(struct forward *f)
 {
 	if (f == NULL)
 		return;
-	pthread_mutex_lock(&f->mu);
-	util_flag_set(&f->stop);
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->mu);
 	for (size_t i = 0; i < f->n_workers; i++) {
-		if (f->workers[i].started)
-			pthread_join(f->workers[i].thread, NULL);
+		forward_halt(f, i);
 		worker_free(&f->workers[i]);
 	}
 	if (f->curl_inited)

@@ -20,6 +20,7 @@
 #include "forward.h"
 #include "http.h"
 #include "ingest.h"
+#include "leader.h"
 #include "listen.h"
 #include "log.h"
 #include "maintain.h"
@@ -43,6 +44,7 @@ struct daemon {
 	struct store *store;
 	struct forward *fwd;
 	struct reconcile *rec;
+	struct leader *leader;
 	struct api *api;
 	struct ingest *ingest;
 	struct maintain *maint;
@@ -62,13 +64,25 @@ static void health_handler(struct http_request *req, void *ctx)
 	http_reply_json(req, 200, "{\"status\":\"ok\"}");
 }
 
+/* Ready: both listeners up, and the store answered the leader thread's last round (with
+ * PostgreSQL, a database out of reach makes the instance unready so that a load balancer
+ * sends callbacks to another). The body names the backend, the instance and the jobs it
+ * leads. */
 static void ready_handler(struct http_request *req, void *ctx)
 {
-	(void)ctx;
-	if (__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
-		http_reply_json(req, 200, "{\"status\":\"ready\"}");
-	else
-		http_reply_json(req, 503, "{\"status\":\"starting or stopping\"}");
+	const struct daemon *d = ctx;
+	char roles[512], body[768];
+	bool up = __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
+	bool store_ok = up && leader_store_ok(d->leader);
+
+	leader_roles_json(up ? d->leader : NULL, roles, sizeof(roles));
+	snprintf(body, sizeof(body),
+		 "{\"status\":\"%s\",\"backend\":\"%s\",\"instance\":\"%s\",\"roles\":%s}",
+		 !up	    ? "starting or stopping"
+		 : store_ok ? "ready"
+			    : "store unreachable",
+		 config_store_backend_name(d->cfg->store_backend), d->cfg->instance, roles);
+	http_reply_json(req, store_ok ? 200 : 503, body);
 }
 
 static void metrics_handler(struct http_request *req, void *ctx)
@@ -142,12 +156,60 @@ static int parse_args(int argc, char **argv, const char **ret_path, bool *ret_ch
 
 /* ---- start-up ---- */
 
+/* Sleeps ms, or less when SIGTERM/SIGINT arrives (they are blocked: see block_signals). True
+ * when one did. */
+static bool stop_requested_within(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sig = sigtimedwait(&set, NULL, &ts);
+	return sig == SIGTERM || sig == SIGINT;
+}
+
+/* A PostgreSQL server out of reach at start-up is waited for (backoff to 10 s, one log line
+ * every 30 s, systemd's start timeout extended) rather than exiting into the unit's start
+ * limit: instances of a cluster come up in any order with their database. SIGTERM ends the
+ * wait (-ECANCELED). Any other failure is returned at once. */
+static int store_open_waiting(const struct store_opts *so, struct store **ret, char *err,
+			      size_t err_len)
+{
+	long delay = 500;
+	int64_t next_log = 0;
+
+	for (;;) {
+		int r = store_open(so, ret, err, err_len);
+
+		if (r == 0 || so->backend != STORE_BACKEND_POSTGRESQL ||
+		    (r != -ECONNREFUSED && r != -ECONNRESET))
+			return r;
+		if (util_mono_ms() >= next_log) {
+			log_warn("%s; retrying until it answers", err);
+			next_log = util_mono_ms() + 30000;
+		}
+		sd_notifyf(0, "STATUS=waiting for PostgreSQL\nEXTEND_TIMEOUT_USEC=%llu",
+			   (unsigned long long)(delay + 10000) * 1000ULL);
+		if (stop_requested_within(delay)) {
+			snprintf(err, err_len, "stopped while waiting for PostgreSQL");
+			return -ECANCELED;
+		}
+		delay = delay * 2 < 10000 ? delay * 2 : 10000;
+	}
+}
+
 static int open_store(struct daemon *d, char *err, size_t err_len)
 {
 	const struct config *cfg = d->cfg;
 	struct store_opts so = {
-		.backend = STORE_BACKEND_SQLITE,
+		.backend = cfg->store_backend == CONFIG_STORE_POSTGRESQL ? STORE_BACKEND_POSTGRESQL
+									 : STORE_BACKEND_SQLITE,
 		.path = cfg->store_path,
+		.url = cfg->store_url,
+		.instance = cfg->instance,
 		.mode = STORE_MODE_WRITER,
 		.synchronous_full = cfg->synchronous_full,
 		.busy_timeout_ms = cfg->busy_timeout_ms,
@@ -164,7 +226,7 @@ static int open_store(struct daemon *d, char *err, size_t err_len)
 	for (size_t i = 0; i < cfg->n_sinks; i++)
 		d->sinks[i] = (struct store_sink){.name = cfg->sinks[i].name,
 						  .conflicts = cfg->sinks[i].conflicts};
-	r = store_open(&so, &d->store, err, err_len);
+	r = store_open_waiting(&so, &d->store, err, err_len);
 	if (r < 0)
 		return r;
 	r = store_writer_start(d->store);
@@ -185,21 +247,62 @@ static void on_poll_scheduled(void *arg, int64_t due_ms)
 	reconcile_wake_at(arg, due_ms);
 }
 
+static int job_reconcile_start(void *arg, size_t idx)
+{
+	(void)idx;
+	return reconcile_run(arg);
+}
+
+static void job_reconcile_stop(void *arg, size_t idx)
+{
+	(void)idx;
+	reconcile_halt(arg);
+}
+
+static int job_forward_start(void *arg, size_t idx)
+{
+	return forward_run(arg, idx);
+}
+
+static void job_forward_stop(void *arg, size_t idx)
+{
+	forward_halt(arg, idx);
+}
+
+/* The reconciler and each sink's forwarder are prepared here and run where this instance is
+ * elected for them (leader.c; with SQLite, always and at once). */
 static int start_workers(struct daemon *d, char *err, size_t err_len)
 {
-	int r = forward_start(d->cfg, d->store, &d->fwd, err, err_len);
+	struct leader_job jobs[1 + CONFIG_MAX_SINKS];
+	size_t n = 0;
+	int r = forward_new(d->cfg, d->store, &d->fwd, err, err_len);
 
 	if (r < 0)
 		return r;
 	store_set_commit_hook(d->store, on_commit, d->fwd);
 	/* Without reconcile.enabled the reconciler still confirms PAID callbacks. */
 	if (d->cfg->reconcile_enabled || d->cfg->confirm_paid) {
-		r = reconcile_start(d->cfg, d->store, &d->rec, err, err_len);
+		r = reconcile_new(d->cfg, d->store, &d->rec, err, err_len);
 		if (r < 0)
 			return r;
 		store_set_poll_hook(d->store, on_poll_scheduled, d->rec);
+		jobs[n] = (struct leader_job){.name = "reconcile",
+					      .start = job_reconcile_start,
+					      .stop = job_reconcile_stop,
+					      .arg = d->rec};
+		n++;
 	}
-	r = api_new(d->cfg, d->store, d->rec, &d->api, err, err_len);
+	for (size_t i = 0; i < d->cfg->n_sinks; i++) {
+		jobs[n] = (struct leader_job){.start = job_forward_start,
+					      .stop = job_forward_stop,
+					      .arg = d->fwd,
+					      .idx = i};
+		snprintf(jobs[n].name, sizeof(jobs[n].name), "forward:%s", d->cfg->sinks[i].name);
+		n++;
+	}
+	r = leader_start(d->store, jobs, n, d->cfg->instance, &d->leader, err, err_len);
+	if (r == 0)
+		r = api_new(d->cfg, d->store, d->rec, &d->api, err, err_len);
 	if (r < 0)
 		return r;
 	return maintain_start(
@@ -233,11 +336,10 @@ static int build_routes(struct daemon *d, char *err, size_t err_len)
 	}
 	d->pub_routes[d->n_pub++] = ingest_route(d->ingest);
 	d->pub_routes[d->n_pub++] = get_route("/healthz", METRICS_EP_HEALTH, health_handler, NULL);
-	d->pub_routes[d->n_pub++] = get_route("/readyz", METRICS_EP_HEALTH, ready_handler, NULL);
+	d->pub_routes[d->n_pub++] = get_route("/readyz", METRICS_EP_HEALTH, ready_handler, d);
 	d->admin_routes[d->n_admin++] =
 		get_route("/healthz", METRICS_EP_HEALTH, health_handler, NULL);
-	d->admin_routes[d->n_admin++] =
-		get_route("/readyz", METRICS_EP_HEALTH, ready_handler, NULL);
+	d->admin_routes[d->n_admin++] = get_route("/readyz", METRICS_EP_HEALTH, ready_handler, d);
 	d->admin_routes[d->n_admin++] =
 		get_route("/metrics", METRICS_EP_METRICS, metrics_handler, d->store);
 	d->admin_routes[d->n_admin++] =
@@ -346,6 +448,7 @@ static void drain(struct daemon *d)
 	http_stop(d->admin, ADMIN_DRAIN_MS);
 	if (d->store != NULL)
 		store_set_poll_hook(d->store, NULL, NULL);
+	leader_stop(d->leader);
 	reconcile_stop(d->rec);
 	forward_stop(d->fwd);
 	store_writer_stop(d->store); /* everything committed: the last checkpoint is the head */
@@ -359,20 +462,29 @@ static void drain(struct daemon *d)
 
 static int run(struct daemon *d)
 {
-	char err[CONFIG_ERR_LEN + 256];
-	int sig;
+	char err[CONFIG_ERR_LEN + 256], db[1024];
+	int sig, r;
 
 	block_signals();
-	if (open_store(d, err, sizeof(err)) < 0 || start_workers(d, err, sizeof(err)) < 0 ||
+	r = open_store(d, err, sizeof(err));
+	if (r == -ECANCELED) {
+		log_info("%s", err);
+		return 0;
+	}
+	if (r < 0 || start_workers(d, err, sizeof(err)) < 0 ||
 	    build_routes(d, err, sizeof(err)) < 0 || start_listeners(d, err, sizeof(err)) < 0) {
 		log_err("%s", err);
 		return 1;
 	}
 	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-	log_info("komerce-hookd started version=%s listen=%s port=%u admin=%s admin_port=%u "
-		 "store=%s db=%s sinks=%zu synchronous=%s",
-		 HOOKD_VERSION, d->cfg->listen, http_port(d->pub), d->cfg->admin_listen,
-		 http_port(d->admin), store_backend_name(d->store), d->cfg->store_path,
+	if (d->cfg->store_backend == CONFIG_STORE_POSTGRESQL)
+		config_mask_url(d->cfg->store_url, db, sizeof(db));
+	else
+		snprintf(db, sizeof(db), "%s", d->cfg->store_path);
+	log_info("komerce-hookd started version=%s instance=%s listen=%s port=%u admin=%s "
+		 "admin_port=%u store=%s db=%s sinks=%zu synchronous=%s",
+		 HOOKD_VERSION, d->cfg->instance, d->cfg->listen, http_port(d->pub),
+		 d->cfg->admin_listen, http_port(d->admin), store_backend_name(d->store), db,
 		 d->cfg->n_sinks, d->cfg->synchronous_full ? "full" : "normal");
 	sd_notify(0, "READY=1\nSTATUS=accepting callbacks");
 
@@ -381,6 +493,22 @@ static int run(struct daemon *d)
 	sd_notify(0, "STOPPING=1\nSTATUS=draining");
 	__atomic_store_n(&ready, 0, __ATOMIC_RELEASE);
 	return 0;
+}
+
+/* --check-config: the verdict, then what the daemon would use (the store URL without its
+ * password). */
+static void print_effective(const struct config *cfg)
+{
+	char url[1024];
+
+	printf("configuration OK\n");
+	if (cfg->store_backend == CONFIG_STORE_POSTGRESQL) {
+		config_mask_url(cfg->store_url, url, sizeof(url));
+		printf("store: backend=postgresql url=%s\n", url);
+	} else {
+		printf("store: backend=sqlite path=%s\n", cfg->store_path);
+	}
+	printf("cluster: instance=%s\n", cfg->instance);
 }
 
 int main(int argc, char **argv)
@@ -405,7 +533,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (check_only) {
-		printf("configuration OK\n");
+		print_effective(d.cfg);
 		config_free(d.cfg);
 		return 0;
 	}

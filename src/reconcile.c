@@ -4,8 +4,9 @@
  * state machine as callbacks; the verdict on a held callback is the store's). Up to
  * max_in_flight requests run at once on libcurl's multi interface, which is also where the
  * thread sleeps. It owns a read-only store handle, the struct komerce_multi, the global token
- * bucket and window, and the circuit breaker. main.c starts and stops it;
- * reconcile_wake_at() may be called from any thread (the store's poll hook, the admin API).
+ * bucket and window, and the circuit breaker. main.c creates it; the leader thread (leader.c)
+ * runs and halts it as this instance wins or loses the "reconcile" job; reconcile_wake_at()
+ * may be called from any thread, running or not (the store's poll hook, the admin API).
  * The schedule and breaker functions below it are pure and unit-tested with an injected
  * clock. */
 #include "reconcile.h"
@@ -220,7 +221,7 @@ struct flight {
 
 struct reconcile {
 	pthread_t thread;
-	bool started;
+	bool started; /* the thread runs (touched by the lifecycle's thread only) */
 	int stop;	     /* atomic */
 	int64_t wake_due;    /* atomic: earliest poll a commit announced since the last query */
 	int64_t sleep_until; /* atomic: unix ms the thread sleeps until, 0 while it works */
@@ -811,6 +812,9 @@ static bool queue_mark(struct reconcile *r, const struct store_reconcile_row *ro
 		return false;
 	mark->only_if_watched = true;
 	mark->last_polled_at = now;
+	/* the store refuses the mark inside the minimum interval, whoever polled last (another
+	 * instance that led before): then the request is not sent */
+	mark->min_gap_ms = r->min_ms;
 	mark->set_next = true;
 	mark->next_poll_at = now + r->hold_ms;
 	ratelimit_take(&r->bucket, mono);
@@ -1014,14 +1018,68 @@ static void reconcile_free(struct reconcile *r)
 	free(r);
 }
 
+/* A run starts with an empty budget and a full window, as if the previous leader (another
+ * instance, perhaps) had just spent a second's worth: its first request waits one interval of
+ * the global rate, so no second counts the requests of two leaders. */
+static void fresh_budget(struct reconcile *r)
+{
+	int64_t mono = util_mono_ms();
+	size_t per_window = r->rate >= 1 ? (size_t)r->rate : 1;
+
+	ratelimit_bucket_init(&r->bucket, r->rate_now, clamp64((int64_t)(r->rate / 10), 1, 16),
+			      mono);
+	while (ratelimit_take(&r->bucket, mono) == 0)
+		;
+	for (size_t i = 0; i < per_window; i++)
+		ratelimit_window_note(r->window, mono);
+}
+
+int reconcile_run(struct reconcile *r)
+{
+	int e;
+
+	if (r->started)
+		return 0;
+	__atomic_store_n(&r->stop, 0, __ATOMIC_RELEASE);
+	fresh_budget(r);
+	r->n_rows = r->next_row = 0;
+	r->next_query_ms = 0;
+	r->next_gauge_ms = 0;
+	e = pthread_create(&r->thread, NULL, reconcile_main, r);
+	if (e != 0)
+		return -e;
+	r->started = true;
+	log_info("reconcile running max_requests_per_second=%.2f max_in_flight=%zu "
+		 "min_interval_ms=%lld watch=%s",
+		 r->rate, r->max_in_flight, (long long)r->min_ms,
+		 r->watch ? "pending" : "confirmations-only");
+	return 0;
+}
+
+void reconcile_halt(struct reconcile *r)
+{
+	if (r == NULL || !r->started)
+		return;
+	util_flag_set(&r->stop);
+	komerce_multi_wakeup(r->km);
+	pthread_join(r->thread, NULL);
+	r->started = false;
+	/* Requests still in flight are aborted by the stop flag: collected here, so that a later
+	 * run starts with none (their marks keep the payments from being polled early). */
+	for (int i = 0; i < 50 && komerce_multi_running(r->km) > 0; i++) {
+		komerce_multi_wait(r->km, 20);
+		harvest(r);
+	}
+	flush(r);
+	metrics_set_gauge("hookd_reconcile_circuit_open", 0);
+	log_info("reconcile halted");
+}
+
 void reconcile_stop(struct reconcile *r)
 {
 	if (r == NULL)
 		return;
-	util_flag_set(&r->stop);
-	komerce_multi_wakeup(r->km);
-	if (r->started)
-		pthread_join(r->thread, NULL);
+	reconcile_halt(r);
 	reconcile_free(r);
 }
 
@@ -1073,8 +1131,8 @@ static int allocate(struct reconcile *r, const struct komerce_opts *ko)
 	return 0;
 }
 
-int reconcile_start(const struct config *cfg, struct store *writer, struct reconcile **ret,
-		    char *err, size_t err_len)
+int reconcile_new(const struct config *cfg, struct store *writer, struct reconcile **ret, char *err,
+		  size_t err_len)
 {
 	struct komerce_opts ko = {
 		.base_url = cfg->base_url,
@@ -1101,17 +1159,28 @@ int reconcile_start(const struct config *cfg, struct store *writer, struct recon
 		reconcile_free(r);
 		return e;
 	}
-	e = pthread_create(&r->thread, NULL, reconcile_main, r);
-	if (e != 0) {
-		snprintf(err, err_len, "reconcile: cannot start the thread");
-		reconcile_free(r);
-		return -e;
-	}
-	r->started = true;
-	log_info("reconcile started max_requests_per_second=%.2f max_in_flight=%zu "
+	log_info("reconcile ready max_requests_per_second=%.2f max_in_flight=%zu "
 		 "grace_seconds=%ld min_interval_ms=%lld timeout_ms=%ld watch=%s",
 		 r->rate, r->max_in_flight, cfg->grace_seconds, (long long)r->min_ms, ko.timeout_ms,
 		 r->watch ? "pending" : "confirmations-only");
+	*ret = r;
+	return 0;
+}
+
+int reconcile_start(const struct config *cfg, struct store *writer, struct reconcile **ret,
+		    char *err, size_t err_len)
+{
+	struct reconcile *r;
+	int e = reconcile_new(cfg, writer, &r, err, err_len);
+
+	if (e < 0)
+		return e;
+	e = reconcile_run(r);
+	if (e < 0) {
+		snprintf(err, err_len, "reconcile: cannot start the thread");
+		reconcile_free(r);
+		return e;
+	}
 	*ret = r;
 	return 0;
 }

@@ -1,7 +1,8 @@
 /* Reconciler: a thread that polls Komerce for the status of PENDING payments whose callback
  * has not arrived, and of those whose PAID callback waits for confirmation (confirm_paid),
  * up to max_in_flight requests at once, within the per-payment 3 s limit and a global
- * request budget. */
+ * request budget. With several instances on one store it runs on the elected one only
+ * (leader.c runs and halts it). */
 #pragma once
 
 #include <stdbool.h>
@@ -12,14 +13,28 @@ struct config;
 struct store;
 struct reconcile;
 
+/* Prepares a reconciler (its own read-only handle, a Komerce client, the budgets) without
+ * starting it. On failure returns -errno with one line in err. */
+int reconcile_new(const struct config *cfg, struct store *writer, struct reconcile **ret, char *err,
+		  size_t err_len) __attribute__((warn_unused_result));
+/* Starts polling (this instance leads the job). The request budget starts empty and the
+ * one-second window full, so the first request after a change of leader waits a second and
+ * no second holds the requests of two leaders; the per-payment minimum holds through the
+ * schedule in the store. 0 or -errno. */
+int reconcile_run(struct reconcile *r) __attribute__((warn_unused_result));
+/* Stops polling and joins within about a second (a status request in flight is abandoned;
+ * what was learned is written first). A no-op when not running. */
+void reconcile_halt(struct reconcile *r);
+/* reconcile_new + reconcile_run. */
 int reconcile_start(const struct config *cfg, struct store *writer, struct reconcile **ret,
 		    char *err, size_t err_len) __attribute__((warn_unused_result));
-/* A payment became watched (created or tracked): look at the schedule again. Any thread. */
+/* A payment became watched (created or tracked): look at the schedule again. Any thread,
+ * running or not. */
 void reconcile_wake(struct reconcile *r);
 /* A commit scheduled a poll at due_ms (unix ms; the store's poll hook): wakes the thread if it
- * sleeps past it. Cheap enough for every commit (two atomics). Any thread. */
+ * sleeps past it. Cheap enough for every commit (two atomics). Any thread, running or not. */
 void reconcile_wake_at(struct reconcile *r, int64_t due_ms);
-/* Stops and joins within about a second. NULL is fine. */
+/* Halts and frees. NULL is fine. */
 void reconcile_stop(struct reconcile *r);
 
 /* ---- pure pieces of the reconciler, exported for the unit tests ---- */

@@ -27,6 +27,8 @@ static const struct store_backend *backend_for(enum store_backend_kind k)
 	switch (k) {
 	case STORE_BACKEND_SQLITE:
 		return &store_backend_sqlite;
+	case STORE_BACKEND_POSTGRESQL:
+		return &store_backend_pg;
 	}
 	return NULL;
 }
@@ -40,9 +42,13 @@ static int copy_opts(struct store *s, const struct store_opts *o)
 	if (s->opts.queue_max <= 0)
 		s->opts.queue_max = DEFAULT_QUEUE_MAX;
 	s->path = strdup(o->path != NULL ? o->path : "");
-	if (s->path == NULL)
+	s->url = strdup(o->url != NULL ? o->url : "");
+	s->instance = strdup(o->instance != NULL ? o->instance : "");
+	if (s->path == NULL || s->url == NULL || s->instance == NULL)
 		return -ENOMEM;
 	s->opts.path = s->path;
+	s->opts.url = s->url;
+	s->opts.instance = s->instance;
 	if (o->n_sinks > STORE_MAX_SINKS)
 		return -E2BIG;
 	for (size_t i = 0; i < o->n_sinks; i++) {
@@ -101,6 +107,10 @@ void store_close(struct store *s)
 	if (s->be != NULL)
 		s->be->close(s);
 	free(s->path);
+	if (s->url != NULL)
+		explicit_bzero(s->url, strlen(s->url));
+	free(s->url);
+	free(s->instance);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cond);
 	free(s);
@@ -311,6 +321,8 @@ static void run_batch(struct store *s, struct store_req *batch, size_t n)
 
 	memset(&t, 0, sizeof(t));
 	err = s->be->begin(s);
+	if (err == 0 && s->be->prefetch != NULL)
+		err = s->be->prefetch(s, batch);
 	if (err == 0)
 		err = apply_batch(s, batch);
 	if (err == 0)
@@ -580,7 +592,8 @@ int store_backup(struct store *s, const char *dest, int64_t *ret_bytes, char *er
 {
 	if (s->be->backup == NULL) {
 		snprintf(err, err_len,
-			 "backup: not supported by the %s backend (use its own tools)",
+			 "backup: the %s backend is backed up with its own tools (pg_dump "
+			 "--format=custom; see README \"Several instances\")",
 			 s->be->name);
 		return -ENOTSUP;
 	}
@@ -652,4 +665,161 @@ int store_polls_list(struct store *s, const char *payment_id, long limit,
 	if (payment_id == NULL || limit < 0)
 		return -EINVAL;
 	return s->be->polls_list(s, payment_id, limit, fn, arg);
+}
+
+/* ---- copies ---- */
+
+static const char *const payment_cols[] = {
+	"payment_id",	   "order_id",	       "payment_type",	 "channel_code",
+	"amount",	   "status",	       "expires_at",	 "created_at",
+	"updated_at",	   "callback_seen_at", "last_polled_at", "next_poll_at",
+	"poll_attempts",   "origin",	       "confirmation",	 "confirmation_detail",
+	"confirmation_at", "held_event_id"};
+static const char *const event_cols[] = {"id",		 "payment_id",	 "order_id",  "status",
+					 "amount",	 "source",	 "conflict",  "dedupe_key",
+					 "raw_json",	 "received_at",	 "prev_hash", "hash",
+					 "confirmation", "held_event_id"};
+static const char *const receipt_cols[] = {"id",	  "event_id",	 "source",
+					   "remote_addr", "received_at", "instance"};
+static const char *const outbox_cols[] = {
+	"id",	       "event_id",	  "payment_id", "sink",	      "state",
+	"attempts",    "next_attempt_at", "last_error", "created_at", "delivered_at",
+	"replayed_at", "replayed_by",	  "replay_of"};
+static const char *const poll_cols[] = {"id",	   "payment_id",  "polled_at",	    "elapsed_ms",
+					"outcome", "http_status", "komerce_status", "confirming",
+					"error"};
+
+#define COLS(a) a, sizeof(a) / sizeof(a[0])
+const struct store_table store_tables[STORE_TABLES] = {
+	{"payments", COLS(payment_cols), "payment_id"},
+	{"events", COLS(event_cols), "id"},
+	{"receipts", COLS(receipt_cols), "id"},
+	{"outbox", COLS(outbox_cols), "id"},
+	{"polls", COLS(poll_cols), "id"},
+};
+#undef COLS
+
+struct copy {
+	struct store *dst;
+	void (*progress)(void *arg, const char *table, int64_t rows);
+	void *arg;
+	const struct store_table *open; /* the table being loaded */
+	int64_t rows[STORE_TABLES];
+};
+
+static int copy_end_table(struct copy *c)
+{
+	int r;
+
+	if (c->open == NULL)
+		return 0;
+	r = c->dst->be->load_end(c->dst, c->open);
+	if (r == 0 && c->progress != NULL)
+		c->progress(c->arg, c->open->name, c->rows[c->open - store_tables]);
+	c->open = NULL;
+	return r;
+}
+
+static int copy_table(void *arg, const struct store_table *t)
+{
+	struct copy *c = arg;
+	int r = copy_end_table(c);
+
+	if (r == 0)
+		r = c->dst->be->load_begin(c->dst, t);
+	if (r == 0)
+		c->open = t;
+	return r;
+}
+
+static int copy_row(void *arg, const struct store_table *t, const char *const *vals)
+{
+	struct copy *c = arg;
+
+	c->rows[t - store_tables]++;
+	return c->dst->be->load_row(c->dst, t, vals);
+}
+
+/* The copy inside dst's transaction: src's dump streamed into dst's bulk load. */
+static int copy_all(struct store *src, struct copy *c, char *err, size_t err_len)
+{
+	struct store_dump_sink sink = {copy_table, copy_row, c};
+	int r = src->be->dump(src, &sink);
+
+	if (r < 0) {
+		/* the side that failed left its reason */
+		snprintf(err, err_len, "copy: %s",
+			 src->err[0] != '\0' ? store_errmsg(src) : store_errmsg(c->dst));
+		return r;
+	}
+	r = copy_end_table(c);
+	if (r < 0)
+		snprintf(err, err_len, "copy: %s", store_errmsg(c->dst));
+	return r;
+}
+
+int store_copy(struct store *src, struct store *dst,
+	       void (*progress)(void *arg, const char *table, int64_t rows), void *arg,
+	       int64_t ret_rows[STORE_TABLES], char *err, size_t err_len)
+{
+	struct copy c = {.dst = dst, .progress = progress, .arg = arg};
+	int64_t n_events = 0, n_payments = 0;
+	int r;
+
+	if (dst->be->load_begin == NULL || src->be->dump == NULL || dst->running) {
+		snprintf(err, err_len, "copy: the %s backend cannot take a copy", dst->be->name);
+		return -ENOTSUP;
+	}
+	r = store_count(dst, "events", &n_events);
+	if (r == 0)
+		r = store_count(dst, "payments", &n_payments);
+	if (r < 0) {
+		snprintf(err, err_len, "copy: %s", store_errmsg(dst));
+		return r;
+	}
+	if (n_events > 0 || n_payments > 0) {
+		snprintf(err, err_len,
+			 "copy: the destination is not empty (%lld events, %lld payments)",
+			 (long long)n_events, (long long)n_payments);
+		return -ENOTEMPTY;
+	}
+	src->err[0] = '\0';
+	r = dst->be->begin(dst);
+	if (r < 0)
+		snprintf(err, err_len, "copy: %s", store_errmsg(dst));
+	if (r == 0)
+		r = copy_all(src, &c, err, err_len);
+	if (r == 0) {
+		r = dst->be->commit(dst);
+		if (r < 0)
+			snprintf(err, err_len, "copy: %s", store_errmsg(dst));
+	}
+	if (r < 0) {
+		dst->be->rollback(dst);
+		return r;
+	}
+	memcpy(ret_rows, c.rows, sizeof(c.rows));
+	return 0;
+}
+
+/* ---- leadership ---- */
+
+int store_leader_try(struct store *s, const char *job)
+{
+	if (s->be->leader_try == NULL)
+		return 1;
+	return s->be->leader_try(s, job);
+}
+
+int store_leader_check(struct store *s, long timeout_ms)
+{
+	if (s->be->leader_check == NULL)
+		return 0;
+	return s->be->leader_check(s, timeout_ms);
+}
+
+void store_leader_release(struct store *s, const char *job)
+{
+	if (s->be->leader_release != NULL)
+		s->be->leader_release(s, job);
 }

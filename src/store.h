@@ -19,12 +19,13 @@
 
 struct store;
 
-enum store_backend_kind { STORE_BACKEND_SQLITE };
+enum store_backend_kind { STORE_BACKEND_SQLITE, STORE_BACKEND_POSTGRESQL };
 
 enum store_mode {
 	STORE_MODE_WRITER, /* creates and migrates the schema; one per database; writer thread */
 	STORE_MODE_READER, /* queries only */
 	STORE_MODE_ADMIN,  /* queries and store_apply_now(); no migration (komerce-hookctl) */
+	STORE_MODE_LEADER, /* elections only (store_leader_*): a connection of its own */
 };
 
 struct store_sink {
@@ -34,7 +35,9 @@ struct store_sink {
 
 struct store_opts {
 	enum store_backend_kind backend;
-	const char *path; /* SQLite database file */
+	const char *path;     /* SQLite database file */
+	const char *url;      /* PostgreSQL: libpq URI (a secret: never in error text or logs) */
+	const char *instance; /* names this instance in receipts (and the server's sessions) */
 	enum store_mode mode;
 	bool synchronous_full; /* SQLite: PRAGMA synchronous = FULL (else NORMAL) */
 	long busy_timeout_ms;
@@ -59,7 +62,7 @@ int store_open_like(struct store *s, enum store_mode mode, struct store **ret, c
 void store_close(struct store *s);
 /* Last error text of the handle for log lines (never contains secrets). */
 const char *store_errmsg(struct store *s);
-/* "sqlite" (for logs and /readyz). */
+/* "sqlite" or "postgresql" (for logs and /readyz). */
 const char *store_backend_name(const struct store *s);
 
 /* ---- write requests ---- */
@@ -201,6 +204,20 @@ int store_stats(struct store *s, int64_t now_ms, struct store_stats *ret);
  * bytes written, or -errno with a line in err (-ENOTSUP where the backend has its own tools). */
 int store_backup(struct store *s, const char *dest, int64_t *ret_bytes, char *err, size_t err_len);
 
+/* The tables a copy holds (store_copy): payments, events, receipts, outbox, polls. */
+#define STORE_TABLES 5
+
+/* Copies every row of src (payments, events with their ids and hashes, receipts, outbox, the
+ * polls log, from one consistent snapshot) into dst, in one transaction of dst; dst must hold no
+ * payment and no event yet. The chain is copied as it is: both backends hash the same fields, so
+ * dst verifies as src did. progress(arg, table, rows) is called after each table. Returns 0 and the
+ * rows copied per table in ret_rows (in that order), or -errno with a line in err: -ENOTEMPTY (dst
+ * has data), -ENOTSUP (dst's backend cannot take a copy). */
+int store_copy(struct store *src, struct store *dst,
+	       void (*progress)(void *arg, const char *table, int64_t rows), void *arg,
+	       int64_t ret_rows[STORE_TABLES], char *err, size_t err_len)
+	__attribute__((warn_unused_result));
+
 /* The next deliverable rows of sink: pending, due (next_attempt_at <= now_ms), and only the
  * lowest pending outbox id of each payment, so no second event of a payment is handed out
  * before the earlier one was delivered or dead-lettered. Longest due first, at most limit
@@ -236,6 +253,22 @@ int store_reconcile_pending(struct store *s, int64_t now_s, int64_t *ret_pending
  * (0 = all). */
 int store_polls_list(struct store *s, const char *payment_id, long limit,
 		     int (*fn)(void *arg, const struct store_poll *p), void *arg);
+
+/* ---- leadership: jobs that run on one instance at a time ----
+ * The reconciler and each sink's forwarder ("reconcile", "forward:<sink>") are elected by
+ * name on a LEADER handle. SQLite: one daemon per database file (the writer's lock), so that
+ * instance always leads. PostgreSQL: a session-level advisory lock per job on the handle's own
+ * connection, with TCP keepalives on both ends, so an instance that dies or is cut off loses
+ * every job when its session ends and another instance's next try wins. */
+
+/* 1 when this handle leads job now (or already did), 0 when another instance does, -errno
+ * when the store is unreachable (then nothing is led: the next call reconnects). */
+int store_leader_try(struct store *s, const char *job) __attribute__((warn_unused_result));
+/* Confirms within timeout_ms that the handle's session is alive, so every job it leads is
+ * still its own: 0, or -errno (-ETIMEDOUT, -ECONNRESET, ...) and nothing is led any more. */
+int store_leader_check(struct store *s, long timeout_ms) __attribute__((warn_unused_result));
+/* Gives job up; a no-op for a job not led. */
+void store_leader_release(struct store *s, const char *job);
 
 /* ---- pure helpers (store_event.c) ---- */
 

@@ -66,6 +66,23 @@ void store_confirm_marker(const struct store_event_payment *cur,
 			  const struct store_reconcile_update *u, struct event *ev,
 			  struct store_event_decision *d);
 
+/* A store's five tables as copies see them (store_copy): every column, in this order, as
+ * text: NULL for SQL NULL, integers in decimal, booleans 0 or 1, hashes in lowercase hex. */
+struct store_table {
+	const char *name;
+	const char *const *cols;
+	size_t n_cols;
+	const char *order_by;
+};
+extern const struct store_table store_tables[STORE_TABLES];
+
+/* Where a dump goes: table() once before each table's rows, row() for each row. */
+struct store_dump_sink {
+	int (*table)(void *arg, const struct store_table *t);
+	int (*row)(void *arg, const struct store_table *t, const char *const *vals);
+	void *arg;
+};
+
 struct store_backend {
 	const char *name;
 	/* Opens s->opts as the mode says; sets s->impl. -errno with one line in err. */
@@ -84,6 +101,9 @@ struct store_backend {
 	 * -ENOENT, -ENODATA: the savepoint is rolled back, the batch goes on) or a storage error
 	 * (the whole batch fails). Sets the request's results. */
 	int (*apply)(struct store *s, struct store_req *r);
+	/* May be NULL. Right after begin(), before the batch is applied request by request: a
+	 * chance to read ahead what the batch needs in one go. A failure fails the batch. */
+	int (*prefetch)(struct store *s, struct store_req *batch);
 
 	int (*payment_get)(struct store *s, const char *payment_id, struct store_payment *ret);
 	int (*payments_list)(struct store *s, const struct store_payment_filter *f,
@@ -136,9 +156,21 @@ struct store_backend {
 
 	int (*polls_list)(struct store *s, const char *payment_id, long limit,
 			  int (*fn)(void *arg, const struct store_poll *p), void *arg);
+	/* Every table in store_tables order, inside one read snapshot. */
+	int (*dump)(struct store *s, const struct store_dump_sink *sink);
+	/* Inside the writer's transaction (begin/commit): bulk rows for table t, then end (which
+	 * also moves the table's id counter past the copied ids). NULL: no copies into it. */
+	int (*load_begin)(struct store *s, const struct store_table *t);
+	int (*load_row)(struct store *s, const struct store_table *t, const char *const *vals);
+	int (*load_end)(struct store *s, const struct store_table *t);
+	/* NULL: the only instance, always the leader. */
+	int (*leader_try)(struct store *s, const char *job);
+	int (*leader_check)(struct store *s, long timeout_ms);
+	void (*leader_release)(struct store *s, const char *job);
 };
 
 extern const struct store_backend store_backend_sqlite;
+extern const struct store_backend store_backend_pg;
 
 /* The handle: the common part, with the backend's own state behind impl. */
 struct store {
@@ -146,6 +178,8 @@ struct store {
 	void *impl;
 	struct store_opts opts; /* strings and sinks below are the handle's own copies */
 	char *path;
+	char *url;
+	char *instance;
 	struct store_sink sinks[STORE_MAX_SINKS];
 	char sink_names[STORE_MAX_SINKS][STORE_SINK_NAME_MAX];
 	char err[256]; /* last error, written by the backend */

@@ -68,6 +68,8 @@ static int sqlite_open(struct store *s, char *err, size_t err_len)
 	}
 	q->lock_fd = -1;
 	s->impl = q;
+	if (s->opts.mode == STORE_MODE_LEADER)
+		return 0; /* the writer's lock already makes this the only instance */
 	if (s->path[0] == '\0') {
 		snprintf(err, err_len, "store: no database path");
 		return -EINVAL;
@@ -223,4 +225,5 @@ const struct store_backend store_backend_sqlite = {
 	.chain_head = store_sqlite_chain_head,
 	.prune = store_sqlite_prune,
 	.polls_list = store_sqlite_polls_list,
+	.dump = store_sqlite_dump,
 };

@@ -20,6 +20,7 @@ static int insert_receipt(struct store *s, int64_t event_id, const struct event 
 	sqlite3_bind_text(st, 2, event_source_name(ev->source), -1, SQLITE_STATIC);
 	store_sqlite_bind_text_or_null(st, 3, ev->remote_addr);
 	sqlite3_bind_int64(st, 4, now);
+	store_sqlite_bind_text_or_null(st, 5, s->opts.instance);
 	return store_sqlite_step_done(s, st);
 }
 

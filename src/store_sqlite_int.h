@@ -191,6 +191,10 @@ int store_sqlite_prune(struct store *s, struct store_req *r);
 int store_sqlite_backup(struct store *s, const char *dest, int64_t *ret_bytes, char *err,
 			size_t err_len);
 
+/* ---- store_sqlite_dump.c ---- */
+
+int store_sqlite_dump(struct store *s, const struct store_dump_sink *sink);
+
 /* ---- store_sqlite_migrate.c ---- */
 
 /* WRITER: refuses a database newer than the binary before anything writes to it, sets WAL

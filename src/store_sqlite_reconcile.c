@@ -321,6 +321,8 @@ static int apply_one(struct store *s, sqlite3_stmt *st, struct store_reconcile_u
 	if (u->set_next && u->next_poll_at > 0)
 		sqlite3_bind_int64(st, 6, u->next_poll_at);
 	sqlite3_bind_int(st, 7, u->only_if_watched ? 1 : 0);
+	if (u->min_gap_ms > 0 && u->last_polled_at > 0)
+		sqlite3_bind_int64(st, 8, u->min_gap_ms);
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE) {
 		store_sqlite_set_err(s, "reconcile update");
@@ -343,7 +345,7 @@ int store_sqlite_apply_reconcile(struct store *s, struct store_req *r)
 		"next_poll_at = CASE WHEN status <> 'PENDING' THEN NULL "
 		"WHEN ?5 = 0 THEN next_poll_at ELSE ?6 END "
 		"WHERE payment_id = ?1 AND (?7 = 0 OR (status = 'PENDING' AND next_poll_at IS NOT "
-		"NULL))";
+		"NULL)) AND (?8 IS NULL OR last_polled_at IS NULL OR last_polled_at <= ?2 - ?8)";
 	sqlite3_stmt *st;
 	int err;
 

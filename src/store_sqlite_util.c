@@ -44,8 +44,8 @@ static const char *const stmt_sql[SQ__COUNT] = {
 	[SQ_POLL_INSERT] = "INSERT INTO polls (payment_id, polled_at, elapsed_ms, outcome, "
 			   "http_status, komerce_status, confirming, error) "
 			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-	[SQ_RECEIPT_INSERT] = "INSERT INTO receipts (event_id, source, remote_addr, received_at) "
-			      "VALUES (?1, ?2, ?3, ?4)",
+	[SQ_RECEIPT_INSERT] = "INSERT INTO receipts (event_id, source, remote_addr, received_at, "
+			      "instance) VALUES (?1, ?2, ?3, ?4, ?5)",
 	[SQ_OUTBOX_INSERT] = "INSERT INTO outbox (event_id, payment_id, sink, next_attempt_at, "
 			     "created_at) VALUES (?1, ?2, ?3, ?4, ?4)",
 	[SQ_SAVEPOINT] = "SAVEPOINT req",

@@ -201,6 +201,9 @@ struct store_reconcile_update {
 	char payment_id[EVENT_ID_MAX];
 	bool only_if_watched;	/* apply only while PENDING and watched (a "mark": see below) */
 	int64_t last_polled_at; /* ms; 0 = unchanged; never moves backwards */
+	int64_t min_gap_ms;	/* > 0 (with last_polled_at): apply only if the stored last poll
+				   is at least this much older, so that no two marks of one
+				   payment, from any instance, come closer than the minimum */
 	bool set_next;		/* false: next_poll_at unchanged */
 	int64_t next_poll_at;	/* ms when set_next; 0 = stop watching. A terminal payment is
 				   never watched again, whatever this says */

@@ -21,7 +21,9 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <sqlite3.h>
 
+#include "pgtest.h"
 #include "store.h"
 
 static const char *env_or(const char *name, const char *def)
@@ -83,7 +85,8 @@ bool hk_wait_until(bool (*fn)(void *arg), void *arg, long timeout_ms)
 	}
 }
 
-void hk_daemon_init(struct hk_daemon *d, const char *extra_conf)
+static void init_common(struct hk_daemon *d, const char *extra_conf, const struct hk_daemon *peer,
+			bool pg)
 {
 	memset(d, 0, sizeof(*d));
 	snprintf(d->dir, sizeof(d->dir), "%s/hookd-test-XXXXXX", env_or("TMPDIR", "/tmp"));
@@ -92,7 +95,15 @@ void hk_daemon_init(struct hk_daemon *d, const char *extra_conf)
 		abort();
 	}
 	snprintf(d->conf, sizeof(d->conf), "%s/hookd.conf", d->dir);
-	snprintf(d->db, sizeof(d->db), "%s/events.db", d->dir);
+	if (peer != NULL) {
+		snprintf(d->db, sizeof(d->db), "%s", peer->db);
+	} else if (pg) {
+		if (pgtest_createdb(d->db, sizeof(d->db)) < 0)
+			abort();
+		d->own_db = true;
+	} else {
+		snprintf(d->db, sizeof(d->db), "%s/events.db", d->dir);
+	}
 	snprintf(d->log, sizeof(d->log), "%s/hookd.log", d->dir);
 	d->port = hk_free_port();
 	do
@@ -100,6 +111,78 @@ void hk_daemon_init(struct hk_daemon *d, const char *extra_conf)
 	while (d->admin_port == d->port);
 	if (extra_conf != NULL)
 		snprintf(d->extra, sizeof(d->extra), "%s", extra_conf);
+}
+
+void hk_daemon_init(struct hk_daemon *d, const char *extra_conf)
+{
+	init_common(d, extra_conf, NULL, hk_backend_pg());
+}
+
+void hk_daemon_init_sqlite(struct hk_daemon *d, const char *extra_conf)
+{
+	init_common(d, extra_conf, NULL, false);
+}
+
+void hk_daemon_init_peer(struct hk_daemon *d, const struct hk_daemon *first, const char *extra_conf)
+{
+	init_common(d, extra_conf, first, false);
+}
+
+bool hk_backend_pg(void)
+{
+	return pgtest_enabled();
+}
+
+void hk_store_target(struct store_opts *o, const char *db)
+{
+	if (strncmp(db, "postgresql://", 13) == 0) {
+		o->backend = STORE_BACKEND_POSTGRESQL;
+		o->url = db;
+		o->path = NULL;
+	} else {
+		o->backend = STORE_BACKEND_SQLITE;
+		o->path = db;
+		o->url = NULL;
+	}
+}
+
+int hk_db_exec(const struct hk_daemon *d, const char *sql, char *out, size_t n)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (strncmp(d->db, "postgresql://", 13) == 0)
+		return pgtest_exec(d->db, sql, out, n);
+	if (out != NULL && n > 0)
+		out[0] = '\0';
+	if (sqlite3_open_v2(d->db, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		snprintf(out, n, "%s", sqlite3_errmsg(db));
+		sqlite3_close(db);
+		return -1;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	/* every statement of sql in turn; the first cell of the last one's first row */
+	for (const char *tail = sql; tail != NULL && *tail != '\0';) {
+		rc = sqlite3_prepare_v2(db, tail, -1, &st, &tail);
+		if (rc != SQLITE_OK)
+			break;
+		if (st == NULL)
+			continue;
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW && out != NULL && sqlite3_column_text(st, 0) != NULL)
+			snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+		if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+			rc = SQLITE_OK;
+		sqlite3_finalize(st);
+		st = NULL;
+		if (rc != SQLITE_OK)
+			break;
+	}
+	if (rc != SQLITE_OK && out != NULL)
+		snprintf(out, n, "%s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+	return rc == SQLITE_OK ? 0 : -1;
 }
 
 static int write_conf(struct hk_daemon *d)
@@ -116,12 +199,13 @@ static int write_conf(struct hk_daemon *d)
 		"[admin]\nlisten = 127.0.0.1:%u\ntoken = %s\n"
 		/* Suites that want PAID callbacks confirmed (and run komerce-sim) set
 		 * confirm_paid = true in their extra text, which comes later and wins. */
-		"[komerce]\napi_key = %s\ncallback_keys = %s\nconfirm_paid = false\n"
-		"[store]\npath = %s\n"
-		"[log]\nlevel = debug\n"
-		"%s\n",
-		d->port, d->admin_port, HK_ADMIN_TOKEN, HK_API_KEY, HK_CALLBACK_KEY, d->db,
-		d->extra);
+		"[komerce]\napi_key = %s\ncallback_keys = %s\nconfirm_paid = false\n",
+		d->port, d->admin_port, HK_ADMIN_TOKEN, HK_API_KEY, HK_CALLBACK_KEY);
+	if (strncmp(d->db, "postgresql://", 13) == 0)
+		fprintf(f, "[store]\nbackend = postgresql\nurl = %s\n", d->db);
+	else
+		fprintf(f, "[store]\npath = %s\n", d->db);
+	fprintf(f, "[log]\nlevel = debug\n%s\n", d->extra);
 	return fclose(f);
 }
 
@@ -216,6 +300,10 @@ void hk_daemon_cleanup(struct hk_daemon *d)
 	if (d->pid > 0)
 		hk_daemon_stop(d, SIGKILL);
 	report = d->log[0] != '\0' && sanitizer_report(d->log);
+	if (d->own_db) {
+		pgtest_dropdb(d->db);
+		d->own_db = false;
+	}
 	if (getenv("HK_KEEP") == NULL && d->dir[0] != '\0') {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
 		if (system(cmd) != 0)
@@ -329,11 +417,12 @@ long hk_post_callback(const struct hk_daemon *d, const char *body, const char *k
 
 long long hk_count(const struct hk_daemon *d, const char *table)
 {
-	struct store_opts o = {.path = d->db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	struct store_opts o = {.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s;
 	char err[256];
 	int64_t n = -1;
 
+	hk_store_target(&o, d->db);
 	if (store_open(&o, &s, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hk_count: %s\n", err);
 		return -1;

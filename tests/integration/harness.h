@@ -1,7 +1,8 @@
 /* Integration-test harness: starts the real komerce-hookd (and komerce-sim) binaries on free
  * loopback ports with a temporary directory, waits for readiness with a deadline, and talks
  * HTTP to them with libcurl. Binaries come from $HOOKD_BIN / $HOOKCTL_BIN / $SIM_BIN (set by
- * meson test). */
+ * meson test). With HK_BACKEND=postgresql every daemon gets a database of its own in the
+ * suite's throw-away PostgreSQL cluster (tests/pgtest.c) instead of an SQLite file. */
 #pragma once
 
 #include <stdbool.h>
@@ -18,7 +19,8 @@ struct hk_daemon {
 	unsigned port, admin_port;
 	char dir[256]; /* temporary directory, removed by hk_daemon_cleanup */
 	char conf[300];
-	char db[300];
+	char db[300];	  /* SQLite: the file; PostgreSQL: the database's URL */
+	bool own_db;	  /* PostgreSQL: dropped by hk_daemon_cleanup */
 	char log[300];	  /* the daemon's stderr */
 	char extra[4096]; /* extra config text appended to the generated file */
 };
@@ -34,6 +36,20 @@ struct hk_reply {
 unsigned hk_free_port(void);
 /* Creates the temporary directory and chooses ports; extra may be NULL. */
 void hk_daemon_init(struct hk_daemon *d, const char *extra_conf);
+/* An SQLite daemon whatever HK_BACKEND says (the source of a migration to PostgreSQL). */
+void hk_daemon_init_sqlite(struct hk_daemon *d, const char *extra_conf);
+/* Another instance on the same database as first (PostgreSQL; with SQLite the same file,
+ * which the second daemon refuses). */
+void hk_daemon_init_peer(struct hk_daemon *d, const struct hk_daemon *first,
+			 const char *extra_conf);
+/* True when the suite runs on PostgreSQL (HK_BACKEND=postgresql). */
+bool hk_backend_pg(void);
+/* Points store options at db (a daemon's d->db): an SQLite path or a PostgreSQL URL. */
+struct store_opts;
+void hk_store_target(struct store_opts *o, const char *db);
+/* Runs SQL on the daemon's database with its own client library (sqlite3 or libpq): 0, or -1
+ * with the message in out; the first cell of the result (if any) into out. */
+int hk_db_exec(const struct hk_daemon *d, const char *sql, char *out, size_t n);
 /* Writes the config (first time only), starts the binary, waits for /readyz (10 s deadline).
  * Returns 0, or -1 if it exited or never became ready. */
 int hk_daemon_start(struct hk_daemon *d);

@@ -69,11 +69,12 @@ static int count_event(void *arg, const struct store_event *e)
  * hash chain verifies. */
 static void assert_each_once(const char *db, char (*ids)[64], int n)
 {
-	struct store_opts o = {.path = db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	struct store_opts o = {.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	int64_t checked = 0, bad = 0;
 	char err[256], why[256] = "";
 
+	hk_store_target(&o, db);
 	ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
 	for (int i = 0; i < n; i++) {
 		struct store_event_filter f = {.payment_id = ids[i], .status = PAYMENT_UNKNOWN};

@@ -366,11 +366,12 @@ static long redis_entries(unsigned port, int *counts, size_t max, long *bad)
 
 static int64_t outbox_count(const struct hk_daemon *d, const char *sink, enum store_outbox_state st)
 {
-	struct store_opts o = {.path = d->db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	struct store_opts o = {.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s;
 	char err[256];
 	int64_t n = -1;
 
+	hk_store_target(&o, d->db);
 	if (store_open(&o, &s, err, sizeof(err)) < 0)
 		return -1;
 	if (store_outbox_count(s, sink, st, &n) < 0)
@@ -398,12 +399,13 @@ static int acc_row(void *arg, const struct store_outbox_row *r)
 static long outbox_rows_with_attempts(const struct hk_daemon *d, enum store_outbox_state st,
 				      long min, char *last_error, size_t n)
 {
-	struct store_opts o = {.path = d->db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	struct store_opts o = {.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store_outbox_filter f = {.state = st};
 	struct list_acc a = {.min = min};
 	struct store *s;
 	char err[256];
 
+	hk_store_target(&o, d->db);
 	if (store_open(&o, &s, err, sizeof(err)) < 0)
 		return -1;
 	if (store_outbox_list(s, &f, acc_row, &a) < 0)
@@ -715,7 +717,8 @@ START_TEST(test_unsent_rows_spend_no_attempts)
 				      rx_accepted_count(rx, ids[i]));
 	}
 	/* Every dead row is a reset document that was really sent three times. */
-	o = (struct store_opts){.path = d.db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	o = (struct store_opts){.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	hk_store_target(&o, d.db);
 	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), 0);
 	ck_assert_int_eq(store_outbox_list(s, &f, acc_row, &dead), 0);
 	store_close(s);
@@ -835,12 +838,12 @@ START_TEST(test_4xx_dead_letter_and_replay)
 	ck_assert_int_eq(hk_daemon_stop(&d, SIGTERM), 0);
 	{
 		const struct store_sink sinks[] = {{"app", false}};
-		struct store_opts o = {
-			.path = d.db, .busy_timeout_ms = 5000, .sinks = sinks, .n_sinks = 1};
+		struct store_opts o = {.busy_timeout_ms = 5000, .sinks = sinks, .n_sinks = 1};
 		struct store_req req;
 		struct store *s;
 		char err[256];
 
+		hk_store_target(&o, d.db);
 		ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
 		ck_assert_int_eq(store_writer_start(s), 0);
 		store_req_replay(&req, e2, NULL, "test");

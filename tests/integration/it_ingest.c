@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 #include "store.h"
@@ -36,10 +37,11 @@ static const char paid_body[] = "{\"payment_id\":\"KOMPAY-1699012345-A1B2C3\",\"
 
 static struct store *open_ro(void)
 {
-	struct store_opts o = {.path = d.db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	struct store_opts o = {.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	char err[256];
 
+	hk_store_target(&o, d.db);
 	ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
 	return s;
 }
@@ -427,6 +429,58 @@ START_TEST(health_and_ready)
 }
 END_TEST
 
+/* komerce-hookd --check-config on conf: its exit status, its output into out. */
+static int check_config(const char *conf, char *out, size_t n)
+{
+	const char *bin = getenv("HOOKD_BIN");
+	char cmd[1024];
+	size_t len;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "'%s' -c '%s' --check-config 2>&1", bin, conf);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	len = fread(out, 1, n - 1, p);
+	out[len] = '\0';
+	return WEXITSTATUS(pclose(p));
+}
+
+/* --check-config names the backend, the database (the URL without its password) and the
+ * instance. */
+START_TEST(check_config_prints_effective_store)
+{
+	char out[1024], want[512], conf[400];
+	FILE *f;
+
+	ck_assert_int_eq(check_config(d.conf, out, sizeof(out)), 0);
+	ck_assert_msg(strncmp(out, "configuration OK\n", 17) == 0, "%s", out);
+	if (hk_backend_pg())
+		snprintf(want, sizeof(want), "store: backend=postgresql url=%s\n", d.db);
+	else
+		snprintf(want, sizeof(want), "store: backend=sqlite path=%s\n", d.db);
+	ck_assert_msg(strstr(out, want) != NULL, "'%s' not in: %s", want, out);
+	ck_assert_msg(strstr(out, "cluster: instance=") != NULL, "%s", out);
+	/* a password in the URL is never printed */
+	snprintf(conf, sizeof(conf), "%s/pw.conf", d.dir);
+	f = fopen(conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f,
+		"[admin]\ntoken = %s\n[komerce]\napi_key = k\ncallback_keys = %s\n"
+		"[store]\nbackend = postgresql\n"
+		"url = postgresql://hookd:Pa55-w0rd@db1:5432/hookd?password=Pa55-w0rd\n"
+		"[cluster]\ninstance = web1\n",
+		HK_ADMIN_TOKEN, HK_CALLBACK_KEY);
+	fclose(f);
+	ck_assert_int_eq(check_config(conf, out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "Pa55-w0rd") == NULL, "password printed: %s", out);
+	ck_assert_msg(strstr(out,
+			     "store: backend=postgresql "
+			     "url=postgresql://hookd:***@db1:5432/hookd?password=***\n") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "cluster: instance=web1\n") != NULL, "%s", out);
+}
+END_TEST
+
 START_TEST(secrets_never_logged)
 {
 	struct hk_reply r;
@@ -591,6 +645,7 @@ static Suite *ingest_suite(void)
 	tcase_add_test(errors, wrong_content_type_is_415);
 	tcase_add_test(errors, unknown_path_is_404);
 	tcase_add_test(errors, secrets_never_logged);
+	tcase_add_test(errors, check_config_prints_effective_store);
 	suite_add_tcase(s, errors);
 
 	tcase_add_checked_fixture(durability, setup, teardown);

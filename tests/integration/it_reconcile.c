@@ -158,10 +158,11 @@ static void announce(const char *id)
 
 static struct store *open_ro(void)
 {
-	struct store_opts o = {.path = d.db, .mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
+	struct store_opts o = {.mode = STORE_MODE_READER, .busy_timeout_ms = 5000};
 	struct store *s = NULL;
 	char err[256];
 
+	hk_store_target(&o, d.db);
 	ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
 	return s;
 }

@@ -1066,6 +1066,123 @@ START_TEST(test_free_null)
 }
 END_TEST
 
+/* ---- [store] backend, url and [cluster] instance ---- */
+
+#define PG_URL "postgresql://hookd:pg-S3CR3T-pw@db1.example:5432/hookd?sslmode=require"
+
+START_TEST(test_store_backends)
+{
+	char host[256] = "";
+
+	/* default: SQLite; the instance is the host name without its domain */
+	ck_assert_int_eq(load(SECRETS, NULL), 0);
+	ck_assert_int_eq(c->store_backend, CONFIG_STORE_SQLITE);
+	ck_assert_str_eq(config_store_backend_name(c->store_backend), "sqlite");
+	gethostname(host, sizeof(host) - 1);
+	host[strcspn(host, ".")] = '\0';
+	ck_assert_str_eq(c->instance, host);
+	/* PostgreSQL with its URL; an explicit instance name */
+	config_free(c);
+	c = config_new();
+	ck_assert_int_eq(load(SECRETS "[store]\nbackend = postgresql\nurl = " PG_URL
+				      "\n[cluster]\ninstance = web-1.eu\n",
+			      NULL),
+			 0);
+	ck_assert_int_eq(c->store_backend, CONFIG_STORE_POSTGRESQL);
+	ck_assert_str_eq(config_store_backend_name(c->store_backend), "postgresql");
+	ck_assert_str_eq(c->store_url, PG_URL);
+	ck_assert_str_eq(c->instance, "web-1.eu");
+}
+END_TEST
+
+START_TEST(test_store_url_secret_sources)
+{
+	char path[PATH_MAX], dir[PATH_MAX], env_file[PATH_MAX + 64], creds[PATH_MAX + 64];
+	char env_url[] = "KOMERCE_HOOKD_STORE_URL=postgresql://from-env@h/db";
+	char *env[] = {env_url, NULL};
+
+	/* url_file */
+	write_file("url", PG_URL "\n", path, sizeof(path));
+	{
+		char text[1024];
+
+		snprintf(text, sizeof(text),
+			 SECRETS "[store]\nbackend = postgresql\nurl_file = %s\n", path);
+		ck_assert_int_eq(load(text, NULL), 0);
+		ck_assert_str_eq(c->store_url, PG_URL);
+	}
+	/* the environment wins over the file */
+	ck_assert_int_eq(load(SECRETS "[store]\nbackend = postgresql\nurl = " PG_URL "\n", env), 0);
+	ck_assert_str_eq(c->store_url, "postgresql://from-env@h/db");
+	/* KOMERCE_HOOKD_STORE_URL_FILE */
+	snprintf(env_file, sizeof(env_file), "KOMERCE_HOOKD_STORE_URL_FILE=%s", path);
+	env[0] = env_file;
+	ck_assert_int_eq(load(SECRETS "[store]\nbackend = postgresql\n", env), 0);
+	ck_assert_str_eq(c->store_url, PG_URL);
+	/* systemd credential store.url */
+	snprintf(dir, sizeof(dir), "%s/creds", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	write_file("creds/store.url", "postgresql://from-creds@h/db\n", path, sizeof(path));
+	snprintf(creds, sizeof(creds), "CREDENTIALS_DIRECTORY=%s", dir);
+	env[0] = creds;
+	ck_assert_int_eq(load(SECRETS "[store]\nbackend = postgresql\n", env), 0);
+	ck_assert_str_eq(c->store_url, "postgresql://from-creds@h/db");
+}
+END_TEST
+
+START_TEST(test_store_errors)
+{
+	expect_invalid_value("store", "backend", "mysql");
+	/* postgresql without a URL, or with something that is not a libpq URI */
+	expect_invalid(SECRETS "[store]\nbackend = postgresql\n", NULL, "store.url");
+	expect_invalid(SECRETS "[store]\nbackend = postgresql\nurl = host=db1 password="
+			       "pg-S3CR3T-pw\n",
+		       NULL, "store.url");
+	expect_invalid(SECRETS "[store]\npath =\n", NULL, "store.path");
+	/* sqlite needs no URL, postgresql no path */
+	expect_valid_value("store", "path", "/tmp/x.db");
+	ck_assert_msg(load(SECRETS "[store]\nbackend = postgresql\npath =\nurl = postgres://h/db\n",
+			   NULL) == 0,
+		      "%s", err);
+	expect_invalid_value("cluster", "instance", "web 1");
+	expect_invalid_value("cluster", "instance", "a/b");
+	expect_invalid_value("cluster", "instance",
+			     "a123456789012345678901234567890123456789012345678901234567890123");
+	expect_invalid_value("cluster", "name", "x");
+}
+END_TEST
+
+START_TEST(test_mask_url)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{"postgresql://hookd:s3cret@db1:5432/hookd",
+		 "postgresql://hookd:***@db1:5432/hookd"},
+		{"postgresql://hookd@db1/hookd", "postgresql://hookd@db1/hookd"},
+		{"postgresql://db1:5432/hookd", "postgresql://db1:5432/hookd"},
+		{"postgres://u:p%40ss@[::1]:5432/d?sslmode=require",
+		 "postgres://u:***@[::1]:5432/d?sslmode=require"},
+		{"postgresql://u@h/d?password=s3cret&sslmode=require",
+		 "postgresql://u@h/d?password=***&sslmode=require"},
+		{"postgresql://u:a@b@h/d?sslmode=require&password=x",
+		 "postgresql://u:***@h/d?sslmode=require&password=***"},
+		{"postgresql://u@h/d?application_name=nopassword=1",
+		 "postgresql://u@h/d?application_name=nopassword=1"},
+		{"", ""},
+	};
+	char out[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		config_mask_url(cases[i].in, out, sizeof(out));
+		ck_assert_str_eq(out, cases[i].out);
+	}
+	/* cut to the buffer, still masked */
+	config_mask_url("postgresql://hookd:s3cret@db1/hookd", out, 24);
+	ck_assert_str_eq(out, "postgresql://hookd:***@");
+}
+END_TEST
+
 Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1092,6 +1209,9 @@ Suite *config_suite(void)
 	tcase_add_test(tc, test_env_sink_override);
 	tcase_add_test(tc, test_split_listen);
 	tcase_add_test(tc, test_free_null);
+	tcase_add_test(tc, test_store_backends);
+	tcase_add_test(tc, test_store_url_secret_sources);
+	tcase_add_test(tc, test_mask_url);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("limits");
@@ -1130,6 +1250,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_secrets_never_in_errors);
 	tcase_add_test(tc, test_trusted_proxies);
+	tcase_add_test(tc, test_store_errors);
 	suite_add_tcase(s, tc);
 	return s;
 }

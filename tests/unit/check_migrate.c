@@ -1,6 +1,6 @@
 /* Check suite for the upgrade path of src/store.c (store_open -> migrate): this binary is the
  * real store linked with a migration table one version ahead of the shipped one (sql/sqlite/
- * and the test-only tests/migrate/004_test_upgrade.sql). A version-1 database with data (built
+ * and the test-only tests/migrate/005_test_upgrade.sql). A version-1 database with data (built
  * with the real migration 001 and a valid hash chain) is migrated with its data intact and a
  * backup <db>.v1.bak left beside it; a database from the future is refused and not altered
  * by a single byte; no backup, no migration; a failing migration rolls back. */
@@ -199,7 +199,7 @@ static void make_v1(const char *path, bool wal)
 	uint8_t prev[STORE_HASH_LEN] = {0}, h[STORE_HASH_LEN];
 	sqlite3_stmt *q = NULL;
 
-	ck_assert_uint_ge(store_sqlite_migrations_count, 3);
+	ck_assert_uint_ge(store_sqlite_migrations_count, 4);
 	if (wal)
 		raw_exec(db, "PRAGMA journal_mode = WAL");
 	raw_exec(db, "BEGIN");
@@ -320,17 +320,18 @@ START_TEST(test_v1_migrated_data_intact_backup_kept)
 	assert_chain(dbpath, FX_EVENTS);
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
-			 (int)store_sqlite_migrations_count);
-	/* the migrations ran: the shipped 002's and 003's columns and table, the test one's
-	 * column, index and table */
-	ck_assert_int_eq(raw_int(dbpath,
-				 "SELECT count(*) FROM pragma_table_info('outbox') "
-				 "WHERE name IN ('replayed_at', 'replayed_by', 'replay_of')"),
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_sqlite_migrations_count);
+	/* the migrations ran: the real 002's columns, the real 003's columns and table, the
+	 * real 004's column, the test 005's column, index and table */
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('outbox') "
+					 "WHERE name IN ('replayed_at', 'replayed_by', 'replay_of')"),
 			 3);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('events') "
 					 "WHERE name IN ('confirmation', 'held_event_id')"),
 			 2);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('receipts') "
+					 "WHERE name = 'instance'"),
+			 1);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM sqlite_master WHERE name = 'polls'"),
 			 1);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('payments') "

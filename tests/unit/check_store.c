@@ -1,10 +1,13 @@
-/* Check suite for src/store.c and src/store_query.c on a real SQLite file in a temporary
- * directory: idempotency (one event per fact, one receipt per delivery), conflicts, payment rows,
- * the outbox, group commit, the append-only triggers and the hash chain (tampered with through
- * the sqlite3 C API directly), read-only queries, and the refusals at open (newer schema, a
- * second writer, a file that is not a database). "confirm": PAID callbacks held for a status
- * call (the shared decisions of store_event.c, then the SQLite backend: verdicts, markers,
- * the polls log, the poll hook, confirmations polled first). */
+/* Check suite for the store (src/store.c and a backend) on a real database: an SQLite file in a
+ * temporary directory, or with HK_BACKEND=postgresql a database of its own in the suite's
+ * throw-away PostgreSQL cluster (tests/pgtest.c); the same tests run against both. Idempotency
+ * (one event per fact, one receipt per delivery), conflicts, payment rows, the outbox, group
+ * commit, the append-only triggers and the hash chain (tampered with through the database's
+ * own client library), read-only queries, and the refusals at open (newer schema, a second
+ * writer on SQLite, a file or database that is not ours). PostgreSQL only: two writers on one
+ * chain, migrating once when two start together, reconnection, and leadership. "confirm":
+ * PAID callbacks held for a status call (the shared decisions of store_event.c, then the
+ * backend: verdicts, markers, the polls log, the poll hook, confirmations polled first). */
 #include "store.h"
 
 #include <check.h>
@@ -18,14 +21,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "callback.h"
 #include "store_backend.h" /* the pure decisions every backend shares */
+#include "pgtest.h"
 #include "util.h"
 
 extern const size_t store_sqlite_migrations_count;
+extern const size_t store_pg_migrations_count;
+uint32_t store_pg_fnv(const char *prefix, const char *s); /* store_pg_util.c */
 
+static bool pg_mode; /* HK_BACKEND=postgresql */
 static char tmpdir[PATH_MAX];
-static char dbpath[PATH_MAX];
+static char dbpath[PATH_MAX]; /* SQLite: the file; PostgreSQL: the database's URL */
 static struct store *st;
 /* Only "stream" takes conflicts. */
 static const struct store_sink sinks[] = {{"shop", false}, {"stream", true}};
@@ -33,7 +42,10 @@ static const struct store_sink sinks[] = {{"shop", false}, {"stream", true}};
 static struct store_opts make_opts(bool readonly, bool reconcile)
 {
 	struct store_opts o = {
-		.path = dbpath,
+		.backend = pg_mode ? STORE_BACKEND_POSTGRESQL : STORE_BACKEND_SQLITE,
+		.path = pg_mode ? NULL : dbpath,
+		.url = pg_mode ? dbpath : NULL,
+		.instance = "unit",
 		.mode = readonly ? STORE_MODE_READER : STORE_MODE_WRITER,
 		.synchronous_full = true,
 		.busy_timeout_ms = 5000,
@@ -51,7 +63,7 @@ static struct store *open_store(const struct store_opts *o)
 	char err[256] = "";
 	int r = store_open(o, &s, err, sizeof(err));
 
-	ck_assert_msg(r == 0, "store_open(%s) = %d: %s", o->path, r, err);
+	ck_assert_msg(r == 0, "store_open(%s) = %d: %s", dbpath, r, err);
 	ck_assert_ptr_nonnull(s);
 	return s;
 }
@@ -69,7 +81,10 @@ static void setup(void)
 
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_store.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-	snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
+	if (pg_mode)
+		ck_assert_int_eq(pgtest_createdb(dbpath, sizeof(dbpath)), 0);
+	else
+		snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
 	o = make_opts(false, true);
 	st = open_store(&o);
 	ck_assert_int_eq(store_writer_start(st), 0);
@@ -81,6 +96,8 @@ static void teardown(void)
 
 	store_close(st);
 	st = NULL;
+	if (pg_mode)
+		pgtest_dropdb(dbpath);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	ck_assert_int_eq(system(cmd), 0);
 }
@@ -145,7 +162,8 @@ static void put_ok(const char *pid, const char *status, long long amount)
 {
 	struct store_req r;
 
-	ck_assert_int_eq(put(&r, pid, status, amount), 0);
+	ck_assert_msg(put(&r, pid, status, amount) == 0, "%s %s: %s", pid, status,
+		      store_errmsg(st));
 	ck_assert_int_eq(r.result, 0);
 }
 
@@ -210,13 +228,20 @@ static void assert_ids(const struct collected *c, int n, const int64_t *want)
 		ck_assert_int_eq(c->ids[i], want[i]);
 }
 
-/* Runs SQL on the database file through the sqlite3 API directly; returns the SQLite code. */
+/* Runs SQL on the database through its client library directly (sqlite3, libpq): 0 (SQLITE_OK)
+ * or non-zero, with the message in errbuf. */
 static int raw_exec(const char *sql, char *errbuf, size_t n)
 {
 	sqlite3 *db = NULL;
-	char *msg = NULL;
+	char *msg = NULL, out[512];
 	int rc;
 
+	if (pg_mode) {
+		rc = pgtest_exec(dbpath, sql, out, sizeof(out)) == 0 ? 0 : 1;
+		if (errbuf != NULL)
+			snprintf(errbuf, n, "%s", rc == 0 ? "" : out);
+		return rc;
+	}
 	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
 	sqlite3_busy_timeout(db, 5000);
 	rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
@@ -231,8 +256,13 @@ static int raw_int(const char *path, const char *sql)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *q = NULL;
+	char out[512];
 	int v;
 
+	if (pg_mode) {
+		ck_assert_msg(pgtest_exec(dbpath, sql, out, sizeof(out)) == 0, "%s: %s", sql, out);
+		return atoi(out);
+	}
 	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
 	ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
@@ -240,6 +270,37 @@ static int raw_int(const char *path, const char *sql)
 	sqlite3_finalize(q);
 	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
 	return v;
+}
+
+/* Runs sql with the trigger named out of the way, as someone with write access to the
+ * database can: SQLite drops it, PostgreSQL disables it. */
+static int tamper(const char *trigger, const char *sql)
+{
+	char all[1024];
+
+	snprintf(all, sizeof(all),
+		 pg_mode ? "ALTER TABLE events DISABLE TRIGGER %s; %s"
+			 : "DROP TRIGGER IF EXISTS %s; %s",
+		 trigger, sql);
+	return raw_exec(all, NULL, 0);
+}
+
+/* The first cell of sql as text into out. */
+static void raw_text(const char *sql, char *out, size_t n)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+
+	if (pg_mode) {
+		ck_assert_msg(pgtest_exec(dbpath, sql, out, n) == 0, "%s: %s", sql, out);
+		return;
+	}
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+	snprintf(out, n, "%s", (const char *)sqlite3_column_text(q, 0));
+	sqlite3_finalize(q);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
 }
 
 /* store_verify on a fresh read-only handle. */
@@ -551,13 +612,16 @@ END_TEST
 
 START_TEST(test_user_version)
 {
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 3);
-	ck_assert_int_eq((int)store_sqlite_migrations_count, 3);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 4);
+	ck_assert_int_eq((int)store_sqlite_migrations_count, 4);
 	ck_assert_int_eq(
 		raw_int(dbpath,
 			"SELECT count(*) FROM sqlite_master WHERE type = 'table' "
 			"AND name IN ('events', 'payments', 'receipts', 'outbox', 'polls')"),
 		5);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('receipts') "
+					 "WHERE name = 'instance'"),
+			 1);
 	/* Reopening does not migrate again. */
 	close_store();
 	{
@@ -565,7 +629,87 @@ START_TEST(test_user_version)
 
 		st = open_store(&o);
 	}
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 3);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 4);
+}
+END_TEST
+
+START_TEST(test_pg_schema_version)
+{
+	ck_assert_int_eq(raw_int(dbpath, "SELECT version FROM schema_version"),
+			 (int)store_pg_migrations_count);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM schema_version"), 1);
+	ck_assert_int_eq(
+		raw_int(dbpath,
+			"SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+			"AND tablename IN ('events', 'payments', 'receipts', 'outbox')"),
+		4);
+	close_store();
+	{
+		struct store_opts o = make_opts(false, true);
+
+		st = open_store(&o);
+	}
+	ck_assert_int_eq(raw_int(dbpath, "SELECT version FROM schema_version"),
+			 (int)store_pg_migrations_count);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM schema_version"), 1);
+}
+END_TEST
+
+START_TEST(test_receipt_instance)
+{
+	struct store_req r;
+	char name[64];
+
+	put_ok("KOMPAY-1", "PAID", 1);
+	ck_assert_int_eq(put(&r, "KOMPAY-1", "PAID", 1), 0);
+	ck_assert(r.duplicate);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM receipts WHERE instance = 'unit'"),
+			 2);
+	raw_text("SELECT instance FROM receipts ORDER BY id LIMIT 1", name, sizeof(name));
+	ck_assert_str_eq(name, "unit");
+}
+END_TEST
+
+/* A mark with min_gap_ms applies only when the stored last poll is old enough: whichever
+ * instance marks second within the gap is refused by the store itself. */
+START_TEST(test_mark_min_gap)
+{
+	struct store_reconcile_update u;
+	struct store_req r;
+	int64_t t0 = util_now_ms();
+
+	put_ok("KOMPAY-G", "PENDING", 1);
+	memset(&u, 0, sizeof(u));
+	snprintf(u.payment_id, sizeof(u.payment_id), "KOMPAY-G");
+	u.only_if_watched = true;
+	u.last_polled_at = t0;
+	u.min_gap_ms = 3100;
+	u.set_next = true;
+	u.next_poll_at = t0 + 10000;
+	u.poll_attempts = -1;
+	store_req_reconcile(&r, &u, 1);
+	ck_assert_int_eq(store_submit_wait(st, &r), 0);
+	ck_assert(u.matched);
+	/* another mark 3 s later: too close */
+	u.last_polled_at = t0 + 3000;
+	store_req_reconcile(&r, &u, 1);
+	ck_assert_int_eq(store_submit_wait(st, &r), 0);
+	ck_assert(!u.matched);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-G").last_polled_at, t0);
+	/* 3.1 s later: allowed */
+	u.last_polled_at = t0 + 3100;
+	store_req_reconcile(&r, &u, 1);
+	ck_assert_int_eq(store_submit_wait(st, &r), 0);
+	ck_assert(u.matched);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-G").last_polled_at, t0 + 3100);
+	/* a result (no gap asked) always applies; last_polled_at never moves back */
+	u.min_gap_ms = 0;
+	u.only_if_watched = false;
+	u.last_polled_at = t0 + 3200;
+	store_req_reconcile(&r, &u, 1);
+	ck_assert_int_eq(store_submit_wait(st, &r), 0);
+	ck_assert(u.matched);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-G").last_polled_at, t0 + 3200);
 }
 END_TEST
 
@@ -803,6 +947,68 @@ START_TEST(test_group_commit)
 }
 END_TEST
 
+/* Facts that depend on each other in one batch (the same payment twice, a duplicate of a fact
+ * stored a moment before, a conflict): each decided on what the ones before it wrote, as if
+ * they had come one by one (PostgreSQL reads a batch ahead: this is what it must not get
+ * wrong). */
+START_TEST(test_dependent_facts_in_one_batch)
+{
+	enum { ROUNDS = 40, PER = 6 };
+	static struct store_req reqs[ROUNDS][PER];
+	static char bodies[ROUNDS][PER][512];
+	static const struct {
+		int pay; /* 1 or 2 */
+		const char *status;
+		long long amount;
+		int want_id; /* within the round, 1-based */
+		bool dup, conflict;
+	} plan[PER] = {
+		{1, "PENDING", 100, 1, false, false}, {1, "PAID", 100, 2, false, false},
+		{1, "PAID", 100, 2, true, false},     {2, "PAID", 50, 3, false, false},
+		{1, "EXPIRED", 100, 4, false, true},  {2, "PAID", 50, 3, true, false},
+	};
+	struct store_writer_stats stats;
+	int64_t checked, bad;
+	char why[256];
+
+	for (int k = 0; k < ROUNDS; k++) {
+		for (int i = 0; i < PER; i++) {
+			char pid[48];
+			struct event ev;
+
+			snprintf(pid, sizeof(pid), "KOMPAY-B%d-%d", k, plan[i].pay);
+			make_event(&ev, bodies[k][i], sizeof(bodies[k][i]), pid, plan[i].status,
+				   plan[i].amount, EVENT_SOURCE_CALLBACK);
+			store_req_event(&reqs[k][i], &ev);
+			reqs[k][i].done = async_done;
+			ck_assert_int_eq(store_submit(st, &reqs[k][i]), 0);
+		}
+	}
+	async_wait(ROUNDS * PER);
+	for (int k = 0; k < ROUNDS; k++) {
+		int64_t base = 0;
+
+		for (int i = 0; i < PER; i++) {
+			struct store_req *r = &reqs[k][i];
+
+			ck_assert_int_eq(r->result, 0);
+			if (i == 0)
+				base = r->event_id - 1;
+			ck_assert_int_eq(r->event_id, base + plan[i].want_id);
+			ck_assert(r->duplicate == plan[i].dup);
+			ck_assert(r->conflict == plan[i].conflict);
+		}
+	}
+	store_writer_stats_get(st, &stats);
+	ck_assert_uint_lt(stats.commits, ROUNDS * PER); /* batches did form */
+	ck_assert_int_eq(count(st, "events"), ROUNDS * 4);
+	ck_assert_int_eq(count(st, "receipts"), ROUNDS * PER);
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, ROUNDS * 4);
+	ck_assert_int_eq(get_payment(st, "KOMPAY-B7-1").status, PAYMENT_PAID);
+}
+END_TEST
+
 START_TEST(test_event_hash)
 {
 	uint8_t prev[STORE_HASH_LEN], prev2[STORE_HASH_LEN], base[STORE_HASH_LEN],
@@ -907,7 +1113,9 @@ START_TEST(test_busy_database)
 	static struct store_req reqs[3];
 	static char bodies[3][512];
 	struct store_writer_stats stats;
-	sqlite3 *db;
+	sqlite3 *db = NULL;
+	PGconn *pc = NULL;
+	char sql[128];
 	int64_t checked, bad;
 	char why[256];
 
@@ -918,9 +1126,28 @@ START_TEST(test_busy_database)
 	st = open_store(&o);
 	ck_assert_int_eq(store_writer_start(st), 0);
 
-	/* Another connection holds the write lock past the writer's busy timeout. */
-	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	/* Another connection holds the write lock (PostgreSQL: the chain lock) past the writer's
+	 * busy timeout. */
+	if (pg_mode) {
+		PGresult *res;
+
+		pc = PQconnectdb(dbpath);
+		ck_assert_int_eq(PQstatus(pc), CONNECTION_OK);
+		/* the chain lock's class: the hash of the schema, as store_pg_util.c makes it */
+		res = PQexec(pc, "SELECT current_schema()");
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		snprintf(
+			sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%d, 1)",
+			(int)(store_pg_fnv("komerce-hookd/", PQgetvalue(res, 0, 0)) & 0xfffffffeu));
+		PQclear(res);
+		res = PQexec(pc, sql);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		PQclear(res);
+	} else {
+		ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, NULL),
+				 SQLITE_OK);
+		ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	}
 
 	for (int i = 0; i < 3; i++) {
 		char pid[32];
@@ -947,8 +1174,12 @@ START_TEST(test_busy_database)
 	async_wait(1);
 	ck_assert_int_eq(reqs[0].result, -EAGAIN); /* busy past the timeout: not durable */
 	ck_assert_int_eq(reqs[0].event_id, 0);
-	ck_assert_int_eq(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	if (pg_mode) {
+		PQfinish(pc); /* ends its transaction and lock */
+	} else {
+		ck_assert_int_eq(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
 	async_wait(2);
 	ck_assert_int_eq(reqs[1].result, 0);
 	ck_assert_int_eq(reqs[1].event_id, 1); /* the failed batch left no gap in the chain */
@@ -986,10 +1217,9 @@ START_TEST(test_tamper_update)
 
 	put_four();
 	close_store();
-	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_update;"
-				  "UPDATE events SET status = 'EXPIRED' WHERE id = 2",
-				  NULL, 0),
-			 SQLITE_OK);
+	ck_assert_int_eq(
+		tamper("events_no_update", "UPDATE events SET status = 'EXPIRED' WHERE id = 2"),
+		SQLITE_OK);
 	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
 	ck_assert_int_eq(bad, 2);
 	ck_assert_int_eq(checked, 1);
@@ -1004,10 +1234,9 @@ START_TEST(test_tamper_raw_last_row)
 
 	put_four();
 	close_store();
-	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_update;"
-				  "UPDATE events SET raw_json = replace(raw_json, '50000', "
-				  "'5000') WHERE id = 4",
-				  NULL, 0),
+	ck_assert_int_eq(tamper("events_no_update",
+				"UPDATE events SET raw_json = replace(raw_json, '50000', '5000') "
+				"WHERE id = 4"),
 			 SQLITE_OK);
 	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
 	ck_assert_int_eq(bad, 4);
@@ -1018,37 +1247,28 @@ END_TEST
 START_TEST(test_tamper_rehashed_row)
 {
 	int64_t checked = -1, bad = -1;
-	char why[256], sql[512], hex[2 * STORE_HASH_LEN + 1];
+	char why[256], sql[512], hex[2 * STORE_HASH_LEN + 1], raw[512], at[32], prev[128];
 	uint8_t h1[STORE_HASH_LEN], h2[STORE_HASH_LEN];
-	sqlite3 *db;
-	sqlite3_stmt *q;
-	const char *raw;
 
 	put_four();
 	close_store();
 	/* Someone who knows the scheme rewrites row 2 (PENDING -> PAID) and recomputes its own
 	 * hash: the row checks out on its own, but the next row's prev_hash gives it away. */
-	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	ck_assert_int_eq(
-		sqlite3_prepare_v2(db,
-				   "SELECT e.raw_json, e.received_at, p.hash FROM events e "
-				   "JOIN events p ON p.id = e.id - 1 WHERE e.id = 2",
-				   -1, &q, NULL),
-		SQLITE_OK);
-	ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
-	ck_assert_int_eq(sqlite3_column_bytes(q, 2), STORE_HASH_LEN);
-	memcpy(h1, sqlite3_column_blob(q, 2), STORE_HASH_LEN);
-	raw = (const char *)sqlite3_column_text(q, 0);
+	raw_text("SELECT raw_json FROM events WHERE id = 2", raw, sizeof(raw));
+	raw_text("SELECT received_at FROM events WHERE id = 2", at, sizeof(at));
+	raw_text(pg_mode ? "SELECT encode(hash, 'hex') FROM events WHERE id = 1"
+			 : "SELECT hex(hash) FROM events WHERE id = 1",
+		 prev, sizeof(prev));
+	ck_assert_int_eq(util_unhex(prev, strlen(prev), h1, sizeof(h1)), 0);
 	store_event_hash(h1, 2, "KOMPAY-2", "ORD-KOMPAY-2", "PAID", 50000, "callback", false,
-			 "KOMPAY-2:PENDING", raw, strlen(raw), sqlite3_column_int64(q, 1), h2);
-	sqlite3_finalize(q);
-	sqlite3_close(db);
+			 "KOMPAY-2:PENDING", raw, strlen(raw), atoll(at), h2);
 	util_hex(h2, sizeof(h2), hex);
 	snprintf(sql, sizeof(sql),
-		 "DROP TRIGGER events_no_update;"
-		 "UPDATE events SET status = 'PAID', hash = x'%s' WHERE id = 2",
+		 pg_mode ? "UPDATE events SET status = 'PAID', hash = decode('%s', 'hex') "
+			   "WHERE id = 2"
+			 : "UPDATE events SET status = 'PAID', hash = x'%s' WHERE id = 2",
 		 hex);
-	ck_assert_int_eq(raw_exec(sql, NULL, 0), SQLITE_OK);
+	ck_assert_int_eq(tamper("events_no_update", sql), SQLITE_OK);
 	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
 	ck_assert_int_eq(bad, 3);
 	ck_assert_int_eq(checked, 2);
@@ -1064,10 +1284,7 @@ START_TEST(test_tamper_delete)
 	put_four();
 	put_ok("KOMPAY-3", "PENDING", 1);
 	close_store();
-	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_delete;"
-				  "DELETE FROM events WHERE id = 3",
-				  NULL, 0),
-			 SQLITE_OK);
+	ck_assert_int_eq(tamper("events_no_delete", "DELETE FROM events WHERE id = 3"), SQLITE_OK);
 	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
 	ck_assert_int_eq(bad, 4);
 	ck_assert_int_eq(checked, 2);
@@ -1082,10 +1299,7 @@ START_TEST(test_tamper_delete_first)
 
 	put_four();
 	close_store();
-	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_delete;"
-				  "DELETE FROM events WHERE id = 1",
-				  NULL, 0),
-			 SQLITE_OK);
+	ck_assert_int_eq(tamper("events_no_delete", "DELETE FROM events WHERE id = 1"), SQLITE_OK);
 	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
 	ck_assert_int_eq(bad, 2);
 	ck_assert_int_eq(checked, 0);
@@ -1099,11 +1313,9 @@ START_TEST(test_tamper_swap_ids)
 
 	put_four();
 	close_store();
-	ck_assert_int_eq(raw_exec("DROP TRIGGER events_no_update;"
-				  "UPDATE events SET id = 1000 WHERE id = 2;"
-				  "UPDATE events SET id = 2 WHERE id = 3;"
-				  "UPDATE events SET id = 3 WHERE id = 1000",
-				  NULL, 0),
+	ck_assert_int_eq(tamper("events_no_update", "UPDATE events SET id = 1000 WHERE id = 2;"
+						    "UPDATE events SET id = 2 WHERE id = 3;"
+						    "UPDATE events SET id = 3 WHERE id = 1000"),
 			 SQLITE_OK);
 	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), -EBADMSG);
 	ck_assert_int_eq(bad, 2);
@@ -1115,18 +1327,24 @@ START_TEST(test_newer_schema_refused)
 {
 	struct store_opts o = make_opts(false, true);
 	struct store *s = NULL;
-	char err[256] = "", sql[64];
-	int newer = (int)store_sqlite_migrations_count + 1;
+	char err[256] = "", sql[96];
+	int newer = (int)(pg_mode ? store_pg_migrations_count : store_sqlite_migrations_count) + 1;
+	const char *version_sql =
+		pg_mode ? "SELECT version FROM schema_version" : "PRAGMA user_version";
 
 	put_ok("KOMPAY-1", "PAID", 1);
 	close_store();
-	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", newer);
+	snprintf(sql, sizeof(sql),
+		 pg_mode ? "UPDATE schema_version SET version = %d" : "PRAGMA user_version = %d",
+		 newer);
 	ck_assert_int_eq(raw_exec(sql, NULL, 0), SQLITE_OK);
 	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), -EPROTO);
 	ck_assert_ptr_null(s);
 	ck_assert_ptr_nonnull(strstr(err, "version"));
+	o.mode = STORE_MODE_READER;
+	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), -EPROTO);
 	/* untouched */
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), newer);
+	ck_assert_int_eq(raw_int(dbpath, version_sql), newer);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM events"), 1);
 }
 END_TEST
@@ -1470,7 +1688,10 @@ static void confirm_setup(void)
 
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_store.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-	snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
+	if (pg_mode)
+		ck_assert_int_eq(pgtest_createdb(dbpath, sizeof(dbpath)), 0);
+	else
+		snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
 	o = make_opts(false, true);
 	o.confirm_paid = true;
 	st = open_store(&o);
@@ -1579,6 +1800,94 @@ START_TEST(test_held_then_confirmed)
 	ck_assert_int_eq(count(st, "polls"), 1);
 	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
 	ck_assert_int_eq(checked, 3);
+}
+END_TEST
+
+/* Holds decided inside group-commit batches, where a backend may read the whole batch ahead
+ * (PostgreSQL): in a first wave PAID callbacks for known payments, a retry of one in the same
+ * batch and a PAID claim creating its payment; in a second wave (later transactions, read
+ * ahead) their retries and a repeated PENDING that must not be confused with the hold. */
+START_TEST(test_held_in_one_batch)
+{
+	enum { ROUNDS = 30, PER = 8 };
+	static struct store_req reqs[ROUNDS][PER];
+	static char bodies[ROUNDS][PER][512];
+	static const struct {
+		const char *pay, *status;
+		bool dup;
+		int want_id; /* within the round, 1-based; 0: an earlier fact */
+	} plan[PER] = {
+		/* first wave */
+		{"A", "PAID", false, 1},
+		{"B", "PAID", false, 2},
+		{"A", "PAID", true, 1},
+		{"C", "PAID", false, 3},
+		/* second wave */
+		{"A", "PAID", true, 1},
+		{"C", "PAID", true, 3},
+		{"A", "PENDING", true, 0},
+		{"B", "PAID", true, 2},
+	};
+	int64_t checked = 0, bad = 0;
+	char why[128], pid[48];
+	struct store_req r;
+
+	for (int k = 0; k < ROUNDS; k++) {
+		for (int j = 0; j < 2; j++) {
+			snprintf(pid, sizeof(pid), "KOMPAY-HB%d-%c", k, j == 0 ? 'A' : 'B');
+			ck_assert_int_eq(put_at(&r, pid, "PENDING", 700, EVENT_SOURCE_API, 1000),
+					 0);
+		}
+	}
+	async_done_count = 0;
+	for (int wave = 0; wave < 2; wave++) {
+		for (int k = 0; k < ROUNDS; k++) {
+			for (int i = wave * PER / 2; i < (wave + 1) * PER / 2; i++) {
+				struct event ev;
+
+				snprintf(pid, sizeof(pid), "KOMPAY-HB%d-%s", k, plan[i].pay);
+				make_event(&ev, bodies[k][i], sizeof(bodies[k][i]), pid,
+					   plan[i].status, 700, EVENT_SOURCE_CALLBACK);
+				store_req_event(&reqs[k][i], &ev);
+				reqs[k][i].done = async_done;
+				ck_assert_int_eq(store_submit(st, &reqs[k][i]), 0);
+			}
+		}
+		async_wait((wave + 1) * ROUNDS * PER / 2);
+	}
+	for (int k = 0; k < ROUNDS; k++) {
+		int64_t base = reqs[k][0].event_id - 1;
+		struct store_payment p;
+
+		for (int i = 0; i < PER; i++) {
+			struct store_req *q = &reqs[k][i];
+			bool held = strcmp(plan[i].status, "PAID") == 0;
+
+			ck_assert_int_eq(q->result, 0);
+			ck_assert_msg(q->held == held && q->duplicate == plan[i].dup,
+				      "round %d request %d: held %d duplicate %d", k, i, q->held,
+				      q->duplicate);
+			ck_assert(!q->conflict);
+			if (plan[i].want_id > 0)
+				ck_assert_int_eq(q->event_id, base + plan[i].want_id);
+		}
+		snprintf(pid, sizeof(pid), "KOMPAY-HB%d-C", k);
+		p = get_payment(st, pid);
+		/* a held claim created it: pending, nothing of the claim taken */
+		ck_assert_int_eq(p.status, PAYMENT_PENDING);
+		ck_assert_int_eq(p.amount, -1);
+		ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+		ck_assert_int_eq(p.held_event_id, reqs[k][3].event_id);
+		snprintf(pid, sizeof(pid), "KOMPAY-HB%d-A", k);
+		p = get_payment(st, pid);
+		ck_assert_int_eq(p.status, PAYMENT_PENDING);
+		ck_assert_int_eq(p.confirmation, STORE_CONFIRM_PENDING);
+		ck_assert_int_eq(p.held_event_id, reqs[k][0].event_id);
+		ck_assert_int_eq(marks(pid).held, 1);
+	}
+	ck_assert_int_eq(outbox_rows(NULL), 2 * 2 * ROUNDS); /* the PENDING facts only */
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 5 * ROUNDS);
 }
 END_TEST
 
@@ -1759,14 +2068,262 @@ START_TEST(test_due_confirming_first)
 }
 END_TEST
 
-Suite *store_suite(void)
-{
-	Suite *s = suite_create("store");
-	TCase *tc;
+/* ---- PostgreSQL: several instances on one database ---- */
 
-	tc = tcase_create("core");
-	tcase_add_checked_fixture(tc, setup, teardown);
+static struct store *open_mode(enum store_mode mode, const char *instance)
+{
+	struct store_opts o = make_opts(false, true);
+
+	o.mode = mode;
+	o.instance = instance;
+	return open_store(&o);
+}
+
+struct writer_load {
+	struct store *s;
+	const char *prefix;
+	int n;
+	int ok;
+};
+
+static void *writer_load_main(void *arg)
+{
+	struct writer_load *w = arg;
+
+	for (int i = 0; i < w->n; i++) {
+		char pid[48], body[512];
+		struct store_req r;
+		struct event ev;
+
+		snprintf(pid, sizeof(pid), "%s-%d", w->prefix, i);
+		make_event(&ev, body, sizeof(body), pid, "PAID", 1000 + i, EVENT_SOURCE_CALLBACK);
+		store_req_event(&r, &ev);
+		if (store_submit_wait(w->s, &r) == 0 && !r.duplicate)
+			w->ok++;
+	}
+	return NULL;
+}
+
+/* Two writers (two instances) append to one chain at the same time: every event gets its own
+ * id, the ids have no gap, and the chain verifies. */
+START_TEST(test_pg_two_writers_one_chain)
+{
+	struct writer_load a = {.prefix = "KOMPAY-A", .n = 150},
+			   b = {.prefix = "KOMPAY-B", .n = 150};
+	struct store *st2 = open_mode(STORE_MODE_WRITER, "unit2");
+	int64_t checked = -1, bad = -1;
+	pthread_t ta, tb;
+	char why[256];
+
+	ck_assert_int_eq(store_writer_start(st2), 0);
+	a.s = st;
+	b.s = st2;
+	ck_assert_int_eq(pthread_create(&ta, NULL, writer_load_main, &a), 0);
+	ck_assert_int_eq(pthread_create(&tb, NULL, writer_load_main, &b), 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	ck_assert_int_eq(a.ok, 150);
+	ck_assert_int_eq(b.ok, 150);
+	/* the same fact through the other instance: one event, one more receipt */
+	{
+		struct store_req r;
+		char body[512];
+		struct event ev;
+
+		make_event(&ev, body, sizeof(body), "KOMPAY-A-7", "PAID", 1007,
+			   EVENT_SOURCE_CALLBACK);
+		store_req_event(&r, &ev);
+		ck_assert_int_eq(store_submit_wait(st2, &r), 0);
+		ck_assert(r.duplicate);
+	}
+	store_close(st2);
+	ck_assert_int_eq(count(st, "events"), 300);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT max(id) FROM events"), 300);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM receipts WHERE instance = 'unit2'"),
+			 151);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 300);
+}
+END_TEST
+
+struct opener {
+	char url[256];
+	int r;
+	char err[256];
+};
+
+static void *open_writer_main(void *arg)
+{
+	struct opener *x = arg;
+	struct store_opts o = make_opts(false, true);
+	struct store *s = NULL;
+
+	o.url = x->url;
+	x->r = store_open(&o, &s, x->err, sizeof(x->err));
+	store_close(s);
+	return NULL;
+}
+
+/* Two instances starting together on a new database: the schema is created once. */
+START_TEST(test_pg_migrate_once)
+{
+	struct opener x[4];
+	pthread_t t[4];
+	char url[256], out[64];
+
+	ck_assert_int_eq(pgtest_createdb(url, sizeof(url)), 0);
+	for (int i = 0; i < 4; i++) {
+		snprintf(x[i].url, sizeof(x[i].url), "%s", url);
+		ck_assert_int_eq(pthread_create(&t[i], NULL, open_writer_main, &x[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(x[i].r == 0, "%s", x[i].err);
+	}
+	ck_assert_int_eq(pgtest_exec(url,
+				     "SELECT count(*) || ':' || max(version) FROM "
+				     "schema_version",
+				     out, sizeof(out)),
+			 0);
+	ck_assert_str_eq(out, "1:1");
+	pgtest_dropdb(url);
+}
+END_TEST
+
+/* The writer's session is killed on the server: requests fail (never acknowledged) until the
+ * writer has reconnected by itself, then succeed; nothing is stored twice or lost. */
+START_TEST(test_pg_writer_reconnects)
+{
+	struct store_req r;
+	int64_t checked, bad;
+	int failures = 0, i;
+	char why[256];
+
+	put_ok("KOMPAY-1", "PENDING", 1);
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(pg_terminate_backend(pid)) FROM "
+					 "pg_stat_activity WHERE application_name = "
+					 "'komerce-hookd/unit/writer'"),
+			 1);
+	for (i = 0; i < 100; i++) {
+		int e = put(&r, "KOMPAY-1", "PAID", 1);
+
+		if (e == 0)
+			break;
+		ck_assert_int_eq(e, -ECONNRESET);
+		failures++;
+		usleep(50000);
+	}
+	ck_assert_int_lt(i, 100);
+	ck_assert(!r.duplicate);
+	ck_assert_int_eq(r.event_id, 2);
+	ck_assert_int_le(failures, 2);
+	ck_assert_int_eq(count(st, "events"), 2);
+	ck_assert_int_eq(verify_ro(&checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, 2);
+}
+END_TEST
+
+/* One leader per job; a job is free again when its holder releases it or its session ends. */
+START_TEST(test_pg_leadership)
+{
+	struct store *a = open_mode(STORE_MODE_LEADER, "a");
+	struct store *b = open_mode(STORE_MODE_LEADER, "b");
+
+	ck_assert_int_eq(store_leader_try(a, "reconcile"), 1);
+	ck_assert_int_eq(store_leader_try(b, "reconcile"), 0);
+	ck_assert_int_eq(store_leader_try(a, "reconcile"), 1); /* still, and idempotent */
+	ck_assert_int_eq(store_leader_try(b, "forward:shop"), 1);
+	ck_assert_int_eq(store_leader_try(a, "forward:shop"), 0);
+	ck_assert_int_eq(store_leader_check(a, 2000), 0);
+	ck_assert_int_eq(store_leader_check(b, 2000), 0);
+	/* released: the other takes it */
+	store_leader_release(a, "reconcile");
+	ck_assert_int_eq(store_leader_try(b, "reconcile"), 1);
+	ck_assert_int_eq(store_leader_try(a, "reconcile"), 0);
+	/* b's session is killed on the server: b learns it at its next check, a can lead */
+	ck_assert_int_eq(raw_int(dbpath, "SELECT count(pg_terminate_backend(pid)) FROM "
+					 "pg_stat_activity WHERE application_name = "
+					 "'komerce-hookd/b/leader'"),
+			 1);
+	ck_assert_int_lt(store_leader_check(b, 2000), 0);
+	ck_assert_int_eq(store_leader_try(a, "reconcile"), 1);
+	ck_assert_int_eq(store_leader_try(a, "forward:shop"), 1);
+	/* b reconnects as a follower */
+	ck_assert_int_eq(store_leader_try(b, "reconcile"), 0);
+	ck_assert_int_eq(store_leader_check(b, 2000), 0);
+	/* another deployment in another schema of the same database elects on its own */
+	{
+		struct store_opts o = make_opts(false, true);
+		struct store *w, *other;
+		char url[256];
+
+		ck_assert_int_eq(pgtest_createdb(url, sizeof(url)), 0);
+		o.url = url;
+		w = open_store(&o); /* creates its schema */
+		o.mode = STORE_MODE_LEADER;
+		other = open_store(&o);
+		ck_assert_int_eq(store_leader_try(other, "reconcile"), 1);
+		ck_assert_int_eq(store_leader_try(b, "reconcile"), 0);
+		store_close(other);
+		store_close(w);
+		pgtest_dropdb(url);
+	}
+	/* closing a ends its session: its jobs are free (once the server has seen it go) */
+	store_close(a);
+	for (int i = 0; i < 100 && store_leader_try(b, "reconcile") == 0; i++)
+		usleep(20000);
+	ck_assert_int_eq(store_leader_try(b, "reconcile"), 1);
+	ck_assert_int_eq(store_leader_try(b, "forward:shop"), 1);
+	store_close(b);
+}
+END_TEST
+
+START_TEST(test_pg_open_errors)
+{
+	struct store_opts o = make_opts(false, true);
+	struct store *s = NULL;
+	char url[256], err[512] = "", out[64];
+
+	/* nothing listens there; the password never shows in the error */
+	o.url = "postgresql://hookd:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=2";
+	ck_assert_int_lt(store_open(&o, &s, err, sizeof(err)), 0);
+	ck_assert_ptr_null(s);
+	ck_assert(err[0] != '\0');
+	ck_assert_ptr_null(strstr(err, "s3cret-pw"));
+	/* a reader on a database without our schema: refused, nothing created */
+	ck_assert_int_eq(pgtest_createdb(url, sizeof(url)), 0);
+	o.url = url;
+	o.mode = STORE_MODE_READER;
+	ck_assert_int_eq(store_open(&o, &s, err, sizeof(err)), -ENOENT);
+	ck_assert_int_eq(pgtest_exec(url, "SELECT to_regclass('events') IS NULL", out, sizeof(out)),
+			 0);
+	ck_assert_str_eq(out, "t");
+	pgtest_dropdb(url);
+	/* backups are pg_dump's job */
+	{
+		int64_t bytes = 0;
+
+		ck_assert_int_eq(
+			store_backup(st, "/tmp/never-written.db", &bytes, err, sizeof(err)),
+			-ENOTSUP);
+		ck_assert_ptr_nonnull(strstr(err, "postgresql"));
+	}
+}
+END_TEST
+
+static TCase *new_case(const char *name, void (*setup_fn)(void))
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, setup_fn, teardown);
 	tcase_set_timeout(tc, 60);
+	return tc;
+}
+
+static TCase *core_case(void)
+{
+	TCase *tc = new_case("core", setup);
+
 	tcase_add_test(tc, test_first_insert);
 	tcase_add_test(tc, test_duplicate);
 	tcase_add_test(tc, test_conflict_after_terminal);
@@ -1777,43 +2334,48 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_no_reconcile);
 	tcase_add_test(tc, test_other_sources);
 	tcase_add_test(tc, test_received_at);
-	tcase_add_test(tc, test_user_version);
-	tcase_add_test(tc, test_wal_mode);
+	if (pg_mode) {
+		tcase_add_test(tc, test_pg_schema_version);
+	} else {
+		tcase_add_test(tc, test_user_version);
+		tcase_add_test(tc, test_wal_mode);
+	}
+	tcase_add_test(tc, test_receipt_instance);
+	tcase_add_test(tc, test_mark_min_gap);
 	tcase_add_test(tc, test_verify_intact);
 	tcase_add_test(tc, test_prune);
 	tcase_add_test(tc, test_chain_survives_reopen);
 	tcase_add_test(tc, test_readonly_queries);
 	tcase_add_test(tc, test_query_stops_early);
 	tcase_add_test(tc, test_group_commit);
+	tcase_add_test(tc, test_dependent_facts_in_one_batch);
 	tcase_add_test(tc, test_event_hash);
 	tcase_add_test(tc, test_close_null);
-	suite_add_tcase(s, tc);
+	return tc;
+}
 
-	tc = tcase_create("confirm");
-	tcase_add_checked_fixture(tc, confirm_setup, teardown);
+static TCase *confirm_case(void)
+{
+	TCase *tc = new_case("confirm", confirm_setup);
+
 	tcase_add_test(tc, test_decide_hold);
 	tcase_add_test(tc, test_keys_marked);
 	tcase_add_test(tc, test_confirm_decide);
 	tcase_add_test(tc, test_hash_marked);
 	tcase_add_test(tc, test_held_then_confirmed);
+	tcase_add_test(tc, test_held_in_one_batch);
 	tcase_add_test(tc, test_held_then_unconfirmed);
 	tcase_add_test(tc, test_held_not_found_and_cancel);
 	tcase_add_test(tc, test_due_confirming_first);
 	tcase_add_test(tc, test_polls_pruned);
 	tcase_add_test(tc, test_poll_older_than_the_hold);
-	suite_add_tcase(s, tc);
+	return tc;
+}
 
-	tc = tcase_create("limits");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_long_payment_id);
-	tcase_add_test(tc, test_no_sinks);
-	tcase_add_test(tc, test_busy_database);
-	suite_add_tcase(s, tc);
+static TCase *errors_case(void)
+{
+	TCase *tc = new_case("errors", setup);
 
-	tc = tcase_create("errors");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_append_only);
 	tcase_add_test(tc, test_tamper_update);
 	tcase_add_test(tc, test_tamper_raw_last_row);
@@ -1822,22 +2384,51 @@ Suite *store_suite(void)
 	tcase_add_test(tc, test_tamper_delete_first);
 	tcase_add_test(tc, test_tamper_swap_ids);
 	tcase_add_test(tc, test_newer_schema_refused);
-	tcase_add_test(tc, test_second_writer_busy);
-	tcase_add_test(tc, test_garbage_file_refused);
-	tcase_add_test(tc, test_readonly_open_errors);
-	tcase_add_test(tc, test_open_bad_directory);
+	if (pg_mode) {
+		tcase_add_test(tc, test_pg_open_errors);
+	} else {
+		tcase_add_test(tc, test_second_writer_busy);
+		tcase_add_test(tc, test_garbage_file_refused);
+		tcase_add_test(tc, test_readonly_open_errors);
+		tcase_add_test(tc, test_open_bad_directory);
+	}
 	tcase_add_test(tc, test_submit_after_stop);
 	tcase_add_test(tc, test_submit_before_start);
 	tcase_add_test(tc, test_count_invalid_table);
+	return tc;
+}
+
+Suite *store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc;
+
+	suite_add_tcase(s, core_case());
+	suite_add_tcase(s, confirm_case());
+	tc = new_case("limits", setup);
+	tcase_add_test(tc, test_long_payment_id);
+	tcase_add_test(tc, test_no_sinks);
+	tcase_add_test(tc, test_busy_database);
 	suite_add_tcase(s, tc);
+	suite_add_tcase(s, errors_case());
+	if (pg_mode) {
+		tc = new_case("cluster", setup);
+		tcase_add_test(tc, test_pg_two_writers_one_chain);
+		tcase_add_test(tc, test_pg_migrate_once);
+		tcase_add_test(tc, test_pg_writer_reconnects);
+		tcase_add_test(tc, test_pg_leadership);
+		suite_add_tcase(s, tc);
+	}
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(store_suite());
+	SRunner *sr;
 	int failed;
 
+	pg_mode = pgtest_enabled();
+	sr = srunner_create(store_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

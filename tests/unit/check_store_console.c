@@ -1,5 +1,6 @@
-/* Check suite for src/store_console.c on a real SQLite file written through the store's own
- * writer: payment search by payment id, order id and VA number (top level, in "data", as a
+/* Check suite for src/store_console.c on a real SQLite file (or, with HK_BACKEND=postgresql, a
+ * database of its own in the suite's throw-away PostgreSQL cluster) written through the store's
+ * own writer: payment search by payment id, order id and VA number (top level, in "data", as a
  * number; raw bodies that are not JSON), the stale and conflict listings, the newest-first
  * cursor, a payment's receipts and deliveries (a replayed dead letter among them), and the
  * newest event id; all through the store interface (store_console.h). */
@@ -14,11 +15,21 @@
 #include <unistd.h>
 
 #include "callback.h"
+#include "pgtest.h"
 #include "util.h"
 
 static char tmpdir[PATH_MAX];
-static char dbpath[PATH_MAX];
+static char dbpath[PATH_MAX]; /* SQLite: the file; PostgreSQL: the database's URL */
 static struct store *st;
+
+static void target(struct store_opts *o)
+{
+	if (pgtest_enabled()) {
+		o->backend = STORE_BACKEND_POSTGRESQL;
+		o->url = dbpath;
+		o->path = NULL;
+	}
+}
 static const struct store_sink sinks[] = {{"shop", false}, {"ledger", false}};
 
 static void setup(void)
@@ -35,7 +46,11 @@ static void setup(void)
 
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_store_console.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-	snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
+	if (pgtest_enabled())
+		ck_assert_int_eq(pgtest_createdb(dbpath, sizeof(dbpath)), 0);
+	else
+		snprintf(dbpath, sizeof(dbpath), "%s/events.db", tmpdir);
+	target(&o);
 	ck_assert_msg(store_open(&o, &st, err, sizeof(err)) == 0, "%s", err);
 	ck_assert_int_eq(store_writer_start(st), 0);
 }
@@ -46,6 +61,8 @@ static void teardown(void)
 
 	store_close(st);
 	st = NULL;
+	if (pgtest_enabled())
+		pgtest_dropdb(dbpath);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	ck_assert_int_eq(system(cmd), 0);
 }
@@ -56,6 +73,7 @@ static struct store *open_ro(void)
 	struct store *s = NULL;
 	char err[256] = "";
 
+	target(&o);
 	ck_assert_msg(store_open(&o, &s, err, sizeof(err)) == 0, "%s", err);
 	return s;
 }
