@@ -25,6 +25,10 @@ void store_pg_touch(struct store *s, const char *payment_id)
 	uint64_t h = hash_pid(payment_id);
 	size_t i;
 
+	/* Without read-ahead in this transaction there is nothing to invalidate, and the table
+	 * (cleared only by a read-ahead) may still hold an earlier transaction's payments. */
+	if (q->n_pf == 0)
+		return;
 	if (q->n_touched * 2 >= q->cap_touched) {
 		/* too many to track: every read-ahead is now suspect */
 		q->n_pf = 0;

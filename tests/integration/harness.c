@@ -331,6 +331,27 @@ bool hk_log_contains(const struct hk_daemon *d, const char *needle)
 	return hk_file_contains(d->log, needle);
 }
 
+void hk_print_log_tail(const struct hk_daemon *d, int lines)
+{
+	char (*ring)[512] = calloc((size_t)lines, sizeof(*ring));
+	FILE *f = fopen(d->log, "r");
+	long n = 0;
+
+	if (ring == NULL || f == NULL || lines <= 0) {
+		free(ring);
+		if (f != NULL)
+			fclose(f);
+		return;
+	}
+	while (fgets(ring[n % lines], sizeof(ring[0]), f) != NULL)
+		n++;
+	fclose(f);
+	fprintf(stderr, "---- %s (last %d lines)\n", d->log, lines);
+	for (long i = n > lines ? n - lines : 0; i < n; i++)
+		fputs(ring[i % lines], stderr);
+	free(ring);
+}
+
 void hk_sign(const char *key, const char *body, size_t len, char out[65])
 {
 	unsigned char mac[32];

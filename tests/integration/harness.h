@@ -61,6 +61,8 @@ void hk_daemon_cleanup(struct hk_daemon *d);
 bool hk_file_contains(const char *path, const char *needle);
 /* True when the daemon's log contains needle. */
 bool hk_log_contains(const struct hk_daemon *d, const char *needle);
+/* Prints the last lines of the daemon's log to stderr (for a failing test's report). */
+void hk_print_log_tail(const struct hk_daemon *d, int lines);
 
 /* Lowercase hex HMAC-SHA256(key, body) into out[65]. */
 void hk_sign(const char *key, const char *body, size_t len, char out[65]);

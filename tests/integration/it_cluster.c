@@ -438,6 +438,22 @@ static bool acked_reaches(void *arg)
 	return acked_now() >= *(long *)arg;
 }
 
+/* Waits until want callbacks were acknowledged; on failure names what the load got instead. */
+static void wait_acked(long want, long timeout_ms, const char *what)
+{
+	if (hk_wait_until(acked_reaches, &want, timeout_ms))
+		return;
+	pthread_mutex_lock(&load.mu);
+	fprintf(stderr, "%s: %ld acknowledged of %ld wanted in %ld ms; 503: %ld, transport "
+		"errors: %ld, other: %ld (logs %s, %s)\n",
+		what, load.n_acked, want, timeout_ms, load.n_503, load.n_transport, load.n_other,
+		a.log, b.log);
+	pthread_mutex_unlock(&load.mu);
+	hk_print_log_tail(&a, 30);
+	hk_print_log_tail(&b, 30);
+	ck_abort_msg("%s", what);
+}
+
 START_TEST(kill9_under_load_loses_nothing)
 {
 	pthread_t th[POSTERS];
@@ -445,12 +461,11 @@ START_TEST(kill9_under_load_loses_nothing)
 
 	start_two(NO_RECONCILE);
 	load_start(th);
-	ck_assert_msg(hk_wait_until(acked_reaches, &want, 60000), "load did not start");
+	wait_acked(want, 60000, "load did not start");
 	ck_assert_int_eq(hk_daemon_stop(&a, SIGKILL), 128 + SIGKILL);
 	__atomic_store_n(&load.only_b, 1, __ATOMIC_RELEASE);
 	after_kill = acked_now() + 600;
-	ck_assert_msg(hk_wait_until(acked_reaches, &after_kill, 60000),
-		      "b took no callbacks after a was killed");
+	wait_acked(after_kill, 60000, "b took no callbacks after a was killed");
 	load_stop(th);
 	ck_assert_int_eq(load.n_other, 0);
 	assert_acked_stored_once();
@@ -470,12 +485,12 @@ START_TEST(frozen_instance_under_load)
 
 	start_two(NO_RECONCILE);
 	load_start(th);
-	ck_assert(hk_wait_until(acked_reaches, &want, 60000));
+	wait_acked(want, 60000, "load did not start");
 	ck_assert_int_eq(kill(a.pid, SIGSTOP), 0);
 	__atomic_store_n(&load.only_b, 1, __ATOMIC_RELEASE);
 	t0 = util_mono_ms();
 	more = acked_now() + 300;
-	ck_assert_msg(hk_wait_until(acked_reaches, &more, 15000), "b stalled while a was frozen");
+	wait_acked(more, 15000, "b stalled while a was frozen");
 	fprintf(stderr, "frozen a: b took 300 more callbacks in %lld ms\n",
 		(long long)(util_mono_ms() - t0));
 	ck_assert_int_eq(kill(a.pid, SIGCONT), 0);
@@ -519,7 +534,7 @@ START_TEST(postgres_outage_503_then_recovery)
 	pa = a.pid;
 	pb = b.pid;
 	load_start(th);
-	ck_assert(hk_wait_until(acked_reaches, &want, 60000));
+	wait_acked(want, 60000, "load did not start");
 	ck_assert_int_eq(pthread_create(&wt, NULL, watch_ready, &w), 0);
 	ck_assert_int_eq(pgtest_server_stop(), 0);
 	sleep(5);
@@ -531,8 +546,7 @@ START_TEST(postgres_outage_503_then_recovery)
 	t_restart = util_mono_ms();
 	/* back without a restart of either daemon: new callbacks are taken by both */
 	want = acked_at_restart + 200;
-	ck_assert_msg(hk_wait_until(acked_reaches, &want, 30000),
-		      "no recovery within 30 s of the database's return");
+	wait_acked(want, 30000, "no recovery within 30 s of the database's return");
 	t_back = util_mono_ms();
 	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(wt, NULL);

@@ -1073,6 +1073,37 @@ END_TEST
 
 /* ---- limits ---- */
 
+/* Batches of one after batches of many: PostgreSQL's read-ahead keeps a table of the payments
+ * written in a transaction; a batch of one must not inherit a full table from an earlier one
+ * (the writer then spun forever looking for a free slot, seen in it-cluster). */
+START_TEST(test_single_batches_after_many)
+{
+	enum { BURST = 64, SINGLES = 200 };
+	static struct store_req reqs[BURST];
+	static char bodies[BURST][512];
+	struct store_req r;
+	char pid[48];
+
+	async_done_count = 0;
+	for (int i = 0; i < BURST; i++) {
+		struct event ev;
+
+		snprintf(pid, sizeof(pid), "KOMPAY-BURST-%d", i);
+		make_event(&ev, bodies[i], sizeof(bodies[i]), pid, "PENDING", 500,
+			   EVENT_SOURCE_CALLBACK);
+		store_req_event(&reqs[i], &ev);
+		reqs[i].done = async_done;
+		ck_assert_int_eq(store_submit(st, &reqs[i]), 0);
+	}
+	async_wait(BURST);
+	for (int i = 0; i < SINGLES; i++) {
+		snprintf(pid, sizeof(pid), "KOMPAY-SINGLE-%d", i);
+		ck_assert_int_eq(put_at(&r, pid, "PENDING", 500, EVENT_SOURCE_CALLBACK, 1000), 0);
+	}
+	ck_assert_int_eq(count(st, "events"), BURST + SINGLES);
+}
+END_TEST
+
 START_TEST(test_long_payment_id)
 {
 	char pid[EVENT_ID_MAX];
@@ -2407,6 +2438,7 @@ Suite *store_suite(void)
 	suite_add_tcase(s, confirm_case());
 	tc = new_case("limits", setup);
 	tcase_add_test(tc, test_long_payment_id);
+	tcase_add_test(tc, test_single_batches_after_many);
 	tcase_add_test(tc, test_no_sinks);
 	tcase_add_test(tc, test_busy_database);
 	suite_add_tcase(s, tc);
