@@ -465,10 +465,8 @@ static void env_name(char *out, size_t n, const char *section, const char *key, 
 static const struct {
 	const char *key, *file;
 } secret_files[] = {
-	{"komerce.api_key", "api_key"},
-	{"komerce.callback_keys", "callback_keys"},
-	{"admin.token", "admin_token"},
-	{"store.checkpoint_key", "checkpoint_key"},
+	{"komerce.api_key", "api_key"}, {"komerce.callback_keys", "callback_keys"},
+	{"admin.token", "admin_token"}, {"store.checkpoint_key", "checkpoint_key"},
 	{"store.url", "store_url"},
 };
 

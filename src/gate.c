@@ -24,16 +24,16 @@
 #include "metrics.h"
 #include "util.h"
 
-#define PEEK_MAX     (64 * 1024) /* past this MHD takes the head and answers 414/431 itself */
-#define LINGER_MS    2000	 /* after our reply: read and drop what the client still sends */
-#define TICK_MS	     100
-#define IP_BUCKETS   1024
-#define ACCEPT_ROUND 256
-#define FD_TABLE_MAX (1 << 20)
+#define PEEK_MAX      (64 * 1024) /* past this MHD takes the head and answers 414/431 itself */
+#define LINGER_MS     2000	  /* after our reply: read and drop what the client still sends */
+#define TICK_MS	      100
+#define IP_BUCKETS    1024
+#define ACCEPT_ROUND  256
+#define FD_TABLE_MAX  (1 << 20)
 #define STOP_GRACE_MS 1000 /* at stop: heads already accepted may finish arriving */
-#define REPLY_408    "{\"status\":\"error\",\"error\":\"request not complete in time\"}"
-#define REPLY_400_CL "{\"status\":\"error\",\"error\":\"malformed Content-Length\"}"
-#define REPLY_413_CL "{\"status\":\"error\",\"error\":\"body too large\"}"
+#define REPLY_408     "{\"status\":\"error\",\"error\":\"request not complete in time\"}"
+#define REPLY_400_CL  "{\"status\":\"error\",\"error\":\"malformed Content-Length\"}"
+#define REPLY_413_CL  "{\"status\":\"error\",\"error\":\"body too large\"}"
 
 enum conn_phase { PHASE_HEAD, PHASE_LINGER };
 
@@ -59,9 +59,9 @@ struct gate {
 	int epfd, wakefd;
 	pthread_t thread;
 	bool running;
-	bool draining;	    /* gate thread: stopping, the listener no longer watched */
+	bool draining;	     /* gate thread: stopping, the listener no longer watched */
 	int64_t drain_until; /* gate thread: then the heads still arriving are cut off */
-	unsigned reserve; /* the last slots go to addresses holding none */
+	unsigned reserve;    /* the last slots go to addresses holding none */
 	struct conn *conns;
 	int64_t accept_paused_until;
 	/* shared with MHD's threads */
@@ -711,9 +711,10 @@ void gate_stop(struct gate *g)
 	for (struct conn *c = g->conns; c != NULL; c = c->next)
 		n += c->phase == PHASE_HEAD;
 	if (n > 0)
-		log_warn("http %s: stopped with requests still arriving, closed unanswered count=%u "
-			 "grace_ms=%d",
-			 g->o.name, n, STOP_GRACE_MS);
+		log_warn(
+			"http %s: stopped with requests still arriving, closed unanswered count=%u "
+			"grace_ms=%d",
+			g->o.name, n, STOP_GRACE_MS);
 	while (g->conns != NULL)
 		conn_close(g, g->conns);
 	if (g->o.listen_fd >= 0)

@@ -221,7 +221,7 @@ struct flight {
 
 struct reconcile {
 	pthread_t thread;
-	bool started; /* the thread runs (touched by the lifecycle's thread only) */
+	bool started;	     /* the thread runs (touched by the lifecycle's thread only) */
 	int stop;	     /* atomic */
 	int64_t wake_due;    /* atomic: earliest poll a commit announced since the last query */
 	int64_t sleep_until; /* atomic: unix ms the thread sleeps until, 0 while it works */

@@ -1,8 +1,9 @@
 /* The PostgreSQL backend's retention batch (store_req_prune): old receipts, delivered outbox
- * rows and the polls log, oldest first, at most a limit of each, inside the writer's transaction (so under the
- * chain lock, like every writer transaction: one instance prunes at a time). Both are found
- * through their event_id index, bounded by the newest event received before the cutoff (found
- * through events_received), so a batch reads about as many rows as it deletes. */
+ * rows and the polls log, oldest first, at most a limit of each, inside the writer's
+ * transaction (so under the chain lock, like every writer transaction: one instance prunes at a
+ * time). Receipts and outbox rows are found through their event_id index, bounded by the newest
+ * event received before the cutoff (found through events_received), so a batch reads about as
+ * many rows as it deletes; polls in id order. */
 #include "store_pg.h"
 
 #include <errno.h>

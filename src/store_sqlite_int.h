@@ -86,10 +86,9 @@ int64_t store_sqlite_col_i64(sqlite3_stmt *st, int col, int64_t absent);
 	"created_at, updated_at, callback_seen_at, last_polled_at, next_poll_at, "       \
 	"poll_attempts, origin, "
 #define STORE_SQLITE_PAYMENT_COLUMNS(s)                                              \
-	(store_sqlite_has_confirm(s) ? STORE_SQLITE_PAYMENT_COLUMNS_V1          \
+	(store_sqlite_has_confirm(s) ? STORE_SQLITE_PAYMENT_COLUMNS_V1               \
 		 "confirmation, confirmation_detail, confirmation_at, held_event_id" \
-					  : STORE_SQLITE_PAYMENT_COLUMNS_V1          \
-		 "NULL, NULL, NULL, NULL")
+				     : STORE_SQLITE_PAYMENT_COLUMNS_V1 "NULL, NULL, NULL, NULL")
 /* The events columns of migration 3, for table alias a ("" or "e."), as NULLs before. */
 #define STORE_SQLITE_EVENT_V2(s, a) \
 	(store_sqlite_has_confirm(s) ? a "confirmation, " a "held_event_id" : "NULL, NULL")
