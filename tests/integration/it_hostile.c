@@ -1227,6 +1227,12 @@ START_TEST(slow_body_gets_408)
 }
 END_TEST
 
+static bool shutting_down(void *arg)
+{
+	(void)arg;
+	return hk_log_contains(&d, "shutting down signal=SIGTERM");
+}
+
 /* A restart (under socket activation the listen queue survives it) must not close unanswered a
  * request whose head was still arriving at SIGTERM: the gate stops accepting but lets it
  * finish, and it is answered before the daemon exits. */
@@ -1247,7 +1253,8 @@ START_TEST(head_arriving_at_sigterm_is_answered)
 	ck_assert_int_eq(send(fd, head, strlen(head), 0), (ssize_t)strlen(head));
 	hk_sleep_ms(300); /* the gate holds the head */
 	ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-	hk_sleep_ms(300);
+	ck_assert_msg(hk_wait_until(shutting_down, NULL, 5000), "no shutdown logged (log %s)",
+		      d.log);
 	ck_assert_int_eq(send(fd, rest, (size_t)n, MSG_NOSIGNAL), n);
 	for (;;) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
