@@ -38,6 +38,7 @@ struct http_server {
 	int resuming;		     /* atomic: MHD_resume_connection calls under way */
 	bool suspend_ok;
 	struct gate *gate; /* the front door of a gated listener (accepts for MHD), or NULL */
+	long handing;	   /* atomic: handed to MHD by the gate, not yet taken up by its thread */
 };
 
 enum req_state { REQ_READING, REQ_WAITING, REQ_READY };
@@ -693,6 +694,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	const union MHD_ConnectionInfo *ci;
 
 	(void)socket_context;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+		__atomic_sub_fetch(&srv->handing, 1, __ATOMIC_RELEASE);
 	if (toe != MHD_CONNECTION_NOTIFY_CLOSED || srv->gate == NULL)
 		return;
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -703,7 +706,13 @@ static int hand_off(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
 {
 	struct http_server *srv = arg;
 
-	return MHD_add_connection(srv->d, fd, sa, len) == MHD_YES ? 0 : -EIO;
+	/* MHD takes an added connection up later, in a worker thread: until then it is not in
+	 * MHD's count of connections, and http_stop must not mistake it for none. */
+	__atomic_add_fetch(&srv->handing, 1, __ATOMIC_RELEASE);
+	if (MHD_add_connection(srv->d, fd, sa, len) == MHD_YES)
+		return 0;
+	__atomic_sub_fetch(&srv->handing, 1, __ATOMIC_RELEASE);
+	return -EIO;
 }
 
 /* A gated listener's own socket (the gate accepts; MHD gets sockets from it). */
@@ -888,6 +897,13 @@ void http_stop(struct http_server *srv, long drain_ms)
 	 * it, which would end systemd's copy too. */
 	if (srv->gate != NULL) {
 		gate_stop(srv->gate); /* accepts no more; heads arriving get a second */
+		/* What it handed off last may not be MHD's yet (a worker takes it up): wait for
+		 * that, or the count of open connections below would miss it and stopping MHD
+		 * would close it unanswered. */
+		deadline = util_mono_ms() + 1000;
+		while (__atomic_load_n(&srv->handing, __ATOMIC_ACQUIRE) > 0 &&
+		       util_mono_ms() < deadline)
+			util_sleep_ms(1);
 	} else {
 		fd = MHD_quiesce_daemon(srv->d);
 		if (fd != MHD_INVALID_SOCKET)

@@ -1274,7 +1274,8 @@ START_TEST(head_arriving_at_sigterm_is_answered)
 	 * time libmicrohttpd read it (nothing stored; the sender retries). Never closed
 	 * unanswered. */
 	if (strncmp(got, "HTTP/1.1 503 ", 13) == 0) {
-		ck_assert_msg(strcasestr(got, "\r\nRetry-After:") != NULL, "503 without Retry-After");
+		ck_assert_msg(strcasestr(got, "\r\nRetry-After:") != NULL,
+			      "503 without Retry-After");
 		ck_assert_int_eq(hk_count(&d, "events"), 0);
 	} else {
 		ck_assert_msg(strncmp(got, "HTTP/1.1 200 ", 13) == 0, "got \"%s\" (log %s)", got,
@@ -1514,6 +1515,11 @@ static Suite *hostile_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, slow_and_greedy_clients_do_not_starve_komerce);
 	tcase_add_test(tc, slow_body_gets_408);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("stop");
+	tcase_add_checked_fixture(tc, setup_slow, teardown);
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, head_arriving_at_sigterm_is_answered);
 	suite_add_tcase(s, tc);
 
