@@ -189,6 +189,12 @@ static void render_store(struct util_buf *b, struct store *store)
 		"# HELP hookd_commit_failures_total Transactions rolled back\n"
 		"# TYPE hookd_commit_failures_total counter\nhookd_commit_failures_total %llu\n",
 		(unsigned long long)st.commit_failures);
+	util_buf_printf(
+		b,
+		"# HELP hookd_batch_retries_total Batches applied again event by event "
+		"after one event failed on its own\n"
+		"# TYPE hookd_batch_retries_total counter\nhookd_batch_retries_total %llu\n",
+		(unsigned long long)st.batch_retries);
 	util_buf_printf(b,
 			"# HELP hookd_writer_queue Requests waiting for the writer\n"
 			"# TYPE hookd_writer_queue gauge\nhookd_writer_queue %ld\n",

@@ -285,6 +285,66 @@ static int apply_batch(struct store *s, struct store_req *batch)
 	return err;
 }
 
+/* A batch of callback events only (the ingest path), which the backend lets us try without
+ * savepoints. */
+static bool optimistic(const struct store *s, const struct store_req *batch)
+{
+	if (!s->be->optimistic_events)
+		return false;
+	for (const struct store_req *r = batch; r != NULL; r = r->next) {
+		if (r->kind != STORE_REQ_EVENT)
+			return false;
+	}
+	return true;
+}
+
+/* The whole batch without savepoints. 0 with *redo set when a request failed on its own (the
+ * transaction now holds part of it: the caller rolls back and applies it again with
+ * savepoints), or a storage error. */
+static int apply_batch_optimistic(struct store *s, struct store_req *batch, bool *redo)
+{
+	*redo = false;
+	for (struct store_req *r = batch; r != NULL; r = r->next) {
+		int e = apply_one(s, r);
+
+		if (e < 0 && storage_error(e))
+			return e;
+		if (e < 0) {
+			*redo = true;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* begin() and the backend's prefetch. */
+static int begin_batch(struct store *s, struct store_req *batch)
+{
+	int err = s->be->begin(s);
+
+	if (err == 0 && s->be->prefetch != NULL)
+		err = s->be->prefetch(s, batch);
+	return err;
+}
+
+/* Applies the batch inside a transaction begun by begin_batch(): optimistically when it can,
+ * and again request by request (a savepoint each) when that found a request in error. */
+static int apply_all(struct store *s, struct store_req *batch)
+{
+	bool redo;
+	int err;
+
+	if (!optimistic(s, batch))
+		return apply_batch(s, batch);
+	err = apply_batch_optimistic(s, batch, &redo);
+	if (err < 0 || !redo)
+		return err;
+	__atomic_fetch_add(&s->stats.batch_retries, 1, __ATOMIC_RELAXED);
+	s->be->rollback(s);
+	err = begin_batch(s, batch);
+	return err < 0 ? err : apply_batch(s, batch);
+}
+
 static void add_stats(struct store *s, const struct tally *t, size_t n, int64_t us, bool ok)
 {
 	struct store_writer_stats *st = &s->stats;
@@ -320,11 +380,9 @@ static void run_batch(struct store *s, struct store_req *batch, size_t n)
 	int err;
 
 	memset(&t, 0, sizeof(t));
-	err = s->be->begin(s);
-	if (err == 0 && s->be->prefetch != NULL)
-		err = s->be->prefetch(s, batch);
+	err = begin_batch(s, batch);
 	if (err == 0)
-		err = apply_batch(s, batch);
+		err = apply_all(s, batch);
 	if (err == 0)
 		err = s->be->commit(s);
 	if (err < 0) {

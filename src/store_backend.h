@@ -95,6 +95,10 @@ struct store_backend {
 	int (*savepoint)(struct store *s);
 	int (*release)(struct store *s);
 	int (*rollback_to)(struct store *s);
+	/* True when a batch of callback events may first be tried without savepoints (they cost
+	 * the backend more than a rare whole-batch retry): if one event then fails on its own,
+	 * the transaction is rolled back and the batch applied again, a savepoint per event. */
+	bool optimistic_events;
 	int (*commit)(struct store *s);
 	void (*rollback)(struct store *s);
 	/* Applies one request inside the transaction: 0, a request error (-EINVAL, -EEXIST,

@@ -198,6 +198,8 @@ const struct store_backend store_backend_sqlite = {
 	.savepoint = sqlite_savepoint,
 	.release = sqlite_release,
 	.rollback_to = sqlite_rollback_to,
+	/* A savepoint copies every page an event touches into the statement journal. */
+	.optimistic_events = true,
 	.commit = sqlite_commit,
 	.rollback = sqlite_rollback,
 	.apply = sqlite_apply,

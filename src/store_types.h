@@ -252,6 +252,7 @@ struct store_poll {
 struct store_writer_stats {
 	uint64_t commits;
 	uint64_t commit_failures;
+	uint64_t batch_retries; /* batches tried without savepoints, applied again with them */
 	uint64_t events;
 	uint64_t duplicates;
 	uint64_t conflicts;

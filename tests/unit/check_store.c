@@ -947,6 +947,57 @@ START_TEST(test_group_commit)
 }
 END_TEST
 
+/* One event in a burst fails on its own, half-written (a value the schema refuses): it alone is
+ * refused, every other event of its batch commits, and the chain stays whole. SQLite first tries a
+ * batch without savepoints, so this is the batch it must apply again, event by event. */
+START_TEST(test_bad_event_in_a_batch)
+{
+	enum { N = 60, BAD = 31 };
+	static struct store_req reqs[N];
+	static char bodies[N][512];
+	struct store_writer_stats stats;
+	int64_t checked, bad;
+	char why[256];
+
+	for (int i = 0; i < N; i++) {
+		char pid[32];
+		struct event ev;
+
+		snprintf(pid, sizeof(pid), "KOMPAY-R%04d", i);
+		/* The bad one's event row is written, then its payment is refused (its status
+		 * is not one the payments table takes): it must leave no row behind. */
+		make_event(&ev, bodies[i], sizeof(bodies[i]), pid, "PENDING", 1000 + i,
+			   EVENT_SOURCE_CALLBACK);
+		if (i == BAD)
+			ev.status = (enum payment_status)99;
+		store_req_event(&reqs[i], &ev);
+		reqs[i].done = async_done;
+		ck_assert_int_eq(store_submit(st, &reqs[i]), 0);
+	}
+	async_wait(N);
+	for (int i = 0; i < N; i++) {
+		if (i == BAD) {
+			ck_assert_int_lt(reqs[i].result, 0);
+			ck_assert_int_ne(reqs[i].result, -EIO);
+			continue;
+		}
+		ck_assert_int_eq(reqs[i].result, 0);
+		ck_assert_int_ge(reqs[i].event_id, 1);
+		ck_assert_int_le(reqs[i].event_id, N - 1);
+	}
+	ck_assert_int_eq(count(st, "events"), N - 1);
+	ck_assert_int_eq(count(st, "payments"), N - 1);
+	ck_assert_int_eq(count(st, "receipts"), N - 1);
+	store_writer_stats_get(st, &stats);
+	ck_assert_uint_eq(stats.events, N - 1);
+	ck_assert_uint_eq(stats.commit_failures, 0);
+	if (!pg_mode)
+		ck_assert_uint_ge(stats.batch_retries, 1);
+	ck_assert_int_eq(store_verify(st, &checked, &bad, why, sizeof(why)), 0);
+	ck_assert_int_eq(checked, N - 1);
+}
+END_TEST
+
 /* Facts that depend on each other in one batch (the same payment twice, a duplicate of a fact
  * stored a moment before, a conflict): each decided on what the ones before it wrote, as if
  * they had come one by one (PostgreSQL reads a batch ahead: this is what it must not get
@@ -2379,6 +2430,7 @@ static TCase *core_case(void)
 	tcase_add_test(tc, test_readonly_queries);
 	tcase_add_test(tc, test_query_stops_early);
 	tcase_add_test(tc, test_group_commit);
+	tcase_add_test(tc, test_bad_event_in_a_batch);
 	tcase_add_test(tc, test_dependent_facts_in_one_batch);
 	tcase_add_test(tc, test_event_hash);
 	tcase_add_test(tc, test_close_null);
