@@ -56,6 +56,7 @@ static const struct key_def key_table[] = {
 	{"server", "max_connections", KEY_INT, C(max_connections), "1024", 1, 65536},
 	{"server", "connection_timeout", KEY_INT, C(connection_timeout), "10", 1, 3600},
 	{"server", "request_timeout", KEY_INT, C(request_timeout), "10", 0, 3600},
+	{"server", "keep_alive", KEY_BOOL, C(keep_alive), "false", 0, 0},
 	{"server", "max_connections_per_ip", KEY_INT, C(max_connections_per_ip), "64", 0, 65536},
 	{"server", "threads", KEY_INT, C(threads), "0", 0, 64},
 	{"server", "trusted_proxies", KEY_STR, C(trusted_proxies), "", 0, 0},

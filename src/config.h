@@ -41,6 +41,7 @@ struct config {
 	long max_connections;
 	long connection_timeout;     /* s: idle */
 	long request_timeout;	     /* s: head and body from accept (408); 0 = off */
+	bool keep_alive;	     /* public listener: replies keep the connection */
 	long max_connections_per_ip; /* of one TCP peer; 0 = no limit (behind a proxy) */
 	long threads;		     /* MHD worker threads, 0 = one per core */
 	char *trusted_proxies;	     /* IPs / CIDRs whose X-Forwarded-For is believed */

@@ -48,6 +48,11 @@ struct conn {
 	struct conn *prev, *next;
 };
 
+struct ka_link {
+	int prev, next; /* fds, -1 at the ends */
+	bool linked;
+};
+
 struct ip_slot {
 	uint8_t key[16];
 	unsigned n;
@@ -70,6 +75,11 @@ struct gate {
 	unsigned total;			 /* under mu: open connections, gate and MHD */
 	int64_t *deadline_by_fd;	 /* atomic entries */
 	size_t n_fd;
+	/* Keep-alive connections back in MHD between two requests, by fd, oldest deadline
+	 * first (each is the end of a request plus the same timeout, so appending keeps the
+	 * order): under mu, NULL without keep-alive. */
+	struct ka_link *ka;
+	int ka_head, ka_tail;
 	struct log_rl rl_refused, rl_timeout, rl_framing;
 	char buf[PEEK_MAX];
 };
@@ -270,15 +280,95 @@ static const char *admit(struct gate *g, const struct sockaddr *sa, unsigned *re
 	return why;
 }
 
-void gate_closed(struct gate *g, const struct sockaddr *sa)
+static bool ka_fd_ok(const struct gate *g, int fd)
+{
+	return g != NULL && g->ka != NULL && fd >= 0 && (size_t)fd < g->n_fd;
+}
+
+/* Under mu. */
+static void ka_unlink(struct gate *g, int fd)
+{
+	struct ka_link *l = &g->ka[fd];
+
+	if (!l->linked)
+		return;
+	if (l->prev >= 0)
+		g->ka[l->prev].next = l->next;
+	else
+		g->ka_head = l->next;
+	if (l->next >= 0)
+		g->ka[l->next].prev = l->prev;
+	else
+		g->ka_tail = l->prev;
+	l->linked = false;
+}
+
+void gate_closed(struct gate *g, int fd, const struct sockaddr *sa)
 {
 	uint8_t key[16];
 
-	if (g == NULL || sa == NULL)
+	if (g == NULL)
 		return;
-	addr_key(sa, key);
 	pthread_mutex_lock(&g->mu);
-	ip_slot_drop(g, key);
+	/* Before MHD closes fd (it notifies first): the sweep can never shut down a number
+	 * that a new connection got in the meantime. */
+	if (ka_fd_ok(g, fd))
+		ka_unlink(g, fd);
+	if (sa != NULL) {
+		addr_key(sa, key);
+		ip_slot_drop(g, key);
+	}
+	pthread_mutex_unlock(&g->mu);
+}
+
+void gate_request_begun(struct gate *g, int fd)
+{
+	if (!ka_fd_ok(g, fd))
+		return;
+	pthread_mutex_lock(&g->mu);
+	ka_unlink(g, fd);
+	pthread_mutex_unlock(&g->mu);
+}
+
+void gate_request_done(struct gate *g, int fd)
+{
+	struct ka_link *l;
+
+	if (!ka_fd_ok(g, fd))
+		return;
+	__atomic_store_n(&g->deadline_by_fd[fd], util_mono_ms() + g->o.request_timeout_ms,
+			 __ATOMIC_RELAXED);
+	pthread_mutex_lock(&g->mu);
+	ka_unlink(g, fd);
+	l = &g->ka[fd];
+	l->prev = g->ka_tail;
+	l->next = -1;
+	l->linked = true;
+	if (g->ka_tail >= 0)
+		g->ka[g->ka_tail].next = fd;
+	else
+		g->ka_head = fd;
+	g->ka_tail = fd;
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* Keep-alive connections whose next request is not complete by its deadline (idle, or a
+ * head trickling into MHD, which cannot tell the two apart) are shut down; MHD then sees the
+ * end of the stream and closes them. Quietly: an idle keep-alive connection closed is not
+ * an error. */
+static void ka_sweep(struct gate *g, int64_t now)
+{
+	if (g->ka == NULL)
+		return;
+	pthread_mutex_lock(&g->mu);
+	while (g->ka_head >= 0 &&
+	       __atomic_load_n(&g->deadline_by_fd[g->ka_head], __ATOMIC_RELAXED) <= now) {
+		int fd = g->ka_head;
+
+		ka_unlink(g, fd);
+		(void)shutdown(fd, SHUT_RDWR);
+		metrics_inc(METRICS_HTTP_KEEPALIVE_CLOSED, 1);
+	}
 	pthread_mutex_unlock(&g->mu);
 }
 
@@ -394,7 +484,7 @@ static void hand_off(struct gate *g, struct conn *c)
 		__atomic_store_n(&g->deadline_by_fd[fd], c->deadline, __ATOMIC_RELAXED);
 	free(c);
 	if (g->o.hand_off(g->o.arg, fd, (const struct sockaddr *)&sa, len) < 0)
-		gate_closed(g, (const struct sockaddr *)&sa);
+		gate_closed(g, -1, (const struct sockaddr *)&sa);
 }
 
 static void on_framing_error(struct gate *g, struct conn *c, enum gate_head h)
@@ -483,7 +573,7 @@ static void take(struct gate *g, int fd, const struct sockaddr_storage *sa, sock
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		close(fd);
-		gate_closed(g, (const struct sockaddr *)sa);
+		gate_closed(g, -1, (const struct sockaddr *)sa);
 		return;
 	}
 	c->fd = fd;
@@ -540,6 +630,7 @@ static void expire(struct gate *g, int64_t now)
 {
 	unsigned long long sup;
 
+	ka_sweep(g, now);
 	for (struct conn *c = g->conns, *next; c != NULL; c = next) {
 		next = c->next;
 		if (c->phase == PHASE_LINGER) {
@@ -649,10 +740,15 @@ int gate_start(const struct gate_opts *o, struct gate **ret)
 			  ? (size_t)rl.rlim_cur
 			  : FD_TABLE_MAX;
 	g->deadline_by_fd = calloc(g->n_fd, sizeof(*g->deadline_by_fd));
+	g->ka_head = g->ka_tail = -1;
+	if (o->keep_alive)
+		g->ka = calloc(g->n_fd, sizeof(*g->ka));
 	g->epfd = epoll_create1(EPOLL_CLOEXEC);
 	g->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (g->deadline_by_fd == NULL || g->epfd < 0 || g->wakefd < 0) {
-		r = g->deadline_by_fd == NULL ? -ENOMEM : -errno;
+	if (g->deadline_by_fd == NULL || (o->keep_alive && g->ka == NULL) || g->epfd < 0 ||
+	    g->wakefd < 0) {
+		r = g->deadline_by_fd == NULL || (o->keep_alive && g->ka == NULL) ? -ENOMEM
+										  : -errno;
 		goto fail;
 	}
 	ev.data.ptr = (void *)&listener_tag;
@@ -740,6 +836,7 @@ void gate_free(struct gate *g)
 	if (g->wakefd >= 0)
 		close(g->wakefd);
 	free(g->deadline_by_fd);
+	free(g->ka);
 	pthread_mutex_destroy(&g->mu);
 	free(g);
 }

@@ -24,6 +24,10 @@ struct gate_opts {
 	unsigned max_per_ip;	  /* of one TCP peer address; 0 = no limit */
 	long request_timeout_ms;  /* head and body, from the moment the connection is accepted */
 	long idle_timeout_ms;	  /* no byte for this long while the head is incomplete */
+	/* Replies keep the connection (HTTP keep-alive): the next request on it goes straight
+	 * to MHD, and must be complete within request_timeout_ms of the previous one's end, or
+	 * the gate shuts the connection down (gate_request_begun / gate_request_done). */
+	bool keep_alive;
 	gate_hand_off_fn hand_off;
 	void *arg;
 };
@@ -38,8 +42,14 @@ void gate_stop(struct gate *g);
 void gate_free(struct gate *g);
 /* The port the listener is bound to. */
 unsigned gate_port(struct gate *g);
-/* A connection handed off earlier has been closed: its address gets its slot back. */
-void gate_closed(struct gate *g, const struct sockaddr *sa);
+/* A connection handed off earlier is being closed (fd is still open): its address gets its
+ * slot back, and a keep-alive wait on it ends. */
+void gate_closed(struct gate *g, int fd, const struct sockaddr *sa);
+/* Keep-alive (MHD's threads): a request's head has arrived on fd, which the deadline sweep
+ * leaves alone until gate_request_done(fd); the request finished and fd stays open: its next
+ * request must be complete by now + request_timeout (gate_deadline() then returns that). */
+void gate_request_begun(struct gate *g, int fd);
+void gate_request_done(struct gate *g, int fd);
 /* Monotonic ms by which the request on fd (handed off) must be complete; 0 when unknown. */
 int64_t gate_deadline(struct gate *g, int fd);
 /* Writes the 408 reply of a request past its deadline to fd (non-blocking, best effort) and

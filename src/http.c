@@ -335,8 +335,8 @@ static enum MHD_Result queue_reply(struct http_request *req)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
-	bool close_it =
-		req->srv->gate != NULL && strncasecmp(req->extra_header, "Connection:", 11) != 0;
+	bool close_it = req->srv->gate != NULL && !req->srv->opts.keep_alive &&
+			strncasecmp(req->extra_header, "Connection:", 11) != 0;
 
 	resp = MHD_create_response_from_buffer(req->reply_len, req->reply, MHD_RESPMEM_MUST_FREE);
 	if (resp == NULL)
@@ -357,7 +357,8 @@ static enum MHD_Result queue_reply(struct http_request *req)
 						colon[1] == ' ' ? colon + 2 : colon + 1);
 		}
 	}
-	/* Every request of a gated listener comes through the gate on a new connection. */
+	/* Without keep-alive every request of a gated listener comes through the gate on a new
+	 * connection. */
 	if (close_it)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(req->conn, req->status, resp);
@@ -540,8 +541,12 @@ static struct http_request *new_request(struct http_server *srv, struct MHD_Conn
 	req->method = method;
 	req->route = route;
 	req->refs = 1; /* MHD's, dropped by on_completed */
-	if (srv->gate != NULL)
-		req->deadline = gate_deadline(srv->gate, connection_fd(conn));
+	if (srv->gate != NULL) {
+		int fd = connection_fd(conn);
+
+		req->deadline = gate_deadline(srv->gate, fd);
+		gate_request_begun(srv->gate, fd);
+	}
 	client_address(conn, req->peer, sizeof(req->peer));
 	netaddr_client(srv->opts.trusted_proxies, req->peer,
 		       MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For"),
@@ -654,10 +659,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	bool drop;
 
 	(void)cls;
-	(void)conn;
-	(void)toe;
 	if (req == NULL)
 		return;
+	if (req->srv->gate != NULL && req->srv->opts.keep_alive &&
+	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+		/* The connection may carry another request: its deadline starts now, and the
+		 * idle timeout within_deadline() shortened is the configured one again. */
+		gate_request_done(req->srv->gate, connection_fd(conn));
+		MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+					  req->srv->opts.connection_timeout_s);
+	}
 	pthread_mutex_lock(&req->srv->mu);
 	if (req->waiting)
 		req->srv->waiting--;
@@ -699,7 +710,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	if (toe != MHD_CONNECTION_NOTIFY_CLOSED || srv->gate == NULL)
 		return;
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	gate_closed(srv->gate, ci != NULL ? ci->client_addr : NULL);
+	gate_closed(srv->gate, connection_fd(conn), ci != NULL ? ci->client_addr : NULL);
 }
 
 static int hand_off(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
@@ -745,6 +756,7 @@ static int start_gate(struct http_server *srv, int fd)
 		.max_per_ip = o->max_connections_per_ip,
 		.request_timeout_ms = (long)o->request_timeout_s * 1000,
 		.idle_timeout_ms = (long)o->connection_timeout_s * 1000,
+		.keep_alive = o->keep_alive,
 		.hand_off = hand_off,
 		.arg = srv,
 	};

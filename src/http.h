@@ -35,8 +35,11 @@ struct http_opts {
 	/* With threads > 0 and request_timeout_s > 0 the listener is gated (gate.h): a request
 	 * must be complete this long after its connection was accepted (408), each TCP peer
 	 * may hold max_connections_per_ip connections (0 = no limit), and every reply closes
-	 * its connection, so that each request passes the gate. */
+	 * its connection, so that each request passes the gate, unless keep_alive: then the
+	 * gate sees a connection's first request, and each next one must be complete within
+	 * request_timeout_s of the one before it ending (or the connection is shut down). */
 	unsigned request_timeout_s;
+	bool keep_alive;
 	unsigned max_connections_per_ip;
 	size_t max_body;
 	/* Peers whose X-Forwarded-For / Forwarded name the client (NULL or empty: none). */

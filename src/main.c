@@ -361,6 +361,7 @@ static int start_listeners(struct daemon *d, char *err, size_t err_len)
 		.max_connections = (unsigned)cfg->max_connections,
 		.connection_timeout_s = (unsigned)cfg->connection_timeout,
 		.request_timeout_s = (unsigned)cfg->request_timeout,
+		.keep_alive = cfg->keep_alive,
 		.max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
 		.max_body = (size_t)cfg->max_body,
 		.trusted_proxies = &cfg->proxies,

@@ -66,6 +66,11 @@ static const struct {
 					  "reason=\"request_timeout\""},
 	[METRICS_HTTP_BAD_FRAMING] = {"hookd_http_rejected_total", NULL,
 				      "reason=\"bad_content_length\""},
+	[METRICS_HTTP_KEEPALIVE_CLOSED] = {"hookd_http_keepalive_closed_total",
+					   "Keep-alive connections of the public listener closed "
+					   "because no complete request came within "
+					   "server.request_timeout (idle or trickling)",
+					   ""},
 	[METRICS_PRUNED_RECEIPTS] = {"hookd_pruned_total",
 				     "Rows deleted by retention (store.retention_days), by table",
 				     "table=\"receipts\""},

@@ -34,6 +34,7 @@ enum metrics_counter {
 	METRICS_HTTP_REFUSED_CAPACITY, /* ... the listener is full (or only its reserve is left) */
 	METRICS_HTTP_REQUEST_TIMEOUT,  /* 408: request not complete within request_timeout */
 	METRICS_HTTP_BAD_FRAMING,      /* 400/413 for a malformed Content-Length, before MHD */
+	METRICS_HTTP_KEEPALIVE_CLOSED, /* keep-alive: no complete next request in time */
 	METRICS_PRUNED_RECEIPTS,       /* retention */
 	METRICS_PRUNED_OUTBOX,
 	METRICS_PRUNED_POLLS,

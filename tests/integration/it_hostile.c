@@ -1287,6 +1287,113 @@ START_TEST(head_arriving_at_sigterm_is_answered)
 }
 END_TEST
 
+/* Reads one reply (head and a Content-Length body) from fd within timeout_ms into got (NUL
+ * terminated). Returns its length, 0 when the connection was closed first, -1 on timeout. */
+static ssize_t read_one_reply(int fd, char *got, size_t n, long timeout_ms)
+{
+	long long deadline = hk_mono_ms() + timeout_ms;
+	size_t len = 0;
+
+	got[0] = '\0';
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		const char *end = strstr(got, "\r\n\r\n"), *cl;
+		long long left = deadline - hk_mono_ms();
+		ssize_t k;
+
+		if (end != NULL && (cl = strcasestr(got, "\r\nContent-Length:")) != NULL &&
+		    len >= (size_t)(end + 4 - got) + strtoul(cl + 17, NULL, 10))
+			return (ssize_t)len;
+		if (left <= 0 || poll(&p, 1, (int)left) != 1)
+			return -1;
+		k = recv(fd, got + len, n - 1 - len, 0);
+		if (k <= 0)
+			return 0;
+		len += (size_t)k;
+		got[len] = '\0';
+	}
+}
+
+static void signed_post(struct buf *b, const char *body)
+{
+	char sig[65];
+
+	hk_sign(HK_CALLBACK_KEY, body, strlen(body), sig);
+	buf_fmt(b,
+		"POST " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+		"application/json\r\nX-Callback-Api-Key: %s\r\nContent-Length: %zu\r\n\r\n%s",
+		sig, strlen(body), body);
+}
+
+/* server.keep_alive: one connection carries request after request (the gate saw only the
+ * first), none of the replies closes it, and each callback is stored. */
+START_TEST(keep_alive_many_requests_one_connection)
+{
+	int fd = connect_from("127.0.0.62", false);
+
+	ck_assert_int_ge(fd, 0);
+	for (int i = 0; i < 5; i++) {
+		struct buf req = {0};
+		char body[128], got[2048];
+		ssize_t n;
+
+		snprintf(body, sizeof(body),
+			 "{\"payment_id\":\"KOMPAY-KA-%d\",\"status\":\"PAID\"}", i);
+		signed_post(&req, body);
+		ck_assert_int_eq(send(fd, req.p, req.len, MSG_NOSIGNAL), (ssize_t)req.len);
+		free(req.p);
+		n = read_one_reply(fd, got, sizeof(got), 5000);
+		ck_assert_msg(n > 0, "request %d: no reply (%zd)", i, n);
+		ck_assert_msg(strncmp(got, "HTTP/1.1 200 ", 13) == 0, "request %d: %s", i, got);
+		ck_assert_msg(strcasestr(got, "\r\nConnection: close") == NULL, "closed: %s", got);
+	}
+	close(fd);
+	ck_assert_int_eq(hk_count(&d, "events"), 5);
+}
+END_TEST
+
+/* ... but the next request must be complete within request_timeout of the last one's end:
+ * a head trickling into libmicrohttpd (which only knows idle timeouts) is shut down by the
+ * gate, so keep-alive reopens no slowloris. */
+START_TEST(keep_alive_next_request_has_a_deadline)
+{
+	static const char body[] = "{\"payment_id\":\"KOMPAY-KA-SLOW\",\"status\":\"PAID\"}";
+	static const char head[] = "POST " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+	struct buf req = {0};
+	char got[2048];
+	long long t0, took = -1;
+	int fd = connect_from("127.0.0.63", false);
+
+	ck_assert_int_ge(fd, 0);
+	signed_post(&req, body);
+	ck_assert_int_eq(send(fd, req.p, req.len, MSG_NOSIGNAL), (ssize_t)req.len);
+	free(req.p);
+	ck_assert_int_gt(read_one_reply(fd, got, sizeof(got), 5000), 0);
+	ck_assert_msg(strncmp(got, "HTTP/1.1 200 ", 13) == 0, "%s", got);
+	t0 = hk_mono_ms();
+	for (size_t i = 0; i < 3 * REQUEST_TIMEOUT_S; i++) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		char c;
+
+		if (send(fd, head + (i % (sizeof(head) - 1)), 1, MSG_NOSIGNAL) != 1)
+			break;
+		if (poll(&p, 1, 1000) == 1 && recv(fd, &c, 1, 0) <= 0)
+			break;
+	}
+	took = hk_mono_ms() - t0;
+	close(fd);
+	fprintf(stderr, "keep-alive trickle closed after %lld ms\n", took);
+	ck_assert_int_lt(took, (REQUEST_TIMEOUT_S + 3) * 1000);
+	ck_assert_int_ge(took, REQUEST_TIMEOUT_S * 1000 - 500);
+	ck_assert_int_ge(metric("\nhookd_http_keepalive_closed_total "), 1);
+}
+END_TEST
+
+static void setup_keep_alive(void)
+{
+	start_with("[server]\nrequest_timeout = 5\nconnection_timeout = 5\nkeep_alive = true\n");
+}
+
 static void setup_slow(void)
 {
 	/* The defaults but a shorter deadline (the test is shorter): max_connections 1024,
@@ -1521,6 +1628,13 @@ static Suite *hostile_suite(void)
 	tcase_add_checked_fixture(tc, setup_slow, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, head_arriving_at_sigterm_is_answered);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("keep-alive");
+	tcase_add_checked_fixture(tc, setup_keep_alive, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, keep_alive_many_requests_one_connection);
+	tcase_add_test(tc, keep_alive_next_request_has_a_deadline);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("logs");
