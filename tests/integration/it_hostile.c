@@ -1314,17 +1314,6 @@ static ssize_t read_one_reply(int fd, char *got, size_t n, long timeout_ms)
 	}
 }
 
-static void signed_post(struct buf *b, const char *body)
-{
-	char sig[65];
-
-	hk_sign(HK_CALLBACK_KEY, body, strlen(body), sig);
-	buf_fmt(b,
-		"POST " CALLBACK_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-		"application/json\r\nX-Callback-Api-Key: %s\r\nContent-Length: %zu\r\n\r\n%s",
-		sig, strlen(body), body);
-}
-
 /* server.keep_alive: one connection carries request after request (the gate saw only the
  * first), none of the replies closes it, and each callback is stored. */
 START_TEST(keep_alive_many_requests_one_connection)
@@ -1339,7 +1328,7 @@ START_TEST(keep_alive_many_requests_one_connection)
 
 		snprintf(body, sizeof(body),
 			 "{\"payment_id\":\"KOMPAY-KA-%d\",\"status\":\"PAID\"}", i);
-		signed_post(&req, body);
+		std_request(&req, body, strlen(body), NULL, F_KEEPALIVE);
 		ck_assert_int_eq(send(fd, req.p, req.len, MSG_NOSIGNAL), (ssize_t)req.len);
 		free(req.p);
 		n = read_one_reply(fd, got, sizeof(got), 5000);
@@ -1365,7 +1354,7 @@ START_TEST(keep_alive_next_request_has_a_deadline)
 	int fd = connect_from("127.0.0.63", false);
 
 	ck_assert_int_ge(fd, 0);
-	signed_post(&req, body);
+	std_request(&req, body, strlen(body), NULL, F_KEEPALIVE);
 	ck_assert_int_eq(send(fd, req.p, req.len, MSG_NOSIGNAL), (ssize_t)req.len);
 	free(req.p);
 	ck_assert_int_gt(read_one_reply(fd, got, sizeof(got), 5000), 0);
