@@ -276,6 +276,7 @@ static int apply_batch(struct store *s, struct store_req *batch)
 			return e;
 		if (e < 0) {
 			r->result = e;
+			r->event_id = 0; /* an optimistic first pass may have set it */
 			err = be->rollback_to(s);
 			if (err < 0)
 				break;

@@ -979,6 +979,7 @@ START_TEST(test_bad_event_in_a_batch)
 		if (i == BAD) {
 			ck_assert_int_lt(reqs[i].result, 0);
 			ck_assert_int_ne(reqs[i].result, -EIO);
+			ck_assert_int_eq(reqs[i].event_id, 0);
 			continue;
 		}
 		ck_assert_int_eq(reqs[i].result, 0);
