@@ -333,7 +333,7 @@ bool hk_log_contains(const struct hk_daemon *d, const char *needle)
 
 void hk_print_log_tail(const struct hk_daemon *d, int lines)
 {
-	char (*ring)[512] = calloc((size_t)lines, sizeof(*ring));
+	char(*ring)[512] = calloc((size_t)lines, sizeof(*ring));
 	FILE *f = fopen(d->log, "r");
 	long n = 0;
 

@@ -444,7 +444,8 @@ static void wait_acked(long want, long timeout_ms, const char *what)
 	if (hk_wait_until(acked_reaches, &want, timeout_ms))
 		return;
 	pthread_mutex_lock(&load.mu);
-	fprintf(stderr, "%s: %ld acknowledged of %ld wanted in %ld ms; 503: %ld, transport "
+	fprintf(stderr,
+		"%s: %ld acknowledged of %ld wanted in %ld ms; 503: %ld, transport "
 		"errors: %ld, other: %ld (logs %s, %s)\n",
 		what, load.n_acked, want, timeout_ms, load.n_503, load.n_transport, load.n_other,
 		a.log, b.log);

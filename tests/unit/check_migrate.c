@@ -320,11 +320,13 @@ START_TEST(test_v1_migrated_data_intact_backup_kept)
 	assert_chain(dbpath, FX_EVENTS);
 
 	ck_assert_msg(open_at(dbpath, false, &s, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), (int)store_sqlite_migrations_count);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
+			 (int)store_sqlite_migrations_count);
 	/* the migrations ran: the real 002's columns, the real 003's columns and table, the
 	 * real 004's column, the test 005's column, index and table */
-	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('outbox') "
-					 "WHERE name IN ('replayed_at', 'replayed_by', 'replay_of')"),
+	ck_assert_int_eq(raw_int(dbpath,
+				 "SELECT count(*) FROM pragma_table_info('outbox') "
+				 "WHERE name IN ('replayed_at', 'replayed_by', 'replay_of')"),
 			 3);
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM pragma_table_info('events') "
 					 "WHERE name IN ('confirmation', 'held_event_id')"),
