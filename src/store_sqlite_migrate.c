@@ -78,6 +78,30 @@ static int backup_before_migrate(struct store *s, int version, char *err, size_t
 	return r;
 }
 
+/* Increments PRAGMA schema_version (the schema cookie) so that every connection, this one too,
+ * reparses the schema: a migration that edits sqlite_schema's text directly (005) changes
+ * nothing SQLite would notice by itself. For the others, whose DDL has bumped it already, one
+ * more is harmless. Inside the migration's transaction. */
+static int bump_schema_cookie(struct store *s)
+{
+	sqlite3_stmt *st = NULL;
+	char sql[64];
+	int rc = sqlite3_prepare_v2(store_sqlite_db(s), "PRAGMA schema_version", -1, &st, NULL);
+	int cookie;
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		store_sqlite_set_err(s, "read schema_version");
+		sqlite3_finalize(st);
+		return store_sqlite_errno_or_eio(rc);
+	}
+	cookie = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	snprintf(sql, sizeof(sql), "PRAGMA schema_version = %d", cookie + 1);
+	return store_sqlite_exec(s, sql);
+}
+
 /* Brings a database at schema version `version` (already checked not to be newer) up to
  * date: an existing database is backed up first, then each migration runs in its own
  * transaction together with the version bump, so a failure leaves the last good version. */
@@ -97,6 +121,8 @@ static int run_migrations(struct store *s, int version, char *err, size_t err_le
 		r = store_sqlite_exec(s, "BEGIN IMMEDIATE");
 		if (r == 0)
 			r = store_sqlite_exec(s, store_sqlite_migrations[v]);
+		if (r == 0)
+			r = bump_schema_cookie(s);
 		if (r == 0)
 			r = store_sqlite_exec(s, pragma);
 		if (r == 0)

@@ -1,6 +1,6 @@
 /* Check suite for the upgrade path of src/store.c (store_open -> migrate): this binary is the
  * real store linked with a migration table one version ahead of the shipped one (sql/sqlite/
- * and the test-only tests/migrate/005_test_upgrade.sql). A version-1 database with data (built
+ * and the test-only tests/migrate/006_test_upgrade.sql). A version-1 database with data (built
  * with the real migration 001 and a valid hash chain) is migrated with its data intact and a
  * backup <db>.v1.bak left beside it; a database from the future is refused and not altered
  * by a single byte; no backup, no migration; a failing migration rolls back. */
@@ -288,6 +288,63 @@ static void assert_chain(const char *path, int64_t expect)
 	store_close(ro);
 }
 
+/* Migration 005: every CHECK of a fixed set of values is spelled as comparisons (no IN list,
+ * which SQLite checks against an ephemeral B-tree built per written row), and each still
+ * refuses what it refused: one bad value per constraint, one good row. */
+static void assert_checks_without_in(const char *path)
+{
+	static const char *const tables[] = {"payments", "events", "outbox", "polls", "receipts"};
+	static const char *const bad[] = {
+		"INSERT INTO payments (payment_id, status, created_at, updated_at, origin) "
+		"VALUES ('P1', 'BOGUS', 0, 0, 'api')",
+		"INSERT INTO payments (payment_id, status, created_at, updated_at, origin) "
+		"VALUES ('P1', 'PAID', 0, 0, 'bogus')",
+		"INSERT INTO payments (payment_id, status, created_at, updated_at, origin, "
+		"confirmation) VALUES ('P1', 'PAID', 0, 0, 'api', 'held')",
+		"INSERT INTO events (payment_id, status, source, dedupe_key, raw_json, "
+		"received_at, "
+		"prev_hash, hash) VALUES ('P1', 'PAID', 'bogus', 'k', '{}', 0, x'', x'')",
+		"INSERT INTO events (payment_id, status, source, dedupe_key, raw_json, "
+		"received_at, "
+		"prev_hash, hash, confirmation) "
+		"VALUES ('P1', 'PAID', 'api', 'k', '{}', 0, x'', x'', 'pending')",
+		"INSERT INTO outbox (event_id, payment_id, sink, state, next_attempt_at, "
+		"created_at) "
+		"VALUES (1, 'P1', 's', 'bogus', 0, 0)",
+		"INSERT INTO polls (payment_id, polled_at, elapsed_ms, outcome) "
+		"VALUES ('P1', 0, 0, 'bogus')",
+	};
+	sqlite3 *db = raw_open(path, SQLITE_OPEN_READWRITE);
+
+	ck_assert_int_eq(raw_int(path, "SELECT count(*) FROM sqlite_master "
+				       "WHERE type = 'table' AND instr(sql, ' IN (') > 0"),
+			 0);
+	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+		char sql[128];
+		sqlite3_stmt *q = NULL;
+		int ephemeral = 0;
+
+		snprintf(sql, sizeof(sql), "EXPLAIN INSERT INTO %s DEFAULT VALUES", tables[i]);
+		ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+		while (sqlite3_step(q) == SQLITE_ROW)
+			ephemeral += strcmp((const char *)sqlite3_column_text(q, 1),
+					    "OpenEphemeral") == 0;
+		sqlite3_finalize(q);
+		ck_assert_msg(ephemeral == 0, "%s: %d ephemeral tables", sql, ephemeral);
+	}
+	raw_exec(db, "BEGIN");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc = sqlite3_exec(db, bad[i], NULL, NULL, NULL);
+
+		ck_assert_msg(sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_CHECK,
+			      "%s: rc %d, %s", bad[i], rc, sqlite3_errmsg(db));
+	}
+	raw_exec(db, "INSERT INTO payments (payment_id, status, created_at, updated_at, origin, "
+		     "confirmation) VALUES ('P1', 'PAID', 0, 0, 'api', 'pending')");
+	raw_exec(db, "ROLLBACK");
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+}
+
 static void setup(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_migrate.XXXXXX");
@@ -323,7 +380,7 @@ START_TEST(test_v1_migrated_data_intact_backup_kept)
 	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"),
 			 (int)store_sqlite_migrations_count);
 	/* the migrations ran: the real 002's columns, the real 003's columns and table, the
-	 * real 004's column, the test 005's column, index and table */
+	 * real 004's column, the test 006's column, index and table */
 	ck_assert_int_eq(raw_int(dbpath,
 				 "SELECT count(*) FROM pragma_table_info('outbox') "
 				 "WHERE name IN ('replayed_at', 'replayed_by', 'replay_of')"),
@@ -342,6 +399,7 @@ START_TEST(test_v1_migrated_data_intact_backup_kept)
 	ck_assert_int_eq(raw_int(dbpath, "SELECT count(*) FROM sqlite_master "
 					 "WHERE name IN ('events_conflicts', 'upgrade_marker')"),
 			 2);
+	assert_checks_without_in(dbpath);
 	/* every row and value of version 1 is unchanged; the chain still verifies */
 	after = dump_v1(dbpath);
 	ck_assert_str_eq(after, before);
@@ -424,6 +482,7 @@ START_TEST(test_new_database_has_no_backup)
 	snprintf(path, sizeof(path), "%s.v0.bak", dbpath);
 	ck_assert(!exists(path));
 	ck_assert(!exists(bakpath));
+	assert_checks_without_in(dbpath);
 }
 END_TEST
 

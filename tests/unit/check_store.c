@@ -612,8 +612,8 @@ END_TEST
 
 START_TEST(test_user_version)
 {
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 4);
-	ck_assert_int_eq((int)store_sqlite_migrations_count, 4);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 5);
+	ck_assert_int_eq((int)store_sqlite_migrations_count, 5);
 	ck_assert_int_eq(
 		raw_int(dbpath,
 			"SELECT count(*) FROM sqlite_master WHERE type = 'table' "
@@ -629,7 +629,7 @@ START_TEST(test_user_version)
 
 		st = open_store(&o);
 	}
-	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 4);
+	ck_assert_int_eq(raw_int(dbpath, "PRAGMA user_version"), 5);
 }
 END_TEST
 

@@ -1,4 +1,4 @@
--- Test-only migration 5: never shipped, never in sql/. check_migrate links the real store with
+-- Test-only migration 6: never shipped, never in sql/. check_migrate links the real store with
 -- sql/sqlite/*.sql and this file, i.e. it is a binary one schema version ahead of the shipped
 -- one, so that the upgrade path (backup, every migration from version 1, refusal of a newer
 -- file, a failing migration) is tested whatever the shipped migrations are. It adds a column, an index and a table: the
