@@ -1378,6 +1378,108 @@ START_TEST(keep_alive_next_request_has_a_deadline)
 }
 END_TEST
 
+/* Many keep-alive connections, each sending its next callback as soon as the last one is
+ * answered (a reverse proxy's upstream pool under load). libmicrohttpd 0.9.75's epoll loop,
+ * once epoll_wait returned exactly its 128 events, waited again with the full timeout although
+ * it had just marked those connections ready: with 128 or 256 connections on a worker, all of
+ * them waiting, nothing moved until connection_timeout (here 30 s). The listener uses poll(2)
+ * now. A stall is KA_STALL_MS without any reply while requests are outstanding: far below that
+ * timeout, far above any pause of a working server. */
+#define KA_CONNS    256
+#define KA_TOTAL    100000
+#define KA_STALL_MS 8000
+
+struct ka_conn {
+	int fd;
+	size_t len;
+	char got[1024];
+};
+
+static void ka_send(struct ka_conn *c, int n)
+{
+	struct buf req = {0};
+	char body[128];
+
+	snprintf(body, sizeof(body), "{\"payment_id\":\"KOMPAY-KAM-%d\",\"status\":\"PAID\"}", n);
+	std_request(&req, body, strlen(body), NULL, F_KEEPALIVE);
+	ck_assert_int_eq(send(c->fd, req.p, req.len, MSG_NOSIGNAL), (ssize_t)req.len);
+	free(req.p);
+	c->len = 0;
+}
+
+/* Reads whatever arrived on c: true once one whole reply is in (a 200). */
+static bool ka_read(struct ka_conn *c)
+{
+	const char *end, *cl;
+	ssize_t k = recv(c->fd, c->got + c->len, sizeof(c->got) - 1 - c->len, MSG_DONTWAIT);
+
+	ck_assert_msg(k != 0, "connection closed by the server");
+	if (k < 0)
+		return false;
+	c->len += (size_t)k;
+	c->got[c->len] = '\0';
+	end = strstr(c->got, "\r\n\r\n");
+	cl = strcasestr(c->got, "\r\nContent-Length:");
+	if (end == NULL || cl == NULL ||
+	    c->len < (size_t)(end + 4 - c->got) + strtoul(cl + 17, NULL, 10))
+		return false;
+	ck_assert_msg(strncmp(c->got, "HTTP/1.1 200 ", 13) == 0, "%s", c->got);
+	return true;
+}
+
+START_TEST(keep_alive_many_connections_at_once)
+{
+	struct ka_conn *c = calloc(KA_CONNS, sizeof(*c));
+	struct pollfd *p = calloc(KA_CONNS, sizeof(*p));
+	int sent = 0, answered = 0;
+	long long last = hk_mono_ms();
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_nonnull(p);
+	for (int i = 0; i < KA_CONNS; i++) {
+		char src[32];
+
+		/* 32 connections per address: within max_connections_per_ip */
+		snprintf(src, sizeof(src), "127.0.1.%d", 1 + i / 32);
+		c[i].fd = connect_from(src, false);
+		ck_assert_int_ge(c[i].fd, 0);
+		p[i] = (struct pollfd){.fd = c[i].fd, .events = POLLIN};
+		ka_send(&c[i], sent++);
+	}
+	while (answered < KA_TOTAL) {
+		long long now = hk_mono_ms();
+
+		ck_assert_msg(now - last < KA_STALL_MS,
+			      "no reply for %lld ms with %d requests outstanding (%d answered)",
+			      now - last, sent - answered, answered);
+		if (poll(p, KA_CONNS, 100) <= 0)
+			continue;
+		for (int i = 0; i < KA_CONNS; i++) {
+			if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)) || !ka_read(&c[i]))
+				continue;
+			answered++;
+			last = hk_mono_ms();
+			if (sent < KA_TOTAL)
+				ka_send(&c[i], sent++);
+			else
+				p[i].fd = -1;
+		}
+	}
+	for (int i = 0; i < KA_CONNS; i++)
+		close(c[i].fd);
+	free(c);
+	free(p);
+	ck_assert_int_eq(hk_count(&d, "events"), KA_TOTAL);
+}
+END_TEST
+
+static void setup_keep_alive_many(void)
+{
+	/* One worker thread: all connections on it (with two, 128 each stalled the same way). */
+	start_with("[server]\nrequest_timeout = 30\nconnection_timeout = 30\nkeep_alive = true\n"
+		   "threads = 1\n");
+}
+
 static void setup_keep_alive(void)
 {
 	start_with("[server]\nrequest_timeout = 5\nconnection_timeout = 5\nkeep_alive = true\n");
@@ -1624,6 +1726,12 @@ static Suite *hostile_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, keep_alive_many_requests_one_connection);
 	tcase_add_test(tc, keep_alive_next_request_has_a_deadline);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("keep-alive-many");
+	tcase_add_checked_fixture(tc, setup_keep_alive_many, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, keep_alive_many_connections_at_once);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("logs");
