@@ -13,24 +13,37 @@
 extern const char *const store_sqlite_migrations[];
 extern const size_t store_sqlite_migrations_count;
 
-/* Reads PRAGMA user_version into *ret_version: 0, or -errno with a line in err. Reading does
- * not write to the file. */
-static int schema_version(struct store *s, int *ret_version, char *err, size_t err_len)
+/* Reads the integer PRAGMA `name` into *ret: 0, or -errno with s->err set. Reading does not
+ * write to the file. */
+static int pragma_int(struct store *s, const char *name, int *ret)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(store_sqlite_db(s), "PRAGMA user_version", -1, &st, NULL);
+	char sql[64];
+	int rc;
 
+	snprintf(sql, sizeof(sql), "PRAGMA %s", name);
+	rc = sqlite3_prepare_v2(store_sqlite_db(s), sql, -1, &st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
-		snprintf(err, err_len, "store: cannot read schema version of %s: %s", s->path,
-			 sqlite3_errmsg(store_sqlite_db(s)));
+		store_sqlite_set_err(s, sql);
 		sqlite3_finalize(st);
 		return store_sqlite_errno_or_eio(rc);
 	}
-	*ret_version = sqlite3_column_int(st, 0);
+	*ret = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	return 0;
+}
+
+/* Reads PRAGMA user_version into *ret_version: 0, or -errno with a line in err. */
+static int schema_version(struct store *s, int *ret_version, char *err, size_t err_len)
+{
+	int r = pragma_int(s, "user_version", ret_version);
+
+	if (r < 0)
+		snprintf(err, err_len, "store: cannot read schema version of %s: %s", s->path,
+			 s->err);
+	return r;
 }
 
 /* A database written by a newer komerce-hookd is refused before anything writes to it (not
@@ -84,20 +97,11 @@ static int backup_before_migrate(struct store *s, int version, char *err, size_t
  * more is harmless. Inside the migration's transaction. */
 static int bump_schema_cookie(struct store *s)
 {
-	sqlite3_stmt *st = NULL;
 	char sql[64];
-	int rc = sqlite3_prepare_v2(store_sqlite_db(s), "PRAGMA schema_version", -1, &st, NULL);
-	int cookie;
+	int cookie, r = pragma_int(s, "schema_version", &cookie);
 
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		store_sqlite_set_err(s, "read schema_version");
-		sqlite3_finalize(st);
-		return store_sqlite_errno_or_eio(rc);
-	}
-	cookie = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
+	if (r < 0)
+		return r;
 	snprintf(sql, sizeof(sql), "PRAGMA schema_version = %d", cookie + 1);
 	return store_sqlite_exec(s, sql);
 }

@@ -302,15 +302,13 @@ static void assert_checks_without_in(const char *path)
 		"INSERT INTO payments (payment_id, status, created_at, updated_at, origin, "
 		"confirmation) VALUES ('P1', 'PAID', 0, 0, 'api', 'held')",
 		"INSERT INTO events (payment_id, status, source, dedupe_key, raw_json, "
-		"received_at, "
-		"prev_hash, hash) VALUES ('P1', 'PAID', 'bogus', 'k', '{}', 0, x'', x'')",
+		"received_at, prev_hash, hash) "
+		"VALUES ('P1', 'PAID', 'bogus', 'k', '{}', 0, x'', x'')",
 		"INSERT INTO events (payment_id, status, source, dedupe_key, raw_json, "
-		"received_at, "
-		"prev_hash, hash, confirmation) "
+		"received_at, prev_hash, hash, confirmation) "
 		"VALUES ('P1', 'PAID', 'api', 'k', '{}', 0, x'', x'', 'pending')",
 		"INSERT INTO outbox (event_id, payment_id, sink, state, next_attempt_at, "
-		"created_at) "
-		"VALUES (1, 'P1', 's', 'bogus', 0, 0)",
+		"created_at) VALUES (1, 'P1', 's', 'bogus', 0, 0)",
 		"INSERT INTO polls (payment_id, polled_at, elapsed_ms, outcome) "
 		"VALUES ('P1', 0, 0, 'bogus')",
 	};
