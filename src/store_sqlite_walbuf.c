@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,9 @@
  *
  * What is buffered: contiguous writes to a file SQLite opened as a WAL (SQLITE_OPEN_WAL), up
  * to WALBUF_CAP bytes. Anything that reads, syncs, truncates, sizes, controls or closes the
- * file first writes the buffer down; so does a write that does not continue it. A failed
+ * file first writes the buffer down; so does a write that does not continue it, and the release
+ * of the WAL write lock (walbuf_shm_lock: after a rollback, before another connection may
+ * write the WAL). A WAL whose database file is not ours is not buffered. A failed
  * write-down is returned to SQLite from the call that caused it (xSync at a commit: the commit
  * fails and nothing of it is published). WALBUF_CAP stays below 0x1ffff because the unix VFS
  * writes at most that many bytes in one call. */
@@ -35,6 +38,8 @@ struct walbuf_file {
 	unsigned char *buf;  /* NULL: not a WAL, every write goes down at once */
 	sqlite3_int64 start; /* file offset of buf[0] */
 	int len;
+	struct walbuf_file *wal; /* a database file: its connection's WAL while open */
+	struct walbuf_file *db;	 /* a WAL: its database file */
 };
 
 #define BELOW(p) (((struct walbuf_file *)(p))->below)
@@ -56,6 +61,10 @@ static int walbuf_close(sqlite3_file *p)
 	int rc = write_down(f);
 	int rc_close = f->below->pMethods->xClose(f->below);
 
+	if (f->db != NULL)
+		f->db->wal = NULL;
+	if (f->wal != NULL)
+		f->wal->db = NULL;
 	free(f->buf);
 	f->buf = NULL;
 	return rc != SQLITE_OK ? rc : rc_close;
@@ -147,8 +156,17 @@ static int walbuf_shm_map(sqlite3_file *p, int region, int size, int extend, voi
 	return BELOW(p)->pMethods->xShmMap(BELOW(p), region, size, extend, ret);
 }
 
+/* SQLite's WAL write lock is slot 0 of the database file's shared-memory locks (wal.c,
+ * WAL_WRITE_LOCK). Until it is released no other connection writes the WAL; after, another may
+ * write at the offsets of frames this connection wrote and rolled back. Those frames are
+ * written down before the release, as they would have been without the buffer, so that no
+ * later write-down can land on another connection's frames. */
 static int walbuf_shm_lock(sqlite3_file *p, int offset, int n, int flags)
 {
+	struct walbuf_file *f = (struct walbuf_file *)p;
+
+	if ((flags & SQLITE_SHM_UNLOCK) && offset == 0 && n > 0 && f->wal != NULL)
+		(void)write_down(f->wal); /* uncommitted frames: a failure loses nothing */
 	return BELOW(p)->pMethods->xShmLock(BELOW(p), offset, n, flags);
 }
 
@@ -185,6 +203,11 @@ static int walbuf_unfetch(sqlite3_file *p, sqlite3_int64 off, void *ptr)
 static const sqlite3_io_methods walbuf_methods[3] = {WALBUF_METHODS(1), WALBUF_METHODS(2),
 						     WALBUF_METHODS(3)};
 
+static bool is_walbuf_file(const sqlite3_file *p)
+{
+	return p->pMethods >= &walbuf_methods[0] && p->pMethods <= &walbuf_methods[2];
+}
+
 static int walbuf_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *p, int flags,
 		       int *ret_flags)
 {
@@ -203,11 +226,17 @@ static int walbuf_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *p, int 
 		return rc;
 	}
 	if (flags & SQLITE_OPEN_WAL) {
+		/* the database file this WAL belongs to, opened through this VFS before it */
+		sqlite3_file *db = name != NULL ? sqlite3_database_file_object(name) : NULL;
+
 		f->buf = malloc(WALBUF_CAP);
-		if (f->buf == NULL) {
-			f->below->pMethods->xClose(f->below);
-			p->pMethods = NULL;
-			return SQLITE_NOMEM;
+		if (f->buf == NULL || db == NULL || !is_walbuf_file(db)) {
+			/* no buffer without the write lock's release to write it down at */
+			free(f->buf);
+			f->buf = NULL;
+		} else {
+			f->db = (struct walbuf_file *)db;
+			f->db->wal = f;
 		}
 	}
 	version = f->below->pMethods->iVersion;

@@ -140,6 +140,36 @@ START_TEST(test_commits_seen_whole)
 }
 END_TEST
 
+START_TEST(test_rollback_then_other_writer)
+{
+	sqlite3 *w = open_db(TEST_VFS), *o, *r;
+
+	exec_ok(w, "PRAGMA cache_size = 16; CREATE TABLE t(id INTEGER PRIMARY KEY, batch INTEGER, "
+		   "seq INTEGER, v TEXT)");
+	ck_assert_int_eq(insert_rows(w, 1, 10), SQLITE_OK);
+	/* the writer spills a transaction's frames into an empty WAL and rolls it back (reloading
+	 * its pages from the database file, so nothing reads the WAL)... */
+	exec_ok(w, "PRAGMA wal_checkpoint(TRUNCATE)");
+	exec_ok(w, "BEGIN");
+	ck_assert_int_eq(insert_rows(w, 2, 600), SQLITE_OK);
+	exec_ok(w, "ROLLBACK");
+	/* ...then another connection (komerce-hookctl, say) commits as many frames at the same
+	 * offsets of the WAL, and the writer goes on */
+	o = open_db(NULL);
+	ck_assert_int_eq(insert_rows(o, 3, 600), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_close(o), SQLITE_OK);
+	ck_assert_int_eq(insert_rows(w, 4, 3), SQLITE_OK);
+	r = open_db(NULL);
+	assert_rows(r, 613);
+	ck_assert_int_eq(query_int(r, "SELECT count(*) FROM t WHERE batch = 3"), 600);
+	ck_assert_int_eq(query_int(r, "SELECT count(*) FROM pragma_integrity_check "
+				      "WHERE integrity_check != 'ok'"),
+			 0);
+	ck_assert_int_eq(sqlite3_close(w), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_close(r), SQLITE_OK);
+}
+END_TEST
+
 START_TEST(test_failed_write_fails_commit)
 {
 	sqlite3 *w = open_db(TEST_VFS), *r;
@@ -225,6 +255,7 @@ static Suite *walbuf_suite(void)
 
 	tcase_add_checked_fixture(core, setup, teardown);
 	tcase_add_test(core, test_commits_seen_whole);
+	tcase_add_test(core, test_rollback_then_other_writer);
 	tcase_add_test(core, test_store_writer_full_only);
 	tcase_set_timeout(core, 60);
 	suite_add_tcase(s, core);
