@@ -190,8 +190,8 @@ static int walbuf_unfetch(sqlite3_file *p, sqlite3_int64 off, void *ptr)
 	return BELOW(p)->pMethods->xUnfetch(BELOW(p), off, ptr);
 }
 
-/* Two tables: the below file's methods of version 1 have no shared memory, of version 2 no
- * memory mapping; ours must not claim what it cannot pass down. */
+/* One table per version of the below file's methods (version 1 has no shared memory, version
+ * 2 no memory mapping): ours must not claim what it cannot pass down. */
 #define WALBUF_METHODS(version)                                                                 \
 	{                                                                                       \
 		version, walbuf_close, walbuf_read, walbuf_write, walbuf_truncate, walbuf_sync, \
