@@ -1,7 +1,7 @@
 /* The SQLite backend (the embedded default): its entry in the backend table, opening a handle in
- * each mode (the writer's lock file, WAL, migrations, the hash chain's head) and the writer's
- * transaction with a savepoint per request. One connection per handle; each handle is used by
- * one thread at a time. */
+ * each mode (the writer's lock file, WAL and its VFS, migrations, the hash chain's head) and the
+ * writer's transaction (savepoints when store.c asks for them). One connection per handle; each
+ * handle is used by one thread at a time. */
 #include "store_sqlite_int.h"
 #include "store_sqlite_walbuf.h"
 

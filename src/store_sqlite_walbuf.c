@@ -23,7 +23,8 @@
  * of the WAL write lock (walbuf_shm_lock: after a rollback, before another connection may
  * write the WAL). A WAL whose database file is not ours is not buffered. A failed
  * write-down is returned to SQLite from the call that caused it (xSync at a commit: the commit
- * fails and nothing of it is published). WALBUF_CAP stays below 0x1ffff because the unix VFS
+ * fails and nothing of it is published) and from every later call until it succeeds or the
+ * write lock is released (write_down). WALBUF_CAP stays below 0x1ffff because the unix VFS
  * writes at most that many bytes in one call. */
 #define WALBUF_CAP 0x1f000
 
@@ -51,7 +52,12 @@ static int write_down(struct walbuf_file *f)
 	if (f->len == 0)
 		return SQLITE_OK;
 	rc = f->below->pMethods->xWrite(f->below, f->buf, f->len, f->start);
-	f->len = 0; /* on failure SQLite writes these frames again when it retries */
+	/* On failure the frames stay: SQLite was told they were written, so every later call that
+	 * needs them tries again (and fails the same way while the disk is full, rather than read
+	 * around them or commit without them). The write lock's release drops them: frames still
+	 * here then are uncommitted, since a commit needs its sync, which needs this write. */
+	if (rc == SQLITE_OK)
+		f->len = 0;
 	return rc;
 }
 
@@ -165,8 +171,10 @@ static int walbuf_shm_lock(sqlite3_file *p, int offset, int n, int flags)
 {
 	struct walbuf_file *f = (struct walbuf_file *)p;
 
-	if ((flags & SQLITE_SHM_UNLOCK) && offset == 0 && n > 0 && f->wal != NULL)
+	if ((flags & SQLITE_SHM_UNLOCK) && offset == 0 && n > 0 && f->wal != NULL) {
 		(void)write_down(f->wal); /* uncommitted frames: a failure loses nothing */
+		f->wal->len = 0;
+	}
 	return BELOW(p)->pMethods->xShmLock(BELOW(p), offset, n, flags);
 }
 
