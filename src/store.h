@@ -313,15 +313,16 @@ enum store_confirmation store_confirm_verdict(long long held_amount,
 					      long long komerce_amount, char *detail, size_t n);
 
 /* The chain hash of an event: SHA-256 over a version tag, the previous hash and every stored
- * field, each length-prefixed (exported for the verifier and the tests). */
-void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
-		      const char *order_id, const char *status, long long amount,
-		      const char *source, bool conflict, const char *dedupe_key, const char *raw,
-		      size_t raw_len, int64_t received_at, uint8_t out[STORE_HASH_LEN]);
+ * field, each length-prefixed (exported for the verifier and the tests). 0, or -ENOMEM when
+ * OpenSSL could not compute it (out a zero hash then: never store it). */
+int store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
+		     const char *order_id, const char *status, long long amount, const char *source,
+		     bool conflict, const char *dedupe_key, const char *raw, size_t raw_len,
+		     int64_t received_at, uint8_t out[STORE_HASH_LEN]);
 /* The same for an event with a confirmation mark (mark NULL: exactly store_event_hash; else a
  * version 2 tag and the mark and held_event_id hashed after the version 1 fields). */
-void store_event_hash_marked(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
-			     const char *order_id, const char *status, long long amount,
-			     const char *source, bool conflict, const char *dedupe_key,
-			     const char *raw, size_t raw_len, int64_t received_at, const char *mark,
-			     int64_t held_event_id, uint8_t out[STORE_HASH_LEN]);
+int store_event_hash_marked(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
+			    const char *order_id, const char *status, long long amount,
+			    const char *source, bool conflict, const char *dedupe_key,
+			    const char *raw, size_t raw_len, int64_t received_at, const char *mark,
+			    int64_t held_event_id, uint8_t out[STORE_HASH_LEN]);

@@ -4,6 +4,8 @@
  * confirmation and poll states. No I/O; called on the writer thread and by the verifier. */
 #include "store_backend.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -168,72 +170,123 @@ void store_confirm_marker(const struct store_event_payment *cur,
 				ev->amount, cur->held_event_id, d->key, sizeof(d->key));
 }
 
-static void hash_field(EVP_MD_CTX *ctx, const void *p, size_t len)
+/* The chain hash is fed through a small buffer: a dozen short fields would otherwise be as
+ * many EVP_DigestUpdate calls. The digest is fetched once (EVP_sha256() in an init makes
+ * OpenSSL 3 look the implementation up again every time). */
+struct hash_buf {
+	EVP_MD_CTX *ctx;
+	size_t n;
+	uint8_t b[512];
+};
+
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static void hash_flush(struct hash_buf *h)
+{
+	if (h->n > 0)
+		EVP_DigestUpdate(h->ctx, h->b, h->n);
+	h->n = 0;
+}
+
+static void hash_put(struct hash_buf *h, const void *p, size_t len)
+{
+	if (len > sizeof(h->b) - h->n) {
+		hash_flush(h);
+		if (len > sizeof(h->b)) {
+			EVP_DigestUpdate(h->ctx, p, len);
+			return;
+		}
+	}
+	memcpy(h->b + h->n, p, len);
+	h->n += len;
+}
+
+static void hash_field(struct hash_buf *h, const void *p, size_t len)
 {
 	uint8_t l[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
 			(uint8_t)len};
 
-	EVP_DigestUpdate(ctx, l, sizeof(l));
+	hash_put(h, l, sizeof(l));
 	if (len > 0)
-		EVP_DigestUpdate(ctx, p, len);
+		hash_put(h, p, len);
 }
 
-static void hash_str(EVP_MD_CTX *ctx, const char *s)
+static void hash_str(struct hash_buf *h, const char *s)
 {
-	hash_field(ctx, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+	hash_field(h, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
 }
 
-static void hash_int(EVP_MD_CTX *ctx, long long v)
+/* The same digits as printf's "%lld". */
+static void hash_int(struct hash_buf *h, long long v)
 {
-	char buf[32];
+	char buf[24], *end = buf + sizeof(buf), *p = end;
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
 
-	snprintf(buf, sizeof(buf), "%lld", v);
-	hash_str(ctx, buf);
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		*--p = '-';
+	hash_field(h, p, (size_t)(end - p));
 }
 
-void store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
-		      const char *order_id, const char *status, long long amount,
-		      const char *source, bool conflict, const char *dedupe_key, const char *raw,
-		      size_t raw_len, int64_t received_at, uint8_t out[STORE_HASH_LEN])
+int store_event_hash(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
+		     const char *order_id, const char *status, long long amount, const char *source,
+		     bool conflict, const char *dedupe_key, const char *raw, size_t raw_len,
+		     int64_t received_at, uint8_t out[STORE_HASH_LEN])
 {
-	store_event_hash_marked(prev, id, payment_id, order_id, status, amount, source, conflict,
-				dedupe_key, raw, raw_len, received_at, NULL, 0, out);
+	return store_event_hash_marked(prev, id, payment_id, order_id, status, amount, source,
+				       conflict, dedupe_key, raw, raw_len, received_at, NULL, 0,
+				       out);
 }
 
 /* Version 1 (every event before confirm_paid, and every unmarked one since) is unchanged, so
  * chains written before the upgrade still verify. */
-void store_event_hash_marked(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
-			     const char *order_id, const char *status, long long amount,
-			     const char *source, bool conflict, const char *dedupe_key,
-			     const char *raw, size_t raw_len, int64_t received_at, const char *mark,
-			     int64_t held_event_id, uint8_t out[STORE_HASH_LEN])
+int store_event_hash_marked(const uint8_t prev[STORE_HASH_LEN], int64_t id, const char *payment_id,
+			    const char *order_id, const char *status, long long amount,
+			    const char *source, bool conflict, const char *dedupe_key,
+			    const char *raw, size_t raw_len, int64_t received_at, const char *mark,
+			    int64_t held_event_id, uint8_t out[STORE_HASH_LEN])
 {
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	struct hash_buf h = {.ctx = EVP_MD_CTX_new()};
 	unsigned int n = STORE_HASH_LEN;
+	int ok = 0;
 
 	memset(out, 0, STORE_HASH_LEN);
-	if (ctx == NULL)
-		return;
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1) {
-		EVP_DigestUpdate(ctx, mark != NULL ? "komerce-hookd/2" : "komerce-hookd/1", 15);
-		hash_field(ctx, prev, STORE_HASH_LEN);
-		hash_int(ctx, id);
-		hash_str(ctx, payment_id);
-		hash_str(ctx, order_id);
-		hash_str(ctx, status);
-		hash_int(ctx, amount);
-		hash_str(ctx, source);
-		hash_int(ctx, conflict ? 1 : 0);
-		hash_str(ctx, dedupe_key);
-		hash_field(ctx, raw, raw_len);
-		hash_int(ctx, received_at);
+	pthread_once(&sha256_once, sha256_fetch);
+	if (h.ctx != NULL && sha256_md != NULL && EVP_DigestInit_ex2(h.ctx, sha256_md, NULL) == 1) {
+		hash_put(&h, mark != NULL ? "komerce-hookd/2" : "komerce-hookd/1", 15);
+		hash_field(&h, prev, STORE_HASH_LEN);
+		hash_int(&h, id);
+		hash_str(&h, payment_id);
+		hash_str(&h, order_id);
+		hash_str(&h, status);
+		hash_int(&h, amount);
+		hash_str(&h, source);
+		hash_int(&h, conflict ? 1 : 0);
+		hash_str(&h, dedupe_key);
+		hash_field(&h, raw, raw_len);
+		hash_int(&h, received_at);
 		if (mark != NULL) {
-			hash_str(ctx, mark);
-			hash_int(ctx, held_event_id);
+			hash_str(&h, mark);
+			hash_int(&h, held_event_id);
 		}
-		EVP_DigestFinal_ex(ctx, out, &n);
+		hash_flush(&h);
+		ok = EVP_DigestFinal_ex(h.ctx, out, &n);
 	}
-	EVP_MD_CTX_free(ctx);
+	EVP_MD_CTX_free(h.ctx);
+	if (ok != 1) {
+		memset(out, 0, STORE_HASH_LEN);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static const char *const state_names[] = {

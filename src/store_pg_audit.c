@@ -36,13 +36,17 @@ static int verify_row(void *arg, PGresult *res)
 		w->bad_id = id;
 		return -EBADMSG;
 	}
-	store_event_hash_marked(
-		w->prev, id, PQgetvalue(res, 0, 1),
-		PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
-		store_pg_i64(res, 0, 4, -1), PQgetvalue(res, 0, 5), store_pg_bool(res, 0, 6),
-		PQgetvalue(res, 0, 7), PQgetvalue(res, 0, 8), (size_t)PQgetlength(res, 0, 8),
-		store_pg_i64(res, 0, 9, 0), PQgetisnull(res, 0, 12) ? NULL : PQgetvalue(res, 0, 12),
-		store_pg_i64(res, 0, 13, 0), h);
+	if (store_event_hash_marked(w->prev, id, PQgetvalue(res, 0, 1),
+				    PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2),
+				    PQgetvalue(res, 0, 3), store_pg_i64(res, 0, 4, -1),
+				    PQgetvalue(res, 0, 5), store_pg_bool(res, 0, 6),
+				    PQgetvalue(res, 0, 7), PQgetvalue(res, 0, 8),
+				    (size_t)PQgetlength(res, 0, 8), store_pg_i64(res, 0, 9, 0),
+				    PQgetisnull(res, 0, 12) ? NULL : PQgetvalue(res, 0, 12),
+				    store_pg_i64(res, 0, 13, 0), h) < 0) {
+		snprintf(w->why, w->why_len, "out of memory");
+		return -ENOMEM;
+	}
 	store_pg_hash(res, 0, 11, stored);
 	if (PQgetlength(res, 0, 11) != 2 * STORE_HASH_LEN ||
 	    memcmp(stored, h, STORE_HASH_LEN) != 0) {

@@ -167,19 +167,22 @@ struct insert {
 };
 
 /* $1-$22: the event (hashed into hash), its outbox rows and receipt, the fields any fact may
- * fill in the payment, the event's mark. */
-static void event_params(struct store *s, const struct event *ev,
-			 const struct store_event_decision *d, int64_t id, int64_t now,
-			 uint8_t hash[STORE_HASH_LEN], struct insert *x)
+ * fill in the payment, the event's mark. 0, or -ENOMEM (s->err set). */
+static int event_params(struct store *s, const struct event *ev,
+			const struct store_event_decision *d, int64_t id, int64_t now,
+			uint8_t hash[STORE_HASH_LEN], struct insert *x)
 {
 	struct store_pg *q = store_pg_of(s);
 	const char *status = payment_status_name(ev->status);
 	const char *source = event_source_name(ev->source);
 	const char *mark = store_event_mark_name(d->mark);
 
-	store_event_hash_marked(q->tx_last_hash, id, ev->payment_id, ev->order_id, status,
-				ev->amount, source, d->conflict, d->key, ev->raw, ev->raw_len, now,
-				mark, d->held_event_id, hash);
+	if (store_event_hash_marked(q->tx_last_hash, id, ev->payment_id, ev->order_id, status,
+				    ev->amount, source, d->conflict, d->key, ev->raw, ev->raw_len,
+				    now, mark, d->held_event_id, hash) < 0) {
+		snprintf(s->err, sizeof(s->err), "event hash: out of memory");
+		return -ENOMEM;
+	}
 	sink_array(s, d, x->sinks, sizeof(x->sinks));
 	memset(x->lens, 0, sizeof(x->lens));
 	memset(x->fmts, 0, sizeof(x->fmts));
@@ -210,6 +213,7 @@ static void event_params(struct store *s, const struct event *ev,
 	x->v[20] = mark;
 	x->v[21] = mark != NULL ? store_pg_num_or_null(&x->held, d->held_event_id, 0) : NULL;
 	x->v[22] = d->hold ? "t" : "f";
+	return 0;
 }
 
 /* A pending confirmation that the payment's reaching a terminal status some other way (a
@@ -233,7 +237,8 @@ static int insert_new(struct store *s, const struct event *ev, const struct stor
 	char detail[STORE_DETAIL_MAX];
 	struct insert x;
 
-	event_params(s, ev, d, id, now, hash, &x);
+	if (event_params(s, ev, d, id, now, hash, &x) < 0)
+		return -ENOMEM;
 	if (!d->known) {
 		x.v[19] = d->hold ? store_pg_num(&x.next, now)
 			  : !d->terminal && s->opts.reconcile

@@ -44,16 +44,22 @@ int store_sqlite_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_
 			r = -EBADMSG;
 			break;
 		}
-		store_event_hash_marked(
-			prev, id, (const char *)sqlite3_column_text(st, 1),
-			(const char *)sqlite3_column_text(st, 2),
-			(const char *)sqlite3_column_text(st, 3), store_sqlite_col_i64(st, 4, -1),
-			(const char *)sqlite3_column_text(st, 5), sqlite3_column_int(st, 6) != 0,
-			(const char *)sqlite3_column_text(st, 7),
-			(const char *)sqlite3_column_text(st, 8),
-			(size_t)sqlite3_column_bytes(st, 8), sqlite3_column_int64(st, 9),
-			(const char *)sqlite3_column_text(st, 12), store_sqlite_col_i64(st, 13, 0),
-			h);
+		if (store_event_hash_marked(prev, id, (const char *)sqlite3_column_text(st, 1),
+					    (const char *)sqlite3_column_text(st, 2),
+					    (const char *)sqlite3_column_text(st, 3),
+					    store_sqlite_col_i64(st, 4, -1),
+					    (const char *)sqlite3_column_text(st, 5),
+					    sqlite3_column_int(st, 6) != 0,
+					    (const char *)sqlite3_column_text(st, 7),
+					    (const char *)sqlite3_column_text(st, 8),
+					    (size_t)sqlite3_column_bytes(st, 8),
+					    sqlite3_column_int64(st, 9),
+					    (const char *)sqlite3_column_text(st, 12),
+					    store_sqlite_col_i64(st, 13, 0), h) < 0) {
+			snprintf(s->err, sizeof(s->err), "verify: out of memory");
+			r = -ENOMEM;
+			break;
+		}
 		if (hh == NULL || sqlite3_column_bytes(st, 11) != STORE_HASH_LEN ||
 		    memcmp(hh, h, STORE_HASH_LEN) != 0) {
 			snprintf(why, why_len, "content does not match its hash (row was altered)");

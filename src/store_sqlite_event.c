@@ -104,9 +104,12 @@ static int insert_event(struct store *s, const struct event *ev,
 	const char *mark = store_event_mark_name(d->mark);
 	sqlite3_stmt *st;
 
-	store_event_hash_marked(q->tx_last_hash, id, ev->payment_id, ev->order_id, status,
-				ev->amount, source, d->conflict, d->key, ev->raw, ev->raw_len, now,
-				mark, d->held_event_id, hash);
+	if (store_event_hash_marked(q->tx_last_hash, id, ev->payment_id, ev->order_id, status,
+				    ev->amount, source, d->conflict, d->key, ev->raw, ev->raw_len,
+				    now, mark, d->held_event_id, hash) < 0) {
+		snprintf(s->err, sizeof(s->err), "event hash: out of memory");
+		return -ENOMEM;
+	}
 	st = store_sqlite_stmt(s, SQ_EVENT_INSERT);
 	if (st == NULL)
 		return -EIO;
