@@ -259,7 +259,6 @@ int store_event_hash_marked(const uint8_t prev[STORE_HASH_LEN], int64_t id, cons
 	unsigned int n = STORE_HASH_LEN;
 	int ok = 0;
 
-	memset(out, 0, STORE_HASH_LEN);
 	pthread_once(&sha256_once, sha256_fetch);
 	if (h.ctx != NULL && sha256_md != NULL && EVP_DigestInit_ex2(h.ctx, sha256_md, NULL) == 1) {
 		hash_put(&h, mark != NULL ? "komerce-hookd/2" : "komerce-hookd/1", 15);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 struct verify_walk {
+	struct store *s;
 	uint8_t prev[STORE_HASH_LEN];
 	int64_t checked, expect_id, bad_id;
 	char *why;
@@ -44,7 +45,8 @@ static int verify_row(void *arg, PGresult *res)
 				    (size_t)PQgetlength(res, 0, 8), store_pg_i64(res, 0, 9, 0),
 				    PQgetisnull(res, 0, 12) ? NULL : PQgetvalue(res, 0, 12),
 				    store_pg_i64(res, 0, 13, 0), h) < 0) {
-		snprintf(w->why, w->why_len, "out of memory");
+		/* not a finding about the chain: the caller reports store_errmsg() */
+		snprintf(w->s->err, sizeof(w->s->err), "verify: out of memory");
 		return -ENOMEM;
 	}
 	store_pg_hash(res, 0, 11, stored);
@@ -67,7 +69,7 @@ int store_pg_verify(struct store *s, int64_t *ret_checked, int64_t *ret_bad_id, 
 				  "conflict, dedupe_key, raw_json, received_at, "
 				  "encode(prev_hash, 'hex'), encode(hash, 'hex'), confirmation, "
 				  "held_event_id FROM events ORDER BY id";
-	struct verify_walk w = {.expect_id = 1, .why = why, .why_len = why_len};
+	struct verify_walk w = {.s = s, .expect_id = 1, .why = why, .why_len = why_len};
 	int r;
 
 	r = store_pg_stream(s, sql, 0, NULL, verify_row, &w, "verify");

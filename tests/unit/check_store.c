@@ -1769,22 +1769,24 @@ START_TEST(test_hash_golden)
 		const char *source;
 		bool conflict;
 		const char *key;
-		char raw_ch;
-		size_t raw_len;
+		const char *raw; /* NULL: fill_len bytes of fill */
+		char fill;
+		size_t fill_len;
 		int64_t at;
 		const char *mark;
 		int64_t held;
 		const char *hex;
 	} v[] = {
-		{7, "KOMPAY-1", "ORD-1", "PAID", 150000, "callback", false, "KOMPAY-1:PAID", 0, 0,
-		 1764547200123LL, NULL, 0,
+		{7, "KOMPAY-1", "ORD-1", "PAID", 150000, "callback", false, "KOMPAY-1:PAID",
+		 "{\"a\":1}", 0, 0, 1764547200123LL, NULL, 0,
 		 "187f23f5dd34ecced00b270d150301089185556e3c57873462ff200bf189999a"},
-		{INT64_MIN, "P", NULL, "PAID", -1, "reconcile", true, "P:PAID:conflict", 'x', 1500,
-		 0, NULL, 0, "b75f437b085ca6e995e0374e423cb2ac5ada44e5ab204c2647ebf12ff0de3a60"},
-		{12, "P", "O", "PAID", 5, "callback", false, "P:PAID:held:5", 0, 0, 9, "held", 0,
-		 "9d5341e0df2df0c15b7734a6edd3b787bf279693a307b9203e6f7b7754fd4df1"},
-		{13, "P", "O", "PAID", 5, "callback", false, "P:PAID:unconfirmed:5", 'y', 511, 9,
-		 "unconfirmed", 12,
+		{INT64_MIN, "P", NULL, "PAID", -1, "reconcile", true, "P:PAID:conflict", NULL, 'x',
+		 1500, 0, NULL, 0,
+		 "b75f437b085ca6e995e0374e423cb2ac5ada44e5ab204c2647ebf12ff0de3a60"},
+		{12, "P", "O", "PAID", 5, "callback", false, "P:PAID:held:5", "", 0, 0, 9, "held",
+		 0, "9d5341e0df2df0c15b7734a6edd3b787bf279693a307b9203e6f7b7754fd4df1"},
+		{13, "P", "O", "PAID", 5, "callback", false, "P:PAID:unconfirmed:5", NULL, 'y', 511,
+		 9, "unconfirmed", 12,
 		 "b54f734929fa0055ea4e2a0dc684b5c8d077abedadf3f51becd9653c0b347bb2"},
 	};
 	uint8_t prev[STORE_HASH_LEN], h[STORE_HASH_LEN];
@@ -1793,19 +1795,18 @@ START_TEST(test_hash_golden)
 	for (size_t i = 0; i < sizeof(prev); i++)
 		prev[i] = (uint8_t)i;
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		const char *r = "{\"a\":1}";
-		size_t rl = strlen(r);
+		const char *r = v[i].raw;
+		size_t rl = r != NULL ? strlen(r) : v[i].fill_len;
 
-		if (v[i].raw_ch != 0) {
-			memset(raw, v[i].raw_ch, v[i].raw_len);
+		if (r == NULL) {
+			memset(raw, v[i].fill, v[i].fill_len);
 			r = raw;
-			rl = v[i].raw_len;
-		} else if (v[i].mark != NULL) {
-			rl = 0;
 		}
-		store_event_hash_marked(prev, v[i].id, v[i].pid, v[i].oid, v[i].status, v[i].amount,
-					v[i].source, v[i].conflict, v[i].key, r, rl, v[i].at,
-					v[i].mark, v[i].held, h);
+		ck_assert_int_eq(store_event_hash_marked(prev, v[i].id, v[i].pid, v[i].oid,
+							 v[i].status, v[i].amount, v[i].source,
+							 v[i].conflict, v[i].key, r, rl, v[i].at,
+							 v[i].mark, v[i].held, h),
+				 0);
 		util_hex(h, sizeof(h), hex);
 		ck_assert_msg(strcmp(hex, v[i].hex) == 0, "vector %zu: %s", i, hex);
 	}
