@@ -117,11 +117,13 @@ static int cmp_names(const void *a, const void *b)
 }
 
 /* Finds a member name that appears twice in obj (cJSON keeps the first, another parser of the
- * stored raw body might keep the last). Sorting makes it O(n log n) for hostile bodies. Returns
- * the name, NULL if none; *ret_oom set on allocation failure. */
+ * stored raw body might keep the last). A callback has about ten members: those are compared
+ * pair by pair; more are sorted, O(n log n) for hostile bodies. Returns the name, NULL if none;
+ * *ret_oom set on allocation failure. */
 static const char *duplicate_name(const cJSON *obj, bool *ret_oom)
 {
-	const cJSON *c;
+	enum { PAIRWISE_MAX = 16 };
+	const cJSON *c, *d;
 	const char **names, *dup = NULL;
 	size_t n = 0, i = 0;
 
@@ -129,6 +131,14 @@ static const char *duplicate_name(const cJSON *obj, bool *ret_oom)
 		n++;
 	if (n < 2)
 		return NULL;
+	if (n <= PAIRWISE_MAX) {
+		for (c = obj->child; c != NULL; c = c->next)
+			for (d = c->next; d != NULL; d = d->next)
+				if (strcmp(c->string != NULL ? c->string : "",
+					   d->string != NULL ? d->string : "") == 0)
+					return d->string != NULL ? d->string : "";
+		return NULL;
+	}
 	names = malloc(n * sizeof(*names));
 	if (names == NULL) {
 		*ret_oom = true;

@@ -788,6 +788,34 @@ START_TEST(test_parse_malformed)
 }
 END_TEST
 
+/* A member named twice is refused, at the top level or inside data, whether the object is
+ * small (compared pair by pair) or large (sorted); many distinct members pass. */
+START_TEST(test_parse_duplicate_members)
+{
+	char body[2048], why[128];
+	struct event ev;
+	size_t n;
+
+	REFUSED("{\"payment_id\":\"P\",\"status\":\"PAID\",\"status\":\"EXPIRED\"}",
+		"duplicate field status");
+	REFUSED("{\"data\":{\"payment_id\":\"P\",\"status\":\"PAID\",\"payment_id\":\"Q\"}}",
+		"duplicate field payment_id");
+	for (int members = 10; members <= 40; members += 30) {
+		n = (size_t)snprintf(body, sizeof(body),
+				     "{\"payment_id\":\"P\",\"status\":\"PAID\"");
+		for (int i = 0; i < members; i++)
+			n += (size_t)snprintf(body + n, sizeof(body) - n, ",\"x%d\":%d", i, i);
+		snprintf(body + n, sizeof(body) - n, "}");
+		ck_assert_msg(parse(body, &ev, why, sizeof(why)) == 0, "%d members: %s", members,
+			      why);
+		/* the same name again, last */
+		snprintf(body + n, sizeof(body) - n, ",\"x%d\":0}", members / 2);
+		ck_assert_int_eq(parse(body, &ev, why, sizeof(why)), -EINVAL);
+		ck_assert_msg(strstr(why, "duplicate field x") != NULL, "%s", why);
+	}
+}
+END_TEST
+
 Suite *callback_suite(void)
 {
 	Suite *s = suite_create("callback");
@@ -827,6 +855,7 @@ Suite *callback_suite(void)
 	tcase_add_test(tc, test_parse_whitespace_around);
 	tcase_add_test(tc, test_parse_not_nul_terminated);
 	tcase_add_test(tc, test_parse_small_why_buffer);
+	tcase_add_test(tc, test_parse_duplicate_members);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");

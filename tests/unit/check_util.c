@@ -5,6 +5,7 @@
 #include <check.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,51 @@ START_TEST(test_hmac_long_key_and_empty_data)
 }
 END_TEST
 
+/* Each thread keeps one MAC context: a call with another key, an empty or a NULL key never
+ * reuses the key of the call before, on this thread or another. */
+static void *hmac_alternating(void *arg)
+{
+	char hex[2 * UTIL_SHA256_LEN + 1];
+	uint8_t key1[20];
+	long bad = 0;
+
+	(void)arg;
+	memset(key1, 0x0b, sizeof(key1));
+	for (int i = 0; i < 2000; i++) {
+		hmac_hex("Jefe", 4, "what do ya want for nothing?", 28, hex);
+		bad += strcmp(hex,
+			      "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") !=
+		       0;
+		hmac_hex(key1, sizeof(key1), "Hi There", 8, hex);
+		bad += strcmp(hex,
+			      "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7") !=
+		       0;
+	}
+	return (void *)bad;
+}
+
+START_TEST(test_hmac_key_changes_and_threads)
+{
+	char hex[2 * UTIL_SHA256_LEN + 1];
+	pthread_t t[2];
+	void *bad;
+
+	hmac_hex("Jefe", 4, "Hi There", 8, hex);
+	hmac_hex("", 0, "", 0, hex);
+	ck_assert_str_eq(hex, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+	hmac_hex("Jefe", 4, "Hi There", 8, hex);
+	hmac_hex(NULL, 0, "Hi There", 8, hex);
+	ck_assert_str_eq(hex, "e48411262715c8370cd5e7bf8e82bef53bd53712d007f3429351843b77c7bb9b");
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, hmac_alternating, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(pthread_join(t[i], &bad), 0);
+		ck_assert_ptr_null(bad);
+	}
+	ck_assert_ptr_null(hmac_alternating(NULL));
+}
+END_TEST
+
 START_TEST(test_ct_equal)
 {
 	ck_assert(util_ct_equal("abcdef", "abcdef", 6));
@@ -431,6 +477,7 @@ Suite *util_suite(void)
 	tcase_add_test(tc, test_hex_round_trip);
 	tcase_add_test(tc, test_hmac_rfc4231);
 	tcase_add_test(tc, test_hmac_long_key_and_empty_data);
+	tcase_add_test(tc, test_hmac_key_changes_and_threads);
 	tcase_add_test(tc, test_ct_equal);
 	tcase_add_test(tc, test_read_file);
 	suite_add_tcase(s, tc);
