@@ -123,7 +123,7 @@ static int cmp_names(const void *a, const void *b)
 static const char *duplicate_name(const cJSON *obj, bool *ret_oom)
 {
 	enum { PAIRWISE_MAX = 16 };
-	const cJSON *c, *d;
+	const cJSON *c;
 	const char **names, *dup = NULL;
 	size_t n = 0, i = 0;
 
@@ -132,11 +132,17 @@ static const char *duplicate_name(const cJSON *obj, bool *ret_oom)
 	if (n < 2)
 		return NULL;
 	if (n <= PAIRWISE_MAX) {
-		for (c = obj->child; c != NULL; c = c->next)
-			for (d = c->next; d != NULL; d = d->next)
-				if (strcmp(c->string != NULL ? c->string : "",
-					   d->string != NULL ? d->string : "") == 0)
-					return d->string != NULL ? d->string : "";
+		const char *s[PAIRWISE_MAX];
+		size_t len[PAIRWISE_MAX];
+
+		for (c = obj->child; c != NULL; c = c->next, i++) {
+			s[i] = c->string != NULL ? c->string : "";
+			len[i] = strlen(s[i]);
+		}
+		for (i = 0; i < n; i++)
+			for (size_t j = i + 1; j < n; j++)
+				if (len[i] == len[j] && memcmp(s[i], s[j], len[i]) == 0)
+					return s[j];
 		return NULL;
 	}
 	names = malloc(n * sizeof(*names));
