@@ -194,28 +194,33 @@ static void hmac_setup(void)
 	hmac_tls_ok = pthread_key_create(&hmac_tls, hmac_ctx_free) == 0;
 }
 
-static EVP_MAC_CTX *hmac_ctx(void)
+/* The thread's first call makes its context (the digest set once, here). */
+static EVP_MAC_CTX *hmac_ctx_new(void)
 {
 	char digest[] = "SHA256";
 	OSSL_PARAM params[] = {
 		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
 		OSSL_PARAM_construct_end(),
 	};
-	EVP_MAC_CTX *ctx;
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_mac);
 
-	pthread_once(&hmac_once, hmac_setup);
-	if (hmac_mac == NULL || !hmac_tls_ok)
-		return NULL;
-	ctx = pthread_getspecific(hmac_tls);
-	if (ctx != NULL)
-		return ctx;
-	ctx = EVP_MAC_CTX_new(hmac_mac);
 	if (ctx == NULL || EVP_MAC_CTX_set_params(ctx, params) != 1 ||
 	    pthread_setspecific(hmac_tls, ctx) != 0) {
 		EVP_MAC_CTX_free(ctx);
 		return NULL;
 	}
 	return ctx;
+}
+
+static EVP_MAC_CTX *hmac_ctx(void)
+{
+	EVP_MAC_CTX *ctx;
+
+	pthread_once(&hmac_once, hmac_setup);
+	if (hmac_mac == NULL || !hmac_tls_ok)
+		return NULL;
+	ctx = pthread_getspecific(hmac_tls);
+	return ctx != NULL ? ctx : hmac_ctx_new();
 }
 
 int util_hmac_sha256(const void *key, size_t key_len, const void *data, size_t data_len,
